@@ -1,0 +1,30 @@
+package v1alpha1
+
+// Every annotation and label key the product reads or writes is defined here and nowhere else.
+const (
+	// AnnotationInject on a pod requests templates by name, comma-separated; "false" opts the pod out of every
+	// template, selector-matched ones included.
+	AnnotationInject = "sidecar.dev/inject"
+
+	// AnnotationStatus on a pod records what the webhook injected. Written by the webhook only.
+	AnnotationStatus = "sidecar.dev/status"
+
+	// LabelInjection on a namespace: the value LabelInjectionDisabled turns all injection off there.
+	LabelInjection = "sidecar.dev/injection"
+
+	// LabelInjectionDisabled is the value of LabelInjection that turns injection off.
+	LabelInjectionDisabled = "disabled"
+
+	// ParamAnnotationSuffix builds the pod annotation that sets a template parameter:
+	// "<template name>" + ParamAnnotationSuffix + "<parameter name>", e.g. "log-shipper.param.sidecar.dev/level".
+	ParamAnnotationSuffix = ".param.sidecar.dev/"
+
+	// ReservedPrefix is the key prefix that templates may not set in pod annotations or labels.
+	ReservedPrefix = "sidecar.dev/"
+
+	// OptOutValue is the value of AnnotationInject that opts a pod out.
+	OptOutValue = "false"
+)
+
+// SystemNamespaces are never injected, whatever their pods request.
+var SystemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}

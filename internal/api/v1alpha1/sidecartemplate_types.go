@@ -1,0 +1,330 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// FailurePolicy says what happens to a pod when a template cannot be applied to it.
+// +kubebuilder:validation:Enum=Fail;Ignore
+type FailurePolicy string
+
+const (
+	// FailurePolicyFail denies the pod, with a message naming the template and the reason.
+	FailurePolicyFail FailurePolicy = "Fail"
+	// FailurePolicyIgnore admits the pod without this template and says why in an admission warning.
+	FailurePolicyIgnore FailurePolicy = "Ignore"
+)
+
+// ContainerPlacement says where a template's containers go in spec.containers.
+// +kubebuilder:validation:Enum=Last;First
+type ContainerPlacement string
+
+const (
+	// ContainerPlacementLast appends the template's containers after the pod's own.
+	ContainerPlacementLast ContainerPlacement = "Last"
+	// ContainerPlacementFirst puts the template's containers before the pod's own, in template order.
+	ContainerPlacementFirst ContainerPlacement = "First"
+)
+
+// InitContainerPlacement says where a template's init containers go in spec.initContainers.
+// +kubebuilder:validation:Enum=Auto;First;Last
+type InitContainerPlacement string
+
+const (
+	// InitContainerPlacementAuto puts native sidecars (restartPolicy: Always) before the pod's own init
+	// containers, so that those can use them, and other init containers after the pod's own.
+	InitContainerPlacementAuto InitContainerPlacement = "Auto"
+	// InitContainerPlacementFirst puts every init container of the template before the pod's own.
+	InitContainerPlacementFirst InitContainerPlacement = "First"
+	// InitContainerPlacementLast puts every init container of the template after the pod's own.
+	InitContainerPlacementLast InitContainerPlacement = "Last"
+)
+
+// TemplateParameter is a per-pod value that the template's strings can use as {{ params.NAME }}.
+// A pod sets it with the annotation "<template name>.param.sidecar.dev/<parameter name>".
+type TemplateParameter struct {
+	// name of the parameter, used as {{ params.<name> }} in the template's strings and as the last part of the
+	// pod annotation that sets it. Lowercase letters, digits and '-', starting with a letter.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// default is the value used when the pod does not set the parameter. Absent means the parameter is
+	// required: a pod that does not set it cannot receive the template (see failurePolicy).
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Default *string `json:"default,omitempty"`
+
+	// description tells the users of the template what the parameter is for.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Description string `json:"description,omitempty"`
+}
+
+// SidecarTemplateSpec describes what is added to a pod that receives this template.
+//
+// Strings anywhere in containers, initContainers, volumes, volumeMounts, env, envFrom, annotations and labels
+// may use per-pod values, substituted as plain text (never evaluated as code):
+// {{ pod.name }}, {{ pod.generateName }}, {{ pod.namespace }}, {{ pod.serviceAccountName }},
+// {{ pod.labels.KEY }}, {{ pod.annotations.KEY }} and {{ params.NAME }}. Any other text between {{ and }}
+// is left as it is, so configuration files of other template languages pass through unchanged.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.containers) || has(self.initContainers) || has(self.volumes) || has(self.volumeMounts) || has(self.env) || has(self.envFrom) || has(self.imagePullSecrets) || has(self.annotations) || has(self.labels) || has(self.shareProcessNamespace) || has(self.hostAliases) || has(self.dnsConfig) || has(self.hostNetwork) || has(self.hostPID) || has(self.hostIPC)",message="a template must add something: set at least one of containers, initContainers, volumes, volumeMounts, env, envFrom, imagePullSecrets, annotations, labels or a namespace setting"
+// +kubebuilder:validation:XValidation:rule="!has(self.containers) || !has(self.initContainers) || self.containers.all(c, self.initContainers.all(i, c.name != i.name))",message="a container and an init container of the template share a name; container names must be unique across containers and initContainers"
+// +kubebuilder:validation:XValidation:rule="!has(self.targetContainers) || has(self.volumeMounts) || has(self.env) || has(self.envFrom)",message="targetContainers only makes sense with volumeMounts, env or envFrom"
+type SidecarTemplateSpec struct {
+	// selector picks the pods that receive this template without asking for it, by their labels. Absent means
+	// the template is injected only into pods that request it with the sidecar.dev/inject annotation. An empty
+	// selector ({}) selects every pod in the template's scope.
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+
+	// namespaceSelector limits a cluster-wide template (one in the injector's own namespace) to the namespaces
+	// whose labels it matches, both for requests by name and for its selector. Absent means every namespace.
+	// It is ignored on a template in any other namespace, which only ever serves its own namespace.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// order decides where this template goes relative to other templates injected into the same pod: lower
+	// first, ties broken by namespace and then name. Absent means 0.
+	// +optional
+	// +kubebuilder:validation:Minimum=-1000000
+	// +kubebuilder:validation:Maximum=1000000
+	Order int32 `json:"order,omitempty"`
+
+	// failurePolicy says what happens when this template cannot be applied to a pod (a name conflict, a
+	// missing parameter, an invalid template): Fail denies the pod with a message naming the template, Ignore
+	// admits the pod without this template and says why in an admission warning. Absent means Fail.
+	// +optional
+	// +kubebuilder:default=Fail
+	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// containers are added to spec.containers. Names are fixed (no per-pod values). Absent means none.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:XValidation:rule="self.all(c, self.exists_one(d, d.name == c.name))",message="container names must be unique within the template"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, c.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(c.name) <= 63)",message="container names must be DNS labels: lowercase letters, digits and '-', at most 63 characters"
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(c, has(c.image) && c.image != '')",message="every container needs an image"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, !has(c.restartPolicy))",message="restartPolicy is only allowed on initContainers (restartPolicy: Always makes a native sidecar)"
+	Containers []corev1.Container `json:"containers,omitempty"`
+
+	// containerPlacement says where containers go: Last appends them after the pod's own containers, First puts
+	// them before (some tools treat the first container as the main one). Absent means Last.
+	// +optional
+	// +kubebuilder:default=Last
+	ContainerPlacement ContainerPlacement `json:"containerPlacement,omitempty"`
+
+	// initContainers are added to spec.initContainers. One with restartPolicy: Always is a native sidecar: it
+	// starts before the app containers and runs beside them. Names are fixed (no per-pod values). Absent means
+	// none.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:XValidation:rule="self.all(c, self.exists_one(d, d.name == c.name))",message="init container names must be unique within the template"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, c.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(c.name) <= 63)",message="init container names must be DNS labels: lowercase letters, digits and '-', at most 63 characters"
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(c, has(c.image) && c.image != '')",message="every init container needs an image"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, !has(c.restartPolicy) || c.restartPolicy == 'Always')",message="an init container's restartPolicy can only be Always (a native sidecar)"
+	InitContainers []corev1.Container `json:"initContainers,omitempty"`
+
+	// initContainerPlacement says where initContainers go: Auto puts native sidecars before the pod's own init
+	// containers (so those can use them) and other init containers after; First and Last put all of them before
+	// or after the pod's own. Absent means Auto.
+	// +optional
+	// +kubebuilder:default=Auto
+	InitContainerPlacement InitContainerPlacement `json:"initContainerPlacement,omitempty"`
+
+	// volumes are added to spec.volumes, shared by the sidecars and the application. Names are fixed (no
+	// per-pod values). Absent means none.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:XValidation:rule="self.all(c, self.exists_one(d, d.name == c.name))",message="volume names must be unique within the template"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, c.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(c.name) <= 63)",message="volume names must be DNS labels: lowercase letters, digits and '-', at most 63 characters"
+	// +kubebuilder:validation:MaxItems=64
+	Volumes []corev1.Volume `json:"volumes,omitempty"`
+
+	// volumeMounts are added to the application's containers (those named in targetContainers, else all of the
+	// pod's own containers). A mount path a container already has is left as the container has it. Absent means
+	// none.
+	// +optional
+	// +listType=map
+	// +listMapKey=mountPath
+	// +kubebuilder:validation:MaxItems=64
+	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
+
+	// env is added to the application's containers. A variable a container already has keeps the container's
+	// value. Absent means none.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=128
+	Env []corev1.EnvVar `json:"env,omitempty"`
+
+	// envFrom is added to the application's containers, unless a container already has the same source.
+	// Absent means none.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	EnvFrom []corev1.EnvFromSource `json:"envFrom,omitempty"`
+
+	// targetContainers names the application containers that receive volumeMounts, env and envFrom. Absent
+	// means all of the pod's own containers (never the sidecars that templates add). A name the pod does not
+	// have is reported in an admission warning.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=63
+	TargetContainers []string `json:"targetContainers,omitempty"`
+
+	// imagePullSecrets are added to the pod's spec.imagePullSecrets, unless it already names them. Absent
+	// means none.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
+	// annotations are added to the pod's metadata; a key the pod already sets keeps the pod's value. Keys under
+	// sidecar.dev/ are reserved. Absent means none.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('sidecar.dev/'))",message="annotation keys under sidecar.dev/ are reserved for the injector"
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// labels are added to the pod's metadata; a key the pod already sets keeps the pod's value. Keys under
+	// sidecar.dev/ are reserved. Absent means none.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('sidecar.dev/'))",message="label keys under sidecar.dev/ are reserved for the injector"
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// shareProcessNamespace sets the pod's spec.shareProcessNamespace. A pod that sets it to the other value is
+	// a conflict. Absent means the template leaves it alone.
+	// +optional
+	ShareProcessNamespace *bool `json:"shareProcessNamespace,omitempty"`
+
+	// hostAliases are added to the pod's spec.hostAliases; hostnames for an IP the pod already lists are added
+	// to that entry. Absent means none.
+	// +optional
+	// +listType=map
+	// +listMapKey=ip
+	// +kubebuilder:validation:MaxItems=32
+	HostAliases []corev1.HostAlias `json:"hostAliases,omitempty"`
+
+	// dnsConfig is merged into the pod's spec.dnsConfig: nameservers, searches and options the pod does not
+	// have are added; an option the pod sets to another value is a conflict. Absent means the template leaves
+	// it alone.
+	// +optional
+	DNSConfig *corev1.PodDNSConfig `json:"dnsConfig,omitempty"`
+
+	// hostNetwork sets the pod's spec.hostNetwork. Only a cluster-wide template (in the injector's namespace)
+	// may set it; a pod that sets it to the other value is a conflict. Absent means the template leaves it alone.
+	// +optional
+	HostNetwork *bool `json:"hostNetwork,omitempty"`
+
+	// hostPID sets the pod's spec.hostPID. Only a cluster-wide template may set it; a pod that sets it to the
+	// other value is a conflict. Absent means the template leaves it alone.
+	// +optional
+	HostPID *bool `json:"hostPID,omitempty"`
+
+	// hostIPC sets the pod's spec.hostIPC. Only a cluster-wide template may set it; a pod that sets it to the
+	// other value is a conflict. Absent means the template leaves it alone.
+	// +optional
+	HostIPC *bool `json:"hostIPC,omitempty"`
+
+	// parameters declares the per-pod values that the template's strings use as {{ params.NAME }}. Absent
+	// means none.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	Parameters []TemplateParameter `json:"parameters,omitempty"`
+}
+
+// SidecarTemplateStatus is written by the injector's controller.
+type SidecarTemplateStatus struct {
+	// observedGeneration is the metadata.generation that the conditions describe. Absent means the controller
+	// has not looked at the template yet.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions describe the template's state. Ready is True when the template can be injected; when it is
+	// False, its reason and message say what to change. Absent means not yet known.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Condition types and reasons used in SidecarTemplateStatus.
+const (
+	// ConditionReady is True when the template can be injected.
+	ConditionReady = "Ready"
+)
+
+// SidecarTemplate describes a sidecar once; every pod that requests it by annotation, or that its selector
+// matches, receives it when the pod is created.
+//
+// Example, a log shipper sharing an emptyDir with the application:
+//
+//	apiVersion: sidecar.dev/v1alpha1
+//	kind: SidecarTemplate
+//	metadata:
+//	  name: log-shipper
+//	  namespace: team-a
+//	spec:
+//	  containers:
+//	  - name: log-shipper
+//	    image: fluent/fluent-bit:3.2
+//	    volumeMounts:
+//	    - name: app-logs
+//	      mountPath: /var/log/app
+//	      readOnly: true
+//	  volumes:
+//	  - name: app-logs
+//	    emptyDir: {}
+//	  volumeMounts:
+//	  - name: app-logs
+//	    mountPath: /var/log/app
+//	  env:
+//	  - name: LOG_DIR
+//	    value: /var/log/app
+//
+// A pod receives it with the annotation sidecar.dev/inject: log-shipper.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=sct,categories=sidecar
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Order",type=integer,JSONPath=`.spec.order`
+// +kubebuilder:printcolumn:name="Failure-Policy",type=string,JSONPath=`.spec.failurePolicy`
+// +kubebuilder:printcolumn:name="Selector",type=string,JSONPath=`.spec.selector`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type SidecarTemplate struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec says what the template adds to a pod and which pods receive it.
+	// +required
+	Spec SidecarTemplateSpec `json:"spec"`
+
+	// status is written by the injector.
+	// +optional
+	Status SidecarTemplateStatus `json:"status,omitempty"`
+}
+
+// SidecarTemplateList is a list of SidecarTemplates.
+//
+// +kubebuilder:object:root=true
+type SidecarTemplateList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []SidecarTemplate `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&SidecarTemplate{}, &SidecarTemplateList{})
+}
