@@ -36,6 +36,7 @@ type Template struct {
 	HasSelector bool
 
 	selector          labels.Selector // nil when HasSelector is false
+	selectorsBroken   bool            // selector or namespaceSelector cannot be parsed
 	namespaceSelector labels.Selector // nil means every namespace
 	params            []v1alpha1.TemplateParameter
 	payloadJSON       []byte    // the adding part of the spec, for per-pod substitution
@@ -108,11 +109,13 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	if spec.Selector != nil {
 		if t.selector, err = metav1.LabelSelectorAsSelector(spec.Selector); err != nil {
 			addErr("spec.selector is not a valid label selector: %v", err)
+			t.selectorsBroken = true
 		}
 	}
 	if spec.NamespaceSelector != nil {
 		if t.namespaceSelector, err = metav1.LabelSelectorAsSelector(spec.NamespaceSelector); err != nil {
 			addErr("spec.namespaceSelector is not a valid label selector: %v", err)
+			t.selectorsBroken = true
 		}
 	}
 	if !t.ClusterWide {

@@ -70,8 +70,8 @@ const (
 // Decision is the engine's verdict on one template for one pod.
 type Decision struct {
 	// Namespace and Name identify the template; Namespace is empty for a requested name that matched nothing.
-	Namespace string `json:"namespace,omitempty"`
-	Name      string `json:"name"`
+	Namespace string  `json:"namespace,omitempty"`
+	Name      string  `json:"name"`
 	Outcome   Outcome `json:"outcome"`
 	Reason    Reason  `json:"reason"`
 	// Message is a sentence for people; for Skipped and Denied it names the template, the field and the name.

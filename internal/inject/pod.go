@@ -1,0 +1,75 @@
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// podView is the part of a pod the engine reads. The engine never re-encodes the pod: it reads this view and
+// writes a patch against the raw bytes, so whatever the view does not name is untouched. Pointers, nil slices
+// and nil maps mean "absent or null" (the patch then creates the field whole).
+type podView struct {
+	Metadata *struct {
+		Name         string            `json:"name"`
+		GenerateName string            `json:"generateName"`
+		Namespace    string            `json:"namespace"`
+		Labels       map[string]string `json:"labels"`
+		Annotations  map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec *struct {
+		Containers            []containerView      `json:"containers"`
+		InitContainers        []containerView      `json:"initContainers"`
+		Volumes               []namedView          `json:"volumes"`
+		ImagePullSecrets      []namedView          `json:"imagePullSecrets"`
+		ServiceAccountName    string               `json:"serviceAccountName"`
+		ServiceAccount        string               `json:"serviceAccount"`
+		ShareProcessNamespace *bool                `json:"shareProcessNamespace"`
+		HostNetwork           *bool                `json:"hostNetwork"`
+		HostPID               *bool                `json:"hostPID"`
+		HostIPC               *bool                `json:"hostIPC"`
+		HostAliases           []corev1.HostAlias   `json:"hostAliases"`
+		DNSConfig             *corev1.PodDNSConfig `json:"dnsConfig"`
+	} `json:"spec"`
+}
+
+type namedView struct {
+	Name string `json:"name"`
+}
+
+type containerView struct {
+	Name         string                 `json:"name"`
+	Env          []namedView            `json:"env"`
+	EnvFrom      []corev1.EnvFromSource `json:"envFrom"`
+	VolumeMounts []struct {
+		MountPath string `json:"mountPath"`
+	} `json:"volumeMounts"`
+}
+
+// PodError is returned for a pod the engine cannot read.
+type PodError struct{ Err error }
+
+func (e *PodError) Error() string { return "cannot read pod: " + e.Err.Error() }
+func (e *PodError) Unwrap() error { return e.Err }
+
+func readPod(raw []byte) (*podView, error) {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, &PodError{fmt.Errorf("the object is not a JSON object")}
+	}
+	var p podView
+	if err := json.Unmarshal(trimmed, &p); err != nil {
+		return nil, &PodError{describeJSONError(err)}
+	}
+	return &p, nil
+}
+
+// describeJSONError turns encoding/json's errors into one that names the field.
+func describeJSONError(err error) error {
+	if te, ok := err.(*json.UnmarshalTypeError); ok && te.Field != "" {
+		return fmt.Errorf("field %s: expected %s, found a JSON %s", te.Field, te.Type, te.Value)
+	}
+	return err
+}
