@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -19,20 +20,23 @@ type podView struct {
 		Labels       map[string]string `json:"labels"`
 		Annotations  map[string]string `json:"annotations"`
 	} `json:"metadata"`
-	Spec *struct {
-		Containers            []containerView      `json:"containers"`
-		InitContainers        []containerView      `json:"initContainers"`
-		Volumes               []namedView          `json:"volumes"`
-		ImagePullSecrets      []namedView          `json:"imagePullSecrets"`
-		ServiceAccountName    string               `json:"serviceAccountName"`
-		ServiceAccount        string               `json:"serviceAccount"`
-		ShareProcessNamespace *bool                `json:"shareProcessNamespace"`
-		HostNetwork           *bool                `json:"hostNetwork"`
-		HostPID               *bool                `json:"hostPID"`
-		HostIPC               *bool                `json:"hostIPC"`
-		HostAliases           []corev1.HostAlias   `json:"hostAliases"`
-		DNSConfig             *corev1.PodDNSConfig `json:"dnsConfig"`
-	} `json:"spec"`
+	Spec *specView `json:"spec"`
+}
+
+// specView is the part of spec the engine reads.
+type specView struct {
+	Containers            []*containerView     `json:"containers"`
+	InitContainers        []*containerView     `json:"initContainers"`
+	Volumes               []namedView          `json:"volumes"`
+	ImagePullSecrets      []namedView          `json:"imagePullSecrets"`
+	ServiceAccountName    string               `json:"serviceAccountName"`
+	ServiceAccount        string               `json:"serviceAccount"`
+	ShareProcessNamespace *bool                `json:"shareProcessNamespace"`
+	HostNetwork           *bool                `json:"hostNetwork"`
+	HostPID               *bool                `json:"hostPID"`
+	HostIPC               *bool                `json:"hostIPC"`
+	HostAliases           []*corev1.HostAlias  `json:"hostAliases"`
+	DNSConfig             *corev1.PodDNSConfig `json:"dnsConfig"`
 }
 
 type namedView struct {
@@ -62,6 +66,18 @@ func readPod(raw []byte) (*podView, error) {
 	var p podView
 	if err := json.Unmarshal(trimmed, &p); err != nil {
 		return nil, &PodError{describeJSONError(err)}
+	}
+	// The patch addresses these elements by index; a null one could not be patched, and no valid pod has one.
+	if s := p.Spec; s != nil {
+		if n := slices.Index(s.Containers, nil); n >= 0 {
+			return nil, &PodError{fmt.Errorf("spec.containers[%d] is null", n)}
+		}
+		if n := slices.Index(s.InitContainers, nil); n >= 0 {
+			return nil, &PodError{fmt.Errorf("spec.initContainers[%d] is null", n)}
+		}
+		if n := slices.Index(s.HostAliases, nil); n >= 0 {
+			return nil, &PodError{fmt.Errorf("spec.hostAliases[%d] is null", n)}
+		}
 	}
 	return &p, nil
 }

@@ -85,30 +85,17 @@ func newState(pod *podView) *state {
 	}
 	spec := pod.Spec
 	if spec == nil {
-		spec = &struct {
-			Containers            []containerView      `json:"containers"`
-			InitContainers        []containerView      `json:"initContainers"`
-			Volumes               []namedView          `json:"volumes"`
-			ImagePullSecrets      []namedView          `json:"imagePullSecrets"`
-			ServiceAccountName    string               `json:"serviceAccountName"`
-			ServiceAccount        string               `json:"serviceAccount"`
-			ShareProcessNamespace *bool                `json:"shareProcessNamespace"`
-			HostNetwork           *bool                `json:"hostNetwork"`
-			HostPID               *bool                `json:"hostPID"`
-			HostIPC               *bool                `json:"hostIPC"`
-			HostAliases           []corev1.HostAlias   `json:"hostAliases"`
-			DNSConfig             *corev1.PodDNSConfig `json:"dnsConfig"`
-		}{}
+		spec = &specView{}
 	} else {
 		s.specPresent = true
 	}
-	cname := func(c *containerView) string { return c.Name }
+	cname := func(c **containerView) string { return (*c).Name }
 	s.containers = newNamedList(spec.Containers, spec.Containers != nil, cname)
 	s.inits = newNamedList(spec.InitContainers, spec.InitContainers != nil, cname)
 	s.volumes = newNamedList(spec.Volumes, spec.Volumes != nil, func(v *namedView) string { return v.Name })
 	s.pulls = newNamedList(spec.ImagePullSecrets, spec.ImagePullSecrets != nil, func(v *namedView) string { return v.Name })
 	for i := range spec.Containers {
-		c := &spec.Containers[i]
+		c := spec.Containers[i]
 		a := &appContainer{index: i, name: c.Name, envPresent: c.Env != nil, mountsPresent: c.VolumeMounts != nil,
 			envFromPresent: c.EnvFrom != nil, env: map[string]bool{}, mounts: map[string]bool{}, envFrom: map[string]bool{}}
 		for _, e := range c.Env {
