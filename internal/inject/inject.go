@@ -40,7 +40,7 @@ func Inject(req Request) (*Result, error) {
 
 	st := newState(pod)
 	if raw, ok := pv.annotations[v1alpha1.AnnotationStatus]; ok {
-		st.loadStatus(raw)
+		st.loadStatus(raw, inScope(req, templates))
 	}
 	applying := res.resolve(req, templates, requested, labels.Set(pv.labels))
 
@@ -72,6 +72,13 @@ func Inject(req Request) (*Result, error) {
 	}
 	if res.Denied {
 		res.DenyMessage = res.denyMessage()
+		// Nothing is injected into a denied pod: say so for the templates that would have been.
+		for i := range res.Decisions {
+			if d := &res.Decisions[i]; d.Outcome == OutcomeInjected {
+				d.Outcome, d.Reason, d.Added = OutcomeSkipped, ReasonPodDenied, nil
+				d.Message = "not injected: the pod is denied because of another template"
+			}
+		}
 		return res, nil
 	}
 	res.Patch = st.patch()
@@ -92,6 +99,17 @@ func inOrder(in []*Template) []*Template {
 			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Hash, b.Hash))
 	})
 	return slices.CompactFunc(out, func(a, b *Template) bool { return a.Namespace == b.Namespace && a.Name == b.Name })
+}
+
+// inScope indexes the templates that may serve the pod's namespace: its own and the cluster-wide ones.
+func inScope(req Request, templates []*Template) map[string]*Template {
+	out := make(map[string]*Template, len(templates))
+	for _, t := range templates {
+		if t.Namespace == req.Namespace || (req.InjectorNamespace != "" && t.Namespace == req.InjectorNamespace) {
+			out[t.Key()] = t
+		}
+	}
+	return out
 }
 
 func namespaceSkip(req Request) Reason {
@@ -238,6 +256,9 @@ func (s *state) recorded(t *Template) bool {
 
 // encodeStatus renders the record deterministically.
 func encodeStatus(entries []StatusEntry) string {
+	if entries == nil {
+		entries = []StatusEntry{} // the record always has a list, never null
+	}
 	b, _ := json.Marshal(Status{Templates: entries}) // plain strings and ints always encode
 	return string(b)
 }

@@ -176,16 +176,20 @@ func (s *state) appendDNS(ops []jsonpatch.Operation) []jsonpatch.Operation {
 	return ops
 }
 
-// newStatus returns the record to write and whether it must be written: when a template was injected now, or
-// when the pod's record was wrong (names it does not contain, unreadable while templates apply).
+// newStatus returns the record to write and whether it must be written: only when a template was injected in
+// this run (a pod that receives nothing gets no patch at all), and then naming exactly the templates the pod
+// now contains, which also corrects a forged or stale record.
 func (s *state) newStatus() (string, bool) {
-	if !s.changed {
+	if !s.injected {
 		return "", false
 	}
-	if len(s.entries) == 0 && !s.statusPresent {
-		return "", false
+	var entries []StatusEntry
+	for _, e := range s.entries {
+		if s.present[e.Namespace+"/"+e.Name] {
+			entries = append(entries, e)
+		}
 	}
-	enc := encodeStatus(s.entries)
+	enc := encodeStatus(entries)
 	if s.statusPresent && enc == s.statusRaw {
 		return "", false
 	}

@@ -3,10 +3,13 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	kjson "sigs.k8s.io/json"
 )
 
 // podView is the part of a pod the engine reads. The engine never re-encodes the pod: it reads this view and
@@ -64,7 +67,8 @@ func readPod(raw []byte) (*podView, error) {
 		return nil, &PodError{fmt.Errorf("the object is not a JSON object")}
 	}
 	var p podView
-	if err := json.Unmarshal(trimmed, &p); err != nil {
+	// Case-sensitive, like the API server: encoding/json would read "Metadata" as metadata.
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(trimmed, &p); err != nil {
 		return nil, &PodError{describeJSONError(err)}
 	}
 	// The patch addresses these elements by index; a null one could not be patched, and no valid pod has one.
@@ -82,10 +86,30 @@ func readPod(raw []byte) (*podView, error) {
 	return &p, nil
 }
 
-// describeJSONError turns encoding/json's errors into one that names the field.
+// describeJSONError turns a decoding error into one that names the field and the JSON kinds involved, never
+// the engine's Go types.
 func describeJSONError(err error) error {
-	if te, ok := err.(*json.UnmarshalTypeError); ok && te.Field != "" {
-		return fmt.Errorf("field %s: expected %s, found a JSON %s", te.Field, te.Type, te.Value)
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Errorf("field %s: expected %s, found a JSON %s", te.Field, jsonKind(te.Type), te.Value)
 	}
 	return err
+}
+
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	default:
+		return "a number"
+	}
 }

@@ -1,11 +1,11 @@
 package inject
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 )
@@ -72,12 +72,13 @@ type state struct {
 	owned                             map[string]*StatusEntry // the record's entries, checked against the pod
 	entries                           []StatusEntry
 	statusRaw                         string
-	statusPresent, statusValid        bool
-	changed                           bool // a template was injected or the record was corrected
+	statusPresent                     bool
+	injected                          bool            // a template added something in this run
+	present                           map[string]bool // templates injected now or found already injected
 }
 
 func newState(pod *podView) *state {
-	s := &state{owned: map[string]*StatusEntry{}, addLabels: map[string]string{}, addAnnotations: map[string]string{}}
+	s := &state{owned: map[string]*StatusEntry{}, present: map[string]bool{}, addLabels: map[string]string{}, addAnnotations: map[string]string{}}
 	if m := pod.Metadata; m != nil {
 		s.metaPresent = true
 		s.labels, s.labelsPresent = m.Labels, m.Labels != nil
@@ -127,34 +128,39 @@ func newState(pod *podView) *state {
 	return s
 }
 
-// loadStatus reads the pod's record and keeps of it only what the pod really contains: an entry's names that
-// the pod lacks are dropped, and an entry none of whose names the pod has is dropped whole. A record that is
-// not valid JSON is treated as empty. The record alone never makes a template count as injected.
-func (s *state) loadStatus(raw string) {
+// loadStatus reads the pod's record and keeps of it only what can be verified: entries for templates that exist
+// and serve this pod's namespace (known), and of those only the names the template adds and the pod contains.
+// Everything else is dropped, so a forged record can neither hide a sidecar the pod should get nor make an
+// application container pass for a sidecar. A record that is not valid JSON is treated as empty. The record
+// alone never makes a template count as injected.
+func (s *state) loadStatus(raw string, known map[string]*Template) {
 	s.statusRaw, s.statusPresent = raw, true
 	var st Status
-	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts([]byte(raw), &st); err != nil {
 		return
 	}
-	s.statusValid = true
+	verify := func(recorded, adds []string, l *namedList) []string {
+		var out []string
+		for _, n := range recorded {
+			if slices.Contains(adds, n) && l.has(n) && !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
 	for _, e := range st.Templates {
-		listed := len(e.Containers) + len(e.InitContainers) + len(e.Volumes)
-		e.Containers = slices.DeleteFunc(e.Containers, func(n string) bool { return !s.containers.has(n) })
-		e.InitContainers = slices.DeleteFunc(e.InitContainers, func(n string) bool { return !s.inits.has(n) })
-		e.Volumes = slices.DeleteFunc(e.Volumes, func(n string) bool { return !s.volumes.has(n) })
-		kept := len(e.Containers) + len(e.InitContainers) + len(e.Volumes)
 		key := e.Namespace + "/" + e.Name
-		if (listed > 0 && kept == 0) || s.owned[key] != nil {
-			s.changed = true
+		t := known[key]
+		if _, dup := s.owned[key]; t == nil || dup {
 			continue
 		}
-		if kept != listed {
-			s.changed = true
-		}
+		e.Containers = verify(e.Containers, t.names.Containers, s.containers)
+		e.InitContainers = verify(e.InitContainers, t.names.InitContainers, s.inits)
+		e.Volumes = verify(e.Volumes, t.names.Volumes, s.volumes)
 		s.entries = append(s.entries, e)
-		s.owned[key] = &s.entries[len(s.entries)-1]
+		s.owned[key] = nil // placeholder: pointers are taken once the slice stops growing
 	}
-	for i := range s.entries { // pointers taken before later appends may have moved; refresh them
+	for i := range s.entries {
 		s.owned[s.entries[i].Namespace+"/"+s.entries[i].Name] = &s.entries[i]
 	}
 	for _, a := range s.apps {
@@ -514,6 +520,7 @@ func (s *state) commit(t *Template, p *plan) *Added {
 	s.dnsAddSearch = append(s.dnsAddSearch, p.dnsSearch...)
 	s.dnsAddOpts = append(s.dnsAddOpts, p.dnsOpts...)
 
+	s.present[key] = true
 	// The record keeps the old entry of a template that added nothing now, so its generation and hash still
 	// say which version the pod runs (drift); anything added now is recorded with the current version.
 	if old := s.owned[key]; old != nil && p.empty() {
@@ -528,6 +535,6 @@ func (s *state) commit(t *Template, p *plan) *Added {
 			s.owned[s.entries[i].Namespace+"/"+s.entries[i].Name] = &s.entries[i]
 		}
 	}
-	s.changed = true
+	s.injected = true
 	return &added
 }

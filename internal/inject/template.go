@@ -45,6 +45,7 @@ type Template struct {
 	containerPlace    v1alpha1.ContainerPlacement
 	initPlace         v1alpha1.InitContainerPlacement
 	targets           []string
+	names             Added // the fixed names of what the template adds, for checking a pod's record
 }
 
 // payload is the part of a spec that is added to pods, the unit of per-pod substitution.
@@ -179,6 +180,7 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	for _, v := range spec.Volumes {
 		vNames = append(vNames, v.Name)
 	}
+	t.names = Added{Containers: cNames, InitContainers: iNames, Volumes: vNames}
 	checkNames("containers", cNames)
 	checkNames("initContainers", iNames)
 	checkNames("volumes", vNames)

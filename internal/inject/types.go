@@ -65,6 +65,7 @@ const (
 	ReasonInvalid                   Reason = "Invalid"                   // the template is invalid
 	ReasonConflict                  Reason = "Conflict"                  // a name or setting clashes with the pod
 	ReasonMissingParameter          Reason = "MissingParameter"          // a required parameter is not set by the pod
+	ReasonPodDenied                 Reason = "PodDenied"                 // could be injected, but another template denies the pod
 )
 
 // Decision is the engine's verdict on one template for one pod.

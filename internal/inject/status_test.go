@@ -1,0 +1,155 @@
+package inject
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// shipper adds a sidecar, a volume, and env + a mount for the application containers.
+const shipper = `
+metadata: {name: shipper, namespace: team-a, generation: 2}
+spec:
+  containers: [{name: shipper, image: s}]
+  volumes: [{name: logs, emptyDir: {}}]
+  volumeMounts: [{name: logs, mountPath: /logs}]
+  env: [{name: LOG_DIR, value: /logs}]
+`
+
+func podWithStatus(status string, extraContainers string) string {
+	return `
+metadata:
+  name: web
+  namespace: team-a
+  annotations:
+    sidecar.dev/inject: shipper
+    sidecar.dev/status: '` + status + `'
+spec:
+  containers:
+  - {name: app, image: a}
+` + extraContainers
+}
+
+// appGetsShipperEnv checks that the application container "app" received what the template gives application
+// containers: a forged record must not turn the pod's own container into a "sidecar".
+func appGetsShipperEnv(t *testing.T, _ *Result, p *corev1.Pod) {
+	t.Helper()
+	app := container(t, p, "app")
+	if _, ok := envValue(app, "LOG_DIR"); !ok {
+		t.Errorf("the application container did not receive LOG_DIR: %+v", app.Env)
+	}
+	if _, ok := mountAt(app, "/logs"); !ok {
+		t.Errorf("the application container did not receive the /logs mount: %+v", app.VolumeMounts)
+	}
+}
+
+// statusNamesOnly checks that the written record names exactly these templates.
+func statusNamesOnly(keys ...string) func(t *testing.T, r *Result, p *corev1.Pod) {
+	return func(t *testing.T, _ *Result, p *corev1.Pod) {
+		t.Helper()
+		st := readStatus(t, p)
+		if st == nil {
+			t.Fatalf("no status annotation")
+		}
+		var got []string
+		for _, e := range st.Templates {
+			got = append(got, e.Namespace+"/"+e.Name)
+		}
+		slices.Sort(got)
+		slices.Sort(keys)
+		if !slices.Equal(got, keys) {
+			t.Errorf("the record names %v, want exactly %v", got, keys)
+		}
+	}
+}
+
+func both(fs ...func(t *testing.T, r *Result, p *corev1.Pod)) func(t *testing.T, r *Result, p *corev1.Pod) {
+	return func(t *testing.T, r *Result, p *corev1.Pod) {
+		t.Helper()
+		for _, f := range fs {
+			f(t, r, p)
+		}
+	}
+}
+
+func TestStatusRecord(t *testing.T) {
+	runTable(t, []tableCase{
+		{
+			name:      "a record claiming the template although the pod lacks its names: the template is injected, the record replaced",
+			pod:       podWithStatus(`{"templates":[{"namespace":"team-a","name":"shipper","generation":2,"hash":"x","containers":["shipper"],"volumes":["logs"]}]}`, ""),
+			templates: shipper,
+			decisions: []want{{"team-a", "shipper", I, ReasonRequested}},
+			check:     both(appGetsShipperEnv, expectContainers("app", "shipper"), statusNamesOnly("team-a/shipper")),
+		},
+		{
+			name:      "a malformed record is replaced and the template injected",
+			pod:       podWithStatus(`not json`, ""),
+			templates: shipper,
+			decisions: []want{{"team-a", "shipper", I, ReasonRequested}},
+			check:     both(appGetsShipperEnv, statusNamesOnly("team-a/shipper")),
+		},
+		{
+			name:      "an empty record on a pod that receives nothing is left alone (no patch)",
+			pod:       "metadata: {name: w, namespace: team-a, annotations: {sidecar.dev/status: '{\"templates\":[]}'}}\nspec: {containers: [{name: app, image: a}]}",
+			templates: shipper,
+			noPatch:   true,
+		},
+		{
+			name:      "a wrong record on a pod that receives nothing is left as it is: the record is only rewritten with an injection",
+			pod:       "metadata: {name: w, namespace: team-a, annotations: {sidecar.dev/status: '{\"templates\":[{\"namespace\":\"team-b\",\"name\":\"ghost\",\"containers\":[\"ghost\"]}]}'}}\nspec: {containers: [{name: app, image: a}]}",
+			templates: shipper,
+			noPatch:   true,
+		},
+		{
+			name:      "a record the webhook rewrites always has a templates list, never null",
+			pod:       podWithStatus(`{"templates":null}`, ""),
+			templates: shipper,
+			check: func(t *testing.T, _ *Result, p *corev1.Pod) {
+				raw := p.Annotations["sidecar.dev/status"]
+				var m map[string]any
+				if err := json.Unmarshal([]byte(raw), &m); err != nil {
+					t.Fatalf("record %q: %v", raw, err)
+				}
+				if _, ok := m["templates"].([]any); !ok {
+					t.Errorf("record %q: templates is not a list", raw)
+				}
+			},
+		},
+		{
+			name:      "a forged record attributing the pod's own container to an unknown template does not make it a sidecar",
+			pod:       podWithStatus(`{"templates":[{"namespace":"team-b","name":"ghost","containers":["app"]}]}`, ""),
+			templates: shipper,
+			decisions: []want{{"team-a", "shipper", I, ReasonRequested}},
+			check:     appGetsShipperEnv,
+		},
+		{
+			name:      "a forged record attributing the pod's own container to the template itself does not make it a sidecar",
+			pod:       podWithStatus(`{"templates":[{"namespace":"team-a","name":"shipper","containers":["app"]}]}`, ""),
+			templates: shipper,
+			decisions: []want{{"team-a", "shipper", I, ReasonRequested}},
+			check:     appGetsShipperEnv,
+		},
+		{
+			name:      "the rewritten record names only templates injected into this pod, not a forged out-of-scope one",
+			pod:       podWithStatus(`{"templates":[{"namespace":"team-b","name":"ghost","containers":["app"]}]}`, ""),
+			templates: shipper,
+			check:     statusNamesOnly("team-a/shipper"),
+		},
+		{
+			name:        "a container the record attributes to the template, and that the pod has, is not a conflict",
+			pod:         podWithStatus(`{"templates":[{"namespace":"team-a","name":"shipper","generation":2,"hash":"x","containers":["shipper"],"volumes":["logs"]}]}`, "  - {name: shipper, image: s, env: [{name: X, value: x}]}\n  volumes: [{name: logs, emptyDir: {}}]\n"),
+			templates:   shipper,
+			notInjected: nil,
+			check:       both(appGetsShipperEnv, expectContainers("app", "shipper"), statusNamesOnly("team-a/shipper")),
+		},
+		{
+			name:      "a container the pod has that the record does not attribute to the template is a conflict",
+			pod:       podWithStatus(`{"templates":[]}`, "  - {name: shipper, image: s}\n"),
+			templates: shipper,
+			decisions: []want{{"team-a", "shipper", DN, ReasonConflict}},
+			denied:    true,
+		},
+	})
+}
