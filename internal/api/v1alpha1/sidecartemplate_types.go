@@ -65,6 +65,11 @@ type TemplateParameter struct {
 
 // SidecarTemplateSpec describes what is added to a pod that receives this template.
 //
+// Names of containers, init containers and volumes must be unique within their list (the API server checks
+// this), DNS labels, and unique across containers and initContainers; the last two are checked by the injector
+// and reported in the Ready condition, because CEL rules over unbounded names exceed the API server's cost
+// budget.
+//
 // Strings anywhere in containers, initContainers, volumes, volumeMounts, env, envFrom, annotations and labels
 // may use per-pod values, substituted as plain text (never evaluated as code):
 // {{ pod.name }}, {{ pod.generateName }}, {{ pod.namespace }}, {{ pod.serviceAccountName }},
@@ -72,7 +77,6 @@ type TemplateParameter struct {
 // is left as it is, so configuration files of other template languages pass through unchanged.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.containers) || has(self.initContainers) || has(self.volumes) || has(self.volumeMounts) || has(self.env) || has(self.envFrom) || has(self.imagePullSecrets) || has(self.annotations) || has(self.labels) || has(self.shareProcessNamespace) || has(self.hostAliases) || has(self.dnsConfig) || has(self.hostNetwork) || has(self.hostPID) || has(self.hostIPC)",message="a template must add something: set at least one of containers, initContainers, volumes, volumeMounts, env, envFrom, imagePullSecrets, annotations, labels or a namespace setting"
-// +kubebuilder:validation:XValidation:rule="!has(self.containers) || !has(self.initContainers) || self.containers.all(c, self.initContainers.all(i, c.name != i.name))",message="a container and an init container of the template share a name; container names must be unique across containers and initContainers"
 // +kubebuilder:validation:XValidation:rule="!has(self.targetContainers) || has(self.volumeMounts) || has(self.env) || has(self.envFrom)",message="targetContainers only makes sense with volumeMounts, env or envFrom"
 type SidecarTemplateSpec struct {
 	// selector picks the pods that receive this template without asking for it, by their labels. Absent means
@@ -103,11 +107,10 @@ type SidecarTemplateSpec struct {
 
 	// containers are added to spec.containers. Names are fixed (no per-pod values). Absent means none.
 	// +optional
-	// +listType=atomic
-	// +kubebuilder:validation:XValidation:rule="self.all(c, self.exists_one(d, d.name == c.name))",message="container names must be unique within the template"
-	// +kubebuilder:validation:XValidation:rule="self.all(c, c.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(c.name) <= 63)",message="container names must be DNS labels: lowercase letters, digits and '-', at most 63 characters"
+	// +listType=map
+	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=32
-	// +kubebuilder:validation:XValidation:rule="self.all(c, has(c.image) && c.image != '')",message="every container needs an image"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, has(c.image) && size(c.image) > 0)",message="every container needs an image"
 	// +kubebuilder:validation:XValidation:rule="self.all(c, !has(c.restartPolicy))",message="restartPolicy is only allowed on initContainers (restartPolicy: Always makes a native sidecar)"
 	Containers []corev1.Container `json:"containers,omitempty"`
 
@@ -121,11 +124,10 @@ type SidecarTemplateSpec struct {
 	// starts before the app containers and runs beside them. Names are fixed (no per-pod values). Absent means
 	// none.
 	// +optional
-	// +listType=atomic
-	// +kubebuilder:validation:XValidation:rule="self.all(c, self.exists_one(d, d.name == c.name))",message="init container names must be unique within the template"
-	// +kubebuilder:validation:XValidation:rule="self.all(c, c.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(c.name) <= 63)",message="init container names must be DNS labels: lowercase letters, digits and '-', at most 63 characters"
+	// +listType=map
+	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=32
-	// +kubebuilder:validation:XValidation:rule="self.all(c, has(c.image) && c.image != '')",message="every init container needs an image"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, has(c.image) && size(c.image) > 0)",message="every init container needs an image"
 	// +kubebuilder:validation:XValidation:rule="self.all(c, !has(c.restartPolicy) || c.restartPolicy == 'Always')",message="an init container's restartPolicy can only be Always (a native sidecar)"
 	InitContainers []corev1.Container `json:"initContainers,omitempty"`
 
@@ -139,9 +141,8 @@ type SidecarTemplateSpec struct {
 	// volumes are added to spec.volumes, shared by the sidecars and the application. Names are fixed (no
 	// per-pod values). Absent means none.
 	// +optional
-	// +listType=atomic
-	// +kubebuilder:validation:XValidation:rule="self.all(c, self.exists_one(d, d.name == c.name))",message="volume names must be unique within the template"
-	// +kubebuilder:validation:XValidation:rule="self.all(c, c.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(c.name) <= 63)",message="volume names must be DNS labels: lowercase letters, digits and '-', at most 63 characters"
+	// +listType=map
+	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=64
 	Volumes []corev1.Volume `json:"volumes,omitempty"`
 
@@ -256,6 +257,18 @@ type SidecarTemplateStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// injectedPods is how many existing pods carry this template: their sidecar.dev/status record names it.
+	// Pods being deleted are not counted.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	InjectedPods int32 `json:"injectedPods"`
+
+	// outdatedPods is how many of those pods carry an older version of the template: the hash in their record
+	// is not the hash of the current spec (drift). Recreate them (e.g. kubectl rollout restart) to update.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	OutdatedPods int32 `json:"outdatedPods"`
 }
 
 // Condition types and reasons used in SidecarTemplateStatus.
@@ -299,6 +312,8 @@ const (
 // +kubebuilder:resource:shortName=sct,categories=sidecar
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Pods",type=integer,JSONPath=`.status.injectedPods`
+// +kubebuilder:printcolumn:name="Outdated",type=integer,JSONPath=`.status.outdatedPods`
 // +kubebuilder:printcolumn:name="Order",type=integer,JSONPath=`.spec.order`
 // +kubebuilder:printcolumn:name="Failure-Policy",type=string,JSONPath=`.spec.failurePolicy`
 // +kubebuilder:printcolumn:name="Selector",type=string,JSONPath=`.spec.selector`,priority=1
