@@ -1,0 +1,56 @@
+package cli
+
+import (
+	goflag "flag"
+	"os"
+
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/server"
+	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
+)
+
+// NewServeCommand returns the `serve` command: the admission webhook server.
+func NewServeCommand() *cobra.Command {
+	opts := server.Options{}
+	zapOpts := zap.Options{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the mutating admission webhook (" + webhook.Path + ")",
+		Long: "Serve the mutating admission webhook on --webhook-port over TLS, with the certificate and key read " +
+			"from --cert-dir (tls.crt, tls.key; reloaded when they change). /healthz and /readyz are served on " +
+			"--health-probe-bind-address, Prometheus metrics on --metrics-bind-address.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := zap.New(zap.UseFlagOptions(&zapOpts))
+			ctrllog.SetLogger(logger)
+			klog.SetLogger(logger)
+			return server.Run(cmd.Context(), opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Kubeconfig, "kubeconfig", "",
+		"path of a kubeconfig file; empty means $KUBECONFIG, then the in-cluster configuration, then ~/.kube/config")
+	f.StringVar(&opts.CertDir, "cert-dir", "",
+		"directory holding the webhook's serving certificate, "+server.CertName+" and "+server.KeyName+
+			" (default $TMPDIR/k8s-webhook-server/serving-certs)")
+	f.StringVar(&opts.WebhookHost, "webhook-host", "", "address the webhook server listens on; empty means all addresses")
+	f.IntVar(&opts.WebhookPort, "webhook-port", server.DefaultWebhookPort, "port of the webhook server")
+	f.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", ":8080",
+		`address of the Prometheus metrics endpoint; "0" disables it`)
+	f.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", ":8081",
+		`address of the /healthz and /readyz probes; "0" disables them`)
+	f.StringVar(&opts.Namespace, "namespace", os.Getenv(server.PodNamespaceEnv),
+		"the injector's own namespace: its SidecarTemplates are cluster-wide and its pods are never injected (default $"+
+			server.PodNamespaceEnv+")")
+	f.BoolVar(&opts.EnableHTTP2, "enable-http2", false,
+		"let clients use HTTP/2 on the webhook server (off by default: HTTP/2 rapid reset, CVE-2023-44487)")
+
+	zfs := goflag.NewFlagSet("zap", goflag.ContinueOnError)
+	zapOpts.BindFlags(zfs)
+	f.AddGoFlagSet(zfs)
+	return cmd
+}

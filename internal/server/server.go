@@ -1,0 +1,242 @@
+// Package server runs the admission webhook: a controller-runtime manager with the informer caches that feed
+// the template and namespace stores, the TLS webhook server serving /mutate-v1-pod, health probes and metrics.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/store"
+	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
+)
+
+// DefaultWebhookPort is the webhook server's port when Options.WebhookPort is 0.
+const DefaultWebhookPort = 9443
+
+// CertName and KeyName are the files the webhook server reads its serving certificate from, in CertDir. They
+// are re-read when they change (controller-runtime's certwatcher: file notifications plus a 10 s poll), so a
+// rotated Secret is picked up without a restart.
+const (
+	CertName = "tls.crt"
+	KeyName  = "tls.key"
+)
+
+// PodNamespaceEnv is the environment variable that gives the default of Options.Namespace (set it from the
+// downward API: fieldRef metadata.namespace).
+const PodNamespaceEnv = "POD_NAMESPACE"
+
+// Options configures Run. The zero value of every field but CertDir and Namespace is usable.
+type Options struct {
+	// RestConfig, when set, is used to reach the API server and Kubeconfig is ignored (tests pass envtest's).
+	RestConfig *rest.Config
+	// Kubeconfig is the path of a kubeconfig file; empty means $KUBECONFIG, then in-cluster, then
+	// ~/.kube/config.
+	Kubeconfig string
+	// CertDir holds tls.crt and tls.key; empty means controller-runtime's default,
+	// $TMPDIR/k8s-webhook-server/serving-certs.
+	CertDir string
+	// WebhookHost is the address the webhook server listens on; empty means all addresses.
+	WebhookHost string
+	// WebhookPort is the webhook server's port; 0 means 9443.
+	WebhookPort int
+	// MetricsBindAddress is the metrics server's address (e.g. ":8080"); empty or "0" disables it.
+	MetricsBindAddress string
+	// HealthProbeBindAddress serves /healthz and /readyz (e.g. ":8081"); empty or "0" disables it.
+	HealthProbeBindAddress string
+	// Namespace is the injector's own namespace; empty means $POD_NAMESPACE. Required.
+	Namespace string
+	// EnableHTTP2 lets clients negotiate HTTP/2 on the webhook server; off by default (HTTP/2 rapid reset,
+	// CVE-2023-44487), so only http/1.1 is offered.
+	EnableHTTP2 bool
+}
+
+// NewScheme returns the scheme the server uses: the core Kubernetes types and sidecar.dev/v1alpha1.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+// Run serves the webhook until ctx is done. It returns nil after a clean shutdown, or an error that says what
+// to change.
+//
+// /readyz turns healthy only once the webhook server accepts TLS connections and both informer caches
+// (SidecarTemplates, namespace metadata) have delivered their initial lists to the stores; /healthz is a ping.
+// Leader election is not used: every replica serves admissions (active-active).
+func Run(ctx context.Context, opts Options) error {
+	log := logf.Log.WithName("server")
+	if err := opts.complete(); err != nil {
+		return err
+	}
+	restConfig, err := opts.restConfig()
+	if err != nil {
+		return err
+	}
+
+	mgr, err := manager.New(restConfig, manager.Options{
+		Scheme: NewScheme(),
+		Cache: cache.Options{
+			// Only the stores read the cache, through event handlers; fail instead of starting an informer
+			// on the admission path should anyone Get a kind that is not watched.
+			ReaderFailOnMissingInformer: true,
+			DefaultTransform:            cache.TransformStripManagedFields(),
+		},
+		Metrics:                metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)},
+		HealthProbeBindAddress: disabledIfEmpty(opts.HealthProbeBindAddress),
+		LeaderElection:         false,
+		WebhookServer:          crwebhook.NewServer(webhookServerOptions(opts)),
+	})
+	if err != nil {
+		return fmt.Errorf("cannot set up the server%s: %w", addrHint(err), err)
+	}
+
+	templates := store.NewTemplates(opts.Namespace)
+	namespaces := store.NewNamespaces()
+	tplReg, err := templates.Register(ctx, mgr.GetCache())
+	if err != nil {
+		if meta.IsNoMatchError(err) {
+			return fmt.Errorf("the SidecarTemplate API (sidecartemplates.sidecar.dev/v1alpha1) is not served by the cluster; install the CRD from charts/sidecar-injector or config/crd: %w", err)
+		}
+		return err
+	}
+	nsReg, err := namespaces.Register(ctx, mgr.GetCache())
+	if err != nil {
+		return err
+	}
+
+	mgr.GetWebhookServer().Register(webhook.Path, webhook.NewWebhook(&webhook.Handler{
+		Templates:         templates,
+		Namespaces:        namespaces,
+		InjectorNamespace: opts.Namespace,
+	}))
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("cannot add the liveness check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return fmt.Errorf("cannot add the readiness check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("informers", func(*http.Request) error {
+		switch {
+		case !tplReg.HasSynced():
+			return errors.New("the SidecarTemplate cache has not synced yet")
+		case !nsReg.HasSynced():
+			return errors.New("the namespace cache has not synced yet")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("cannot add the readiness check: %w", err)
+	}
+
+	log.Info("starting", "namespace", opts.Namespace, "webhookHost", opts.WebhookHost, "webhookPort", opts.WebhookPort,
+		"certDir", opts.CertDir, "http2", opts.EnableHTTP2, "metrics", opts.MetricsBindAddress, "probes", opts.HealthProbeBindAddress)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("the server stopped%s: %w", addrHint(err), err)
+	}
+	return nil
+}
+
+// webhookServerOptions configures controller-runtime's webhook server: TLS 1.2 at least, the certificate from
+// CertDir (watched and reloaded by its certwatcher), and HTTP/1.1 only unless EnableHTTP2.
+func webhookServerOptions(opts Options) crwebhook.Options {
+	enableHTTP2 := opts.EnableHTTP2
+	return crwebhook.Options{
+		Host:     opts.WebhookHost,
+		Port:     opts.WebhookPort,
+		CertDir:  opts.CertDir,
+		CertName: CertName,
+		KeyName:  KeyName,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
+			c.MinVersion = tls.VersionTLS12
+			if !enableHTTP2 {
+				c.NextProtos = []string{"http/1.1"}
+			}
+		}},
+	}
+}
+
+// complete fills defaults and checks what can be checked before connecting to anything.
+func (o *Options) complete() error {
+	if o.Namespace == "" {
+		o.Namespace = os.Getenv(PodNamespaceEnv)
+	}
+	if o.Namespace == "" {
+		return fmt.Errorf("the injector's namespace is not set: set --namespace, or the %s environment variable (downward API: fieldRef metadata.namespace)", PodNamespaceEnv)
+	}
+	if o.WebhookPort == 0 {
+		o.WebhookPort = DefaultWebhookPort
+	}
+	if o.WebhookPort < 1 || o.WebhookPort > 65535 {
+		return fmt.Errorf("--webhook-port %d is not a TCP port: use 1-65535", o.WebhookPort)
+	}
+	if o.CertDir == "" {
+		o.CertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
+	}
+	// The webhook server would fail on these too, but later and with a bare file error.
+	certFile, keyFile := filepath.Join(o.CertDir, CertName), filepath.Join(o.CertDir, KeyName)
+	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+		return fmt.Errorf("cannot load the webhook's serving certificate from --cert-dir %q (it must hold %s and %s, PEM-encoded, matching): %w",
+			o.CertDir, CertName, KeyName, err)
+	}
+	return nil
+}
+
+// restConfig returns the API server connection to use.
+func (o *Options) restConfig() (*rest.Config, error) {
+	if o.RestConfig != nil {
+		return o.RestConfig, nil
+	}
+	if o.Kubeconfig != "" {
+		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			&clientcmd.ClientConfigLoadingRules{ExplicitPath: o.Kubeconfig}, &clientcmd.ConfigOverrides{}).ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("cannot use --kubeconfig %q: %w", o.Kubeconfig, err)
+		}
+		if cfg.QPS == 0 {
+			cfg.QPS = -1 // as controller-runtime's loader: rely on API priority and fairness
+		}
+		return cfg, nil
+	}
+	cfg, err := config.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("cannot find the Kubernetes API server: run in a cluster, or set --kubeconfig or $KUBECONFIG: %w", err)
+	}
+	return cfg, nil
+}
+
+// addrHint says which flags to change when err is a listen address already in use.
+func addrHint(err error) string {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return " (an address is already in use: change --webhook-port, --metrics-bind-address or --health-probe-bind-address)"
+	}
+	return ""
+}
+
+func disabledIfEmpty(addr string) string {
+	if addr == "" {
+		return "0"
+	}
+	return addr
+}

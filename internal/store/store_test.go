@@ -1,0 +1,291 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+)
+
+const injectorNS = "sidecar-injector"
+
+// tmpl returns a valid SidecarTemplate namespace/name adding one container named after it.
+func tmpl(namespace, name string, generation int64, order int32) *v1alpha1.SidecarTemplate {
+	return &v1alpha1.SidecarTemplate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Generation: generation,
+			ResourceVersion: fmt.Sprint(generation)},
+		Spec: v1alpha1.SidecarTemplateSpec{
+			Order:      order,
+			Containers: []corev1.Container{{Name: name, Image: "example.com/" + name + ":1"}},
+		},
+	}
+}
+
+// keys returns namespace/name of each template, in the order given.
+func keys(ts []*inject.Template) []string {
+	out := make([]string, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, t.Key())
+	}
+	return out
+}
+
+func assertCandidates(t *testing.T, s *Templates, namespace string, want ...string) {
+	t.Helper()
+	if got := keys(s.Candidates(namespace)); !slices.Equal(got, want) {
+		t.Errorf("Candidates(%q) = %q, want %q", namespace, got, want)
+	}
+}
+
+func TestAddedTemplateIsACandidateInItsNamespaceOnly(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	s.OnAdd(tmpl("team-a", "log-shipper", 1, 0), true)
+
+	assertCandidates(t, s, "team-a", "team-a/log-shipper")
+	assertCandidates(t, s, "team-b")
+	if s.Len() != 1 {
+		t.Errorf("Len() = %d, want 1", s.Len())
+	}
+	if got := s.Get("team-a", "log-shipper"); got == nil || got.ClusterWide || got.Err != nil {
+		t.Errorf("Get(team-a/log-shipper) = %+v, want a valid namespaced template", got)
+	}
+}
+
+func TestTemplateInTheInjectorNamespaceIsACandidateEverywhere(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	s.OnAdd(tmpl(injectorNS, "metrics", 1, 0), true)
+	s.OnAdd(tmpl("team-a", "log-shipper", 1, 0), true)
+
+	assertCandidates(t, s, "team-a", "sidecar-injector/metrics", "team-a/log-shipper")
+	assertCandidates(t, s, "team-b", "sidecar-injector/metrics")
+	assertCandidates(t, s, injectorNS, "sidecar-injector/metrics")
+	if got := s.Get(injectorNS, "metrics"); got == nil || !got.ClusterWide {
+		t.Errorf("Get(%s/metrics) = %+v, want a cluster-wide template", injectorNS, got)
+	}
+}
+
+func TestCandidatesAreInInjectionOrderWhateverTheOrderOfEvents(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	s.OnAdd(tmpl("team-a", "zeta", 1, 0), true)
+	s.OnAdd(tmpl(injectorNS, "early", 1, -5), true)
+	s.OnAdd(tmpl("team-a", "alpha", 1, 0), true)
+	s.OnAdd(tmpl(injectorNS, "alpha", 1, 0), true)
+	s.OnAdd(tmpl("team-a", "late", 1, 10), true)
+
+	// order, then namespace ("sidecar-injector" < "team-a"), then name.
+	assertCandidates(t, s, "team-a",
+		"sidecar-injector/early", "sidecar-injector/alpha", "team-a/alpha", "team-a/zeta", "team-a/late")
+}
+
+func TestUpdateRecompilesOnlyWhenTheSpecChanged(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	v1 := tmpl("team-a", "log-shipper", 1, 0)
+	s.OnAdd(v1, true)
+	first := s.Get("team-a", "log-shipper")
+
+	resync := v1.DeepCopy()
+	s.OnUpdate(v1, resync)
+	if s.Get("team-a", "log-shipper") != first {
+		t.Error("a resync (same resourceVersion) recompiled the template")
+	}
+
+	statusOnly := v1.DeepCopy()
+	statusOnly.ResourceVersion = "1a"
+	statusOnly.Status.ObservedGeneration = 1
+	s.OnUpdate(v1, statusOnly)
+	if s.Get("team-a", "log-shipper") != first {
+		t.Error("a status-only update (same generation) recompiled the template")
+	}
+
+	v2 := tmpl("team-a", "log-shipper", 2, 7)
+	v2.Spec.Containers[0].Image = "example.com/log-shipper:2"
+	s.OnUpdate(statusOnly, v2)
+	got := s.Get("team-a", "log-shipper")
+	if got == first {
+		t.Fatal("a spec change (new generation) did not recompile the template")
+	}
+	if got.Generation != 2 || got.Order != 7 || got.Hash == first.Hash {
+		t.Errorf("after the update: generation %d, order %d, hash changed %v; want 2, 7, true",
+			got.Generation, got.Order, got.Hash != first.Hash)
+	}
+	assertCandidates(t, s, "team-a", "team-a/log-shipper")
+	if s.Len() != 1 {
+		t.Errorf("Len() = %d after an update, want 1", s.Len())
+	}
+}
+
+func TestUpdateOfAClusterWideTemplateReachesNamespacesThatCachedTheirCandidates(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	s.OnAdd(tmpl(injectorNS, "metrics", 1, 0), true)
+	s.OnAdd(tmpl("team-a", "log-shipper", 1, 0), true)
+	before := s.Candidates("team-a") // caches the combined list
+
+	s.OnUpdate(tmpl(injectorNS, "metrics", 1, 0), tmpl(injectorNS, "metrics", 2, 0))
+	after := s.Candidates("team-a")
+	if after[0] == before[0] || after[0].Generation != 2 {
+		t.Errorf("team-a still sees generation %d of the cluster-wide template, want 2", after[0].Generation)
+	}
+
+	s.OnAdd(tmpl(injectorNS, "proxy", 1, 0), true)
+	assertCandidates(t, s, "team-a", "sidecar-injector/metrics", "sidecar-injector/proxy", "team-a/log-shipper")
+	s.OnDelete(tmpl(injectorNS, "metrics", 2, 0))
+	assertCandidates(t, s, "team-a", "sidecar-injector/proxy", "team-a/log-shipper")
+	s.OnDelete(tmpl(injectorNS, "proxy", 1, 0))
+	assertCandidates(t, s, "team-a", "team-a/log-shipper")
+}
+
+func TestDeleteRemovesTheTemplateHoweverTheEventCarriesIt(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		event func(*v1alpha1.SidecarTemplate) any
+	}{
+		{"as the object", func(o *v1alpha1.SidecarTemplate) any { return o }},
+		{"as a tombstone with the object", func(o *v1alpha1.SidecarTemplate) any {
+			return toolscache.DeletedFinalStateUnknown{Key: o.Namespace + "/" + o.Name, Obj: o}
+		}},
+		{"as a tombstone with only the key", func(o *v1alpha1.SidecarTemplate) any {
+			return toolscache.DeletedFinalStateUnknown{Key: o.Namespace + "/" + o.Name}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewTemplates(injectorNS)
+			gone, kept := tmpl("team-a", "gone", 1, 0), tmpl("team-a", "kept", 1, 0)
+			s.OnAdd(gone, true)
+			s.OnAdd(kept, true)
+			s.OnDelete(tc.event(gone))
+			assertCandidates(t, s, "team-a", "team-a/kept")
+			if s.Get("team-a", "gone") != nil || s.Len() != 1 {
+				t.Errorf("after delete: Get = %v, Len = %d; want nil, 1", s.Get("team-a", "gone"), s.Len())
+			}
+		})
+	}
+}
+
+func TestDeletingTheLastTemplateOfANamespaceForgetsTheNamespace(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	s.OnAdd(tmpl("team-a", "only", 1, 0), true)
+	s.OnDelete(tmpl("team-a", "only", 1, 0))
+	s.OnDelete(tmpl("team-a", "never-existed", 1, 0)) // harmless
+	if _, ok := s.byNamespace["team-a"]; ok || s.Len() != 0 {
+		t.Errorf("team-a is still indexed (%d templates in the store)", s.Len())
+	}
+	assertCandidates(t, s, "team-a")
+}
+
+func TestAnInvalidTemplateIsStoredWithItsError(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	bad := tmpl("team-a", "bad", 1, 0)
+	bad.Spec.Containers[0].Image = ""
+	s.OnAdd(bad, true)
+	got := s.Get("team-a", "bad")
+	if got == nil || got.Err == nil {
+		t.Fatalf("Get(team-a/bad) = %+v, want the template with its error", got)
+	}
+	assertCandidates(t, s, "team-a", "team-a/bad") // so that a pod requesting it gets a clear answer
+}
+
+func TestEventsOfOtherTypesAreIgnored(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	s.OnAdd(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "p"}}, false)
+	s.OnUpdate(nil, "not an object")
+	s.OnDelete(42)
+	if s.Len() != 0 {
+		t.Errorf("Len() = %d, want 0", s.Len())
+	}
+}
+
+func TestNamespacesNeverSeeEachOthersTemplatesAtScale(t *testing.T) {
+	s := fill(1000, 10)
+	for _, ns := range []string{"ns-0", "ns-500", "ns-999"} {
+		got := s.Candidates(ns)
+		if len(got) != 10+3 {
+			t.Fatalf("Candidates(%s) has %d templates, want 13", ns, len(got))
+		}
+		for _, c := range got {
+			if c.Namespace != ns && c.Namespace != injectorNS {
+				t.Errorf("Candidates(%s) includes %s", ns, c.Key())
+			}
+		}
+	}
+	assertCandidates(t, s, "no-templates-here",
+		"sidecar-injector/cluster-0", "sidecar-injector/cluster-1", "sidecar-injector/cluster-2")
+}
+
+func TestCandidatesAllocateNothingOnceBuilt(t *testing.T) {
+	s := fill(100, 10)
+	s.Candidates("ns-7")
+	for _, ns := range []string{"ns-7", "no-templates-here", injectorNS} {
+		if n := testing.AllocsPerRun(100, func() { s.Candidates(ns) }); n != 0 {
+			t.Errorf("Candidates(%q) allocates %v times per call, want 0", ns, n)
+		}
+	}
+}
+
+func TestConcurrentReadersAndWritersAgree(t *testing.T) {
+	s := fill(20, 5)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for r := 0; r < 4; r++ {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for _, c := range s.Candidates("ns-3") {
+					if c.Namespace != "ns-3" && c.Namespace != injectorNS {
+						t.Errorf("ns-3 got %s", c.Key())
+						return
+					}
+				}
+			}
+		})
+	}
+	for i := range 200 {
+		s.OnAdd(tmpl(injectorNS, fmt.Sprintf("extra-%d", i%7), int64(i+1), 0), false)
+		s.OnAdd(tmpl("ns-3", fmt.Sprintf("extra-%d", i%5), int64(i+1), 0), false)
+		s.OnDelete(tmpl("ns-4", fmt.Sprintf("t-%d", i%5), 1, 0))
+	}
+	close(stop)
+	wg.Wait()
+	if got := len(s.Candidates("ns-3")); got != 5+5+3+7 {
+		t.Errorf("ns-3 has %d candidates after the writes, want 20", got)
+	}
+}
+
+// fill returns a store with perNS templates in each of namespaces namespaces ns-0..., and 3 cluster-wide ones.
+func fill(namespaces, perNS int) *Templates {
+	s := NewTemplates(injectorNS)
+	for i := range 3 {
+		s.OnAdd(tmpl(injectorNS, fmt.Sprintf("cluster-%d", i), 1, 0), true)
+	}
+	for n := range namespaces {
+		for i := range perNS {
+			s.OnAdd(tmpl(fmt.Sprintf("ns-%d", n), fmt.Sprintf("t-%d", i), 1, int32(i%3)), true)
+		}
+	}
+	return s
+}
+
+// BenchmarkCandidates is the admission path's lookup with 10,000 templates across 1,000 namespaces.
+func BenchmarkCandidates(b *testing.B) {
+	s := fill(1000, 10)
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("ns-%d", i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		_ = s.Candidates(names[i%len(names)])
+		i++
+	}
+}

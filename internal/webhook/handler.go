@@ -1,0 +1,200 @@
+// Package webhook is the admission handler for /mutate-v1-pod: a thin layer between controller-runtime's
+// admission.Webhook and the injection engine. It reads templates and namespace labels from memory (informer-fed
+// stores), never from the API server, and has no side effects.
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+)
+
+// Path is where the handler is served on the webhook server.
+const Path = "/mutate-v1-pod"
+
+// ReadPodErrorPrefix starts the message of the answer to a pod that cannot be read.
+const ReadPodErrorPrefix = "sidecar-injector: cannot read pod: "
+
+// Templates gives the candidate templates for a pod's namespace (internal/store.Templates implements it).
+type Templates interface {
+	// Candidates returns the namespace's templates and the cluster-wide ones; the slice is read-only.
+	Candidates(namespace string) []*inject.Template
+}
+
+// Namespaces gives a namespace's labels (internal/store.Namespaces implements it).
+type Namespaces interface {
+	// NamespaceLabels returns the labels of the namespace and whether it is known; the map is read-only.
+	NamespaceLabels(name string) (map[string]string, bool)
+}
+
+// Engine computes the injection for one pod; inject.Inject in production.
+type Engine func(inject.Request) (*inject.Result, error)
+
+// Recorder is told about every admission that is not a dry run, after the engine decided; it is the seam for
+// side effects (Events, ...). Implementations must not block the admission for long.
+type Recorder interface {
+	Record(ctx context.Context, req admission.Request, res *inject.Result)
+}
+
+// Handler answers pod admission requests. Only CREATE of a v1 Pod (no subresource) is mutated; every other
+// request is allowed unchanged.
+type Handler struct {
+	// Templates and Namespaces are the in-memory sources; both required.
+	Templates  Templates
+	Namespaces Namespaces
+	// InjectorNamespace is the injector's own namespace (cluster-wide templates live there; its pods are never
+	// injected).
+	InjectorNamespace string
+	// Engine defaults to inject.Inject.
+	Engine Engine
+	// Recorder, when set, is called for every pod admission that the engine decided, unless the request is a
+	// dry run.
+	Recorder Recorder
+}
+
+var _ admission.Handler = (*Handler)(nil)
+
+// NewWebhook wraps h in a controller-runtime admission.Webhook, which decodes the AdmissionReview (bounding
+// the body at 7 MiB), recovers panics into an error answer, and echoes the request's uid.
+func NewWebhook(h *Handler) *admission.Webhook {
+	return (&admission.Webhook{Handler: h}).WithRecoverPanic(true)
+}
+
+// Handle implements admission.Handler.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	log := logf.FromContext(ctx)
+	if req.UID == "" {
+		// The API server always sets it; without it the body was not an AdmissionReview request (controller-
+		// runtime decodes any JSON object into an empty request).
+		err := errors.New("sidecar-injector: the body is not an AdmissionReview with a request: request.uid is empty")
+		log.Error(err, "admission: bad request", "result", "error")
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	if !isPod(req.Resource) || req.SubResource != "" || req.Operation != admissionv1.Create {
+		log.V(1).Info("admission", "result", "ignored", "reason", "not a pod create",
+			"operation", req.Operation, "resource", req.Resource, "subResource", req.SubResource)
+		return admission.Allowed("")
+	}
+	if req.Kind.Kind != "" && (req.Kind.Group != "" || req.Kind.Kind != "Pod") {
+		err := fmt.Errorf("the request is for resource pods but carries a %s", kindString(req.Kind))
+		return h.badPod(ctx, err)
+	}
+	if len(req.Object.Raw) == 0 {
+		return h.badPod(ctx, errors.New("the request has no object"))
+	}
+
+	nsLabels, known := h.Namespaces.NamespaceLabels(req.Namespace)
+	if !known {
+		nsLabels = nil // unknown to the engine; the informer may not have seen a brand new namespace yet
+	}
+	engine := h.Engine
+	if engine == nil {
+		engine = inject.Inject
+	}
+	res, err := engine(inject.Request{
+		Pod:               req.Object.Raw,
+		Namespace:         req.Namespace,
+		NamespaceLabels:   nsLabels,
+		InjectorNamespace: h.InjectorNamespace,
+		Templates:         h.Templates.Candidates(req.Namespace),
+	})
+	if err != nil {
+		return h.badPod(ctx, err)
+	}
+	if !isDryRun(req) && h.Recorder != nil {
+		h.Recorder.Record(ctx, req, res)
+	}
+
+	var resp admission.Response
+	result := "unchanged"
+	switch {
+	case res.Denied:
+		result = "denied"
+		resp = admission.Denied(res.DenyMessage)
+	case len(res.Patch) > 0:
+		result = "patched"
+		resp = admission.Patched("", res.Patch...)
+	default:
+		resp = admission.Allowed("")
+	}
+	if len(res.Warnings) > 0 {
+		resp = resp.WithWarnings(res.Warnings...)
+	}
+	if log.V(1).Enabled() {
+		kv := []any{"result", result, "templates", injectedKeys(res), "dryRun", isDryRun(req), "namespaceKnown", known}
+		if req.Name == "" {
+			kv = append(kv, "generateName", podGenerateName(req.Object.Raw))
+		}
+		if res.PodSkipReason != "" {
+			kv = append(kv, "skipReason", res.PodSkipReason)
+		}
+		if res.Denied {
+			kv = append(kv, "message", res.DenyMessage)
+		}
+		if len(res.Warnings) > 0 {
+			kv = append(kv, "warnings", res.Warnings)
+		}
+		log.V(1).Info("admission", kv...)
+	}
+	return resp
+}
+
+// badPod answers a pod that cannot be read: not allowed, code 400, a message that says what is wrong.
+func (h *Handler) badPod(ctx context.Context, err error) admission.Response {
+	msg := ReadPodErrorPrefix + err.Error()
+	if pe := (*inject.PodError)(nil); errors.As(err, &pe) {
+		msg = ReadPodErrorPrefix + pe.Err.Error()
+	}
+	logf.FromContext(ctx).Error(err, "admission: cannot read pod", "result", "error")
+	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
+		Allowed: false,
+		Result: &metav1.Status{
+			Status:  metav1.StatusFailure,
+			Code:    http.StatusBadRequest,
+			Reason:  metav1.StatusReasonBadRequest,
+			Message: msg,
+		},
+	}}
+}
+
+func isPod(r metav1.GroupVersionResource) bool { return r.Group == "" && r.Resource == "pods" }
+
+func isDryRun(req admission.Request) bool { return req.DryRun != nil && *req.DryRun }
+
+func kindString(k metav1.GroupVersionKind) string {
+	if k.Group == "" {
+		return k.Version + " " + k.Kind
+	}
+	return k.Group + "/" + k.Version + " " + k.Kind
+}
+
+// podGenerateName reads metadata.generateName from the pod, for the log line of a pod that has no name yet.
+func podGenerateName(raw []byte) string {
+	var p struct {
+		Metadata struct {
+			GenerateName string `json:"generateName"`
+		} `json:"metadata"`
+	}
+	_ = json.Unmarshal(raw, &p) // the engine has read the pod already; this is for a log line only
+	return p.Metadata.GenerateName
+}
+
+// injectedKeys names the templates injected by this admission, as namespace/name.
+func injectedKeys(res *inject.Result) []string {
+	var keys []string
+	for _, d := range res.Decisions {
+		if d.Outcome == inject.OutcomeInjected {
+			keys = append(keys, d.Namespace+"/"+d.Name)
+		}
+	}
+	return keys
+}
