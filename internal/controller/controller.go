@@ -1,0 +1,282 @@
+// Package controller is the SidecarTemplate status controller: it runs in the injector's binary (on the
+// leader) and keeps each template's status.observedGeneration and Ready condition up to date with what the API
+// server's schema (CEL) cannot check, and counts the pods that carry each template (drift).
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/events"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
+)
+
+// Name is the controller's name (logs, metrics of controller-runtime).
+const Name = "sidecartemplate-status"
+
+// Reasons of the Ready condition.
+const (
+	// ReasonReady: the template can be injected.
+	ReasonReady = "Ready"
+	// ReasonInvalid: the template can never be injected; the message says what to change.
+	ReasonInvalid = "Invalid"
+	// ReasonNameClash: the template adds a name that another template selecting the same pods also adds.
+	ReasonNameClash = "NameClash"
+)
+
+// RBAC of the controller; the webhook's own markers (internal/webhook/markers.go) already grant most of it.
+// +kubebuilder:rbac:groups=sidecar.dev,resources=sidecartemplates,verbs=get;list;watch
+// +kubebuilder:rbac:groups=sidecar.dev,resources=sidecartemplates/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// TemplateReconciler sets status.observedGeneration and the Ready condition of SidecarTemplates.
+type TemplateReconciler struct {
+	// Client reads from the manager's cache and writes status; mgr.GetClient().
+	Client client.Client
+	// InjectorNamespace is the injector's own namespace (its templates are cluster-wide).
+	InjectorNamespace string
+	// Events, when set, receives the Ready-changed Events.
+	Events *events.Recorder
+	// Metrics receives each template's readiness; nil means metrics.Default.
+	Metrics *metrics.Metrics
+}
+
+// podMeta is the metadata-only view of pods that the controller watches and indexes.
+func podMeta() *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}}
+}
+
+// SetupWithManager registers the pod index and the controller. Pods and namespaces are watched as metadata
+// only (the controller reads only annotations and labels), sharing informers with anything else in the
+// manager that watches their metadata.
+func (r *TemplateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, podMeta(), PodTemplateIndex, func(o client.Object) []string {
+		return TemplateKeysOf(o.GetAnnotations())
+	}); err != nil {
+		return fmt.Errorf("index pods by injected template: %w", err)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(Name).
+		// Every change of the template, its status included: a reconcile compares against the cached status,
+		// which can be stale; the event of its own write brings one more look at the fresh object, so a write
+		// skipped against a stale cache is corrected (that look finds nothing to change and stops).
+		For(&v1alpha1.SidecarTemplate{}).
+		// A template's change can create or resolve a clash in the templates it may meet.
+		Watches(&v1alpha1.SidecarTemplate{}, handler.EnqueueRequestsFromMapFunc(r.neighbours),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A pod's record names the templates whose counts it changes; nothing else is enqueued.
+		WatchesMetadata(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podTemplates),
+			builder.WithPredicates(recordChanged())).
+		// A namespace's labels decide which cluster-wide templates its templates can clash with.
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceTemplates),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Complete(r)
+}
+
+// podTemplates maps a pod to the templates its record names.
+func podTemplates(_ context.Context, o client.Object) []reconcile.Request {
+	keys := TemplateKeysOf(o.GetAnnotations())
+	reqs := make([]reconcile.Request, 0, len(keys))
+	for _, k := range keys {
+		ns, name, _ := strings.Cut(k, "/")
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+	}
+	return reqs
+}
+
+// recordChanged lets through pod creations and deletions with a record, and updates that change the record or
+// start the pod's deletion; pods' frequent status updates are dropped.
+func recordChanged() predicate.Predicate {
+	has := func(o client.Object) bool { _, ok := o.GetAnnotations()[v1alpha1.AnnotationStatus]; return ok }
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return has(e.Object) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return has(e.Object) },
+		GenericFunc: func(e event.GenericEvent) bool { return has(e.Object) },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			if e.ObjectOld == nil || e.ObjectNew == nil {
+				return false
+			}
+			oldRec, newRec := e.ObjectOld.GetAnnotations()[v1alpha1.AnnotationStatus], e.ObjectNew.GetAnnotations()[v1alpha1.AnnotationStatus]
+			return oldRec != newRec || (e.ObjectOld.GetDeletionTimestamp() == nil) != (e.ObjectNew.GetDeletionTimestamp() == nil)
+		},
+	}
+}
+
+// neighbours maps a template to the other templates whose clashes it may change: those of its namespace, and
+// every template when it is cluster-wide.
+func (r *TemplateReconciler) neighbours(ctx context.Context, o client.Object) []reconcile.Request {
+	var opts []client.ListOption
+	if r.InjectorNamespace == "" || o.GetNamespace() != r.InjectorNamespace {
+		opts = append(opts, client.InNamespace(o.GetNamespace()))
+	}
+	return r.templateRequests(ctx, o, opts...)
+}
+
+// namespaceTemplates maps a namespace to its templates.
+func (r *TemplateReconciler) namespaceTemplates(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.templateRequests(ctx, nil, client.InNamespace(o.GetName()))
+}
+
+func (r *TemplateReconciler) templateRequests(ctx context.Context, except client.Object, opts ...client.ListOption) []reconcile.Request {
+	var list v1alpha1.SidecarTemplateList
+	if err := r.Client.List(ctx, &list, opts...); err != nil {
+		logf.FromContext(ctx).Error(err, "list templates to re-check clashes")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		t := &list.Items[i]
+		if except != nil && t.Namespace == except.GetNamespace() && t.Name == except.GetName() {
+			continue
+		}
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: t.Namespace, Name: t.Name}})
+	}
+	return reqs
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := logf.FromContext(ctx)
+	m := r.Metrics
+	if m == nil {
+		m = metrics.Default
+	}
+	var t v1alpha1.SidecarTemplate
+	if err := r.Client.Get(ctx, req.NamespacedName, &t); err != nil {
+		if apierrors.IsNotFound(err) {
+			m.ForgetTemplate(req.Namespace, req.Name)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	compiled := inject.Compile(&t, r.InjectorNamespace)
+	cond, err := r.readiness(ctx, &t, compiled)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	drift, err := r.Drift(ctx, &t, compiled.Hash)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	log.V(1).Info("template", "ready", cond.Status, "reason", cond.Reason, "generation", t.Generation,
+		"hash", compiled.Hash, "injectedPods", drift.Injected, "outdatedPods", drift.Outdated)
+
+	prev := meta.FindStatusCondition(t.Status.Conditions, v1alpha1.ConditionReady)
+	readyChanged := prev == nil || prev.Status != cond.Status || prev.Reason != cond.Reason
+	orig := t.DeepCopy()
+	t.Status.ObservedGeneration = t.Generation
+	meta.SetStatusCondition(&t.Status.Conditions, cond)
+	t.Status.InjectedPods, t.Status.OutdatedPods = drift.Injected, drift.Outdated
+	if !equality.Semantic.DeepEqual(orig.Status, t.Status) {
+		if err := r.Client.Status().Update(ctx, &t); err != nil {
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				// Someone else changed the template (or deleted it) meanwhile: look again, with the new version.
+				return ctrl.Result{RequeueAfter: time.Second}, nil
+			}
+			return ctrl.Result{}, fmt.Errorf("update status: %w", err)
+		}
+	}
+	ready := cond.Status == metav1.ConditionTrue
+	m.SetTemplateReady(t.Namespace, t.Name, ready)
+	if readyChanged && r.Events != nil {
+		r.Events.TemplateReadyChanged(&t, ready, cond.Reason, cond.Message)
+	}
+	return ctrl.Result{}, nil
+}
+
+// readiness decides the Ready condition.
+func (r *TemplateReconciler) readiness(ctx context.Context, t *v1alpha1.SidecarTemplate, compiled *inject.Template) (metav1.Condition, error) {
+	cond := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: t.Generation}
+	if compiled.Err != nil {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonInvalid, compiled.Err.Error()
+		return cond, nil
+	}
+	if t.Spec.Selector != nil {
+		candidates, nsLabels, err := r.candidates(ctx, t)
+		if err != nil {
+			return cond, err
+		}
+		if clashes := Clashes(t, candidates, r.InjectorNamespace, nsLabels); len(clashes) > 0 {
+			cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonNameClash, strings.Join(clashes, "; ")
+			return cond, nil
+		}
+	}
+	cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, ReasonReady, ReadyMessage(t)
+	return cond, nil
+}
+
+// ReadyMessage is the message of a Ready=True condition; it names the parameters pods must set.
+func ReadyMessage(t *v1alpha1.SidecarTemplate) string {
+	var required []string
+	for _, p := range t.Spec.Parameters {
+		if p.Default == nil {
+			required = append(required, fmt.Sprintf("%q (annotation %s%s%s)", p.Name, t.Name, v1alpha1.ParamAnnotationSuffix, p.Name))
+		}
+	}
+	msg := "the template can be injected"
+	if len(required) > 0 {
+		msg += "; pods that receive it must set parameter " + strings.Join(required, ", ")
+	}
+	return msg
+}
+
+// candidates returns the templates t may meet in a pod (its namespace's and, for a namespaced template, the
+// cluster-wide ones) and the labels of t's namespace (nil when unknown or not needed).
+func (r *TemplateReconciler) candidates(ctx context.Context, t *v1alpha1.SidecarTemplate) ([]v1alpha1.SidecarTemplate, map[string]string, error) {
+	var own v1alpha1.SidecarTemplateList
+	if err := r.Client.List(ctx, &own, client.InNamespace(t.Namespace)); err != nil {
+		return nil, nil, fmt.Errorf("list templates in %s: %w", t.Namespace, err)
+	}
+	if r.InjectorNamespace == "" || t.Namespace == r.InjectorNamespace {
+		return own.Items, nil, nil
+	}
+	var cluster v1alpha1.SidecarTemplateList
+	if err := r.Client.List(ctx, &cluster, client.InNamespace(r.InjectorNamespace)); err != nil {
+		return nil, nil, fmt.Errorf("list cluster-wide templates: %w", err)
+	}
+	ns := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}}
+	var nsLabels map[string]string
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: t.Namespace}, ns); err == nil {
+		nsLabels = ns.Labels
+		if nsLabels == nil {
+			nsLabels = map[string]string{}
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return nil, nil, fmt.Errorf("get namespace %s: %w", t.Namespace, err)
+	}
+	return append(own.Items, cluster.Items...), nsLabels, nil
+}
+
+// Drift counts the pods that carry t, and those carrying another version than hash, from the cache's index: it
+// never lists all pods.
+func (r *TemplateReconciler) Drift(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string) (Drift, error) {
+	pods := &metav1.PartialObjectMetadataList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "PodList"}}
+	opts := []client.ListOption{client.MatchingFields{PodTemplateIndex: TemplateKey(t.Namespace, t.Name)}}
+	if r.InjectorNamespace == "" || t.Namespace != r.InjectorNamespace {
+		opts = append(opts, client.InNamespace(t.Namespace)) // a namespaced template only serves its namespace
+	}
+	if err := r.Client.List(ctx, pods, opts...); err != nil {
+		return Drift{}, fmt.Errorf("list pods carrying %s/%s: %w", t.Namespace, t.Name, err)
+	}
+	return CountDrift(pods.Items, t.Namespace, t.Name, hash), nil
+}

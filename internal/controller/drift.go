@@ -1,0 +1,86 @@
+package controller
+
+import (
+	"encoding/json"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+)
+
+// PodTemplateIndex is the name of the cache index on pods (metadata only) whose values are the keys
+// ("namespace/name") of the templates named in the pod's sidecar.dev/status record.
+const PodTemplateIndex = "sidecar.dev/injected-templates"
+
+// Drift says how many existing pods carry a template, and how many of them carry an older version of it.
+type Drift struct {
+	// Injected counts the pods whose sidecar.dev/status record names the template.
+	Injected int32
+	// Outdated counts those of them whose record has another hash than the template's current spec.
+	Outdated int32
+}
+
+// TemplateKey is the index value for a template: "namespace/name".
+func TemplateKey(namespace, name string) string { return namespace + "/" + name }
+
+// readRecord decodes a pod's sidecar.dev/status annotation; nil when absent or not a record.
+func readRecord(annotations map[string]string) *inject.Status {
+	raw, ok := annotations[v1alpha1.AnnotationStatus]
+	if !ok || raw == "" {
+		return nil
+	}
+	var st inject.Status
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		return nil
+	}
+	return &st
+}
+
+// TemplateKeysOf returns the keys ("namespace/name") of the templates that a pod's sidecar.dev/status record
+// names, without repeats; nil when the pod has no readable record. It is the indexer of PodTemplateIndex.
+func TemplateKeysOf(annotations map[string]string) []string {
+	st := readRecord(annotations)
+	if st == nil {
+		return nil
+	}
+	var keys []string
+	seen := map[string]bool{}
+	for _, e := range st.Templates {
+		if e.Namespace == "" || e.Name == "" {
+			continue
+		}
+		k := TemplateKey(e.Namespace, e.Name)
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// CountDrift counts, among pods, those whose record names the template namespace/name (Injected) and those of
+// them whose recorded hash is not hash, the template's current one (Outdated). Pods being deleted are not
+// counted: they are on their way out and will not be replaced by themselves.
+func CountDrift(pods []metav1.PartialObjectMetadata, namespace, name, hash string) Drift {
+	var d Drift
+	for i := range pods {
+		if pods[i].DeletionTimestamp != nil {
+			continue
+		}
+		st := readRecord(pods[i].Annotations)
+		if st == nil {
+			continue
+		}
+		for _, e := range st.Templates {
+			if e.Namespace == namespace && e.Name == name {
+				d.Injected++
+				if e.Hash != hash {
+					d.Outdated++
+				}
+				break
+			}
+		}
+	}
+	return d
+}

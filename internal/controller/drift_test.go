@@ -1,0 +1,81 @@
+package controller
+
+import (
+	"slices"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+)
+
+func podWithRecord(record string) metav1.PartialObjectMetadata {
+	p := metav1.PartialObjectMetadata{}
+	if record != "" {
+		p.Annotations = map[string]string{v1alpha1.AnnotationStatus: record}
+	}
+	return p
+}
+
+func TestTemplateKeysOf(t *testing.T) {
+	for _, tc := range []struct {
+		record string
+		want   []string
+	}{
+		{`{"templates":[{"namespace":"team-a","name":"log","generation":1,"hash":"h1","containers":["log"]},` +
+			`{"namespace":"platform","name":"proxy","generation":4,"hash":"h2"}]}`, []string{"team-a/log", "platform/proxy"}},
+		{`{"templates":[{"namespace":"team-a","name":"log"},{"namespace":"team-a","name":"log"}]}`, []string{"team-a/log"}},
+		{`{"templates":[{"name":"no-namespace"},{"namespace":"team-a"}]}`, nil},
+		{`{"templates":[]}`, nil},
+		{`not json`, nil},
+		{``, nil},
+	} {
+		got := TemplateKeysOf(podWithRecord(tc.record).Annotations)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("TemplateKeysOf(%s) = %q, want %q", tc.record, got, tc.want)
+		}
+	}
+	if got := TemplateKeysOf(nil); got != nil {
+		t.Errorf("no annotations: %q", got)
+	}
+}
+
+func TestCountDrift(t *testing.T) {
+	rec := func(entries ...string) string {
+		s := `{"templates":[`
+		for i, e := range entries {
+			if i > 0 {
+				s += ","
+			}
+			s += e
+		}
+		return s + `]}`
+	}
+	current := `{"namespace":"team-a","name":"log","generation":3,"hash":"new"}`
+	old := `{"namespace":"team-a","name":"log","generation":2,"hash":"old"}`
+	other := `{"namespace":"platform","name":"log","generation":1,"hash":"new"}`
+	deleting := podWithRecord(rec(old))
+	deleting.DeletionTimestamp = &metav1.Time{}
+
+	pods := []metav1.PartialObjectMetadata{
+		podWithRecord(rec(current)),
+		podWithRecord(rec(other, current)),
+		podWithRecord(rec(old)),
+		podWithRecord(rec(other, old)),
+		podWithRecord(rec(other)), // another template of the same name, cluster-wide
+		podWithRecord(""),         // no record
+		podWithRecord("garbage"),  // unreadable record
+		deleting,                  // on its way out
+	}
+	got := CountDrift(pods, "team-a", "log", "new")
+	if want := (Drift{Injected: 4, Outdated: 2}); got != want {
+		t.Errorf("CountDrift(team-a/log) = %+v, want %+v", got, want)
+	}
+	got = CountDrift(pods, "platform", "log", "new")
+	if want := (Drift{Injected: 3, Outdated: 0}); got != want {
+		t.Errorf("CountDrift(platform/log) = %+v, want %+v", got, want)
+	}
+	if got := CountDrift(nil, "team-a", "log", "new"); got != (Drift{}) {
+		t.Errorf("no pods: %+v", got)
+	}
+}

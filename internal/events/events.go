@@ -1,0 +1,245 @@
+// Package events turns the injector's decisions into Kubernetes Events (events.k8s.io/v1) that the people who
+// own the objects can see with `kubectl describe` / `kubectl events`:
+//
+//   - on a pod's controller (its ReplicaSet, Job, StatefulSet, ...) when a template the pod requested or that
+//     selected it was Skipped (failurePolicy Ignore) or Denied (failurePolicy Fail), rate-limited so that a
+//     controller re-creating pods in a loop cannot flood etcd;
+//   - on a SidecarTemplate when its Ready condition changes.
+//
+// Pods themselves get no Event: at admission a controller's pod has no name yet, and a denied pod never exists.
+package events
+
+import (
+	"container/list"
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	k8sevents "k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+)
+
+// Actions of the Events (events.k8s.io/v1 requires one).
+const (
+	ActionInject    = "Inject"
+	ActionReconcile = "Reconcile"
+)
+
+// ReasonReady is the Event reason when a template becomes Ready.
+const ReasonReady = "Ready"
+
+// MaxNoteBytes is the longest note the API server accepts on an events.k8s.io/v1 Event; longer messages are
+// cut (on a rune boundary) and end with "...".
+const MaxNoteBytes = 1024
+
+// Defaults of the pod-owner rate limit.
+const (
+	DefaultInterval = time.Minute
+	DefaultMaxKeys  = 4096
+)
+
+// Recorder emits the injector's Events. It is safe for concurrent use.
+type Recorder struct {
+	rec      k8sevents.EventRecorder
+	interval time.Duration
+	maxKeys  int
+	now      func() time.Time
+
+	mu   sync.Mutex
+	seen map[limitKey]*list.Element // -> element of lru holding *limitEntry
+	lru  *list.List                 // front: most recently emitted
+}
+
+type limitKey struct {
+	owner    types.UID
+	template string // namespace/name
+	reason   inject.Reason
+}
+
+type limitEntry struct {
+	key  limitKey
+	last time.Time
+}
+
+// Option configures a Recorder.
+type Option func(*Recorder)
+
+// WithInterval sets the least time between two Events for the same (owner uid, template, reason); default one
+// minute. Zero or less disables the limit.
+func WithInterval(d time.Duration) Option { return func(r *Recorder) { r.interval = d } }
+
+// WithMaxKeys bounds the rate limiter's memory: beyond n (owner, template, reason) keys the least recently
+// emitted is forgotten (it may then emit again before its interval is over). Default 4096.
+func WithMaxKeys(n int) Option { return func(r *Recorder) { r.maxKeys = n } }
+
+// WithClock replaces time.Now, for tests.
+func WithClock(now func() time.Time) Option { return func(r *Recorder) { r.now = now } }
+
+// NewRecorder returns a Recorder writing through rec, e.g. mgr.GetEventRecorder("sidecar-injector").
+func NewRecorder(rec k8sevents.EventRecorder, opts ...Option) *Recorder {
+	r := &Recorder{rec: rec, interval: DefaultInterval, maxKeys: DefaultMaxKeys, now: time.Now,
+		seen: map[limitKey]*list.Element{}, lru: list.New()}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.maxKeys < 1 {
+		r.maxKeys = 1
+	}
+	return r
+}
+
+// ControllerOf returns the owner reference with controller: true, or nil.
+func ControllerOf(owners []metav1.OwnerReference) *metav1.OwnerReference {
+	for i := range owners {
+		if c := owners[i].Controller; c != nil && *c {
+			return &owners[i]
+		}
+	}
+	return nil
+}
+
+// PodDecisions reports, on the controller of a pod being created in namespace, every template that the pod
+// requested or that selected it and that was Skipped or Denied: a Warning Event whose reason is the decision's
+// reason (Conflict, MissingParameter, Invalid, NotFound) and whose note is the decision's message and what
+// happened to the pod. Templates skipped only because another one denied the pod (PodDenied) get none. Nothing is
+// emitted for a dry run, for a pod without a controller, or for a (owner, template, reason) that had an Event
+// less than the interval ago.
+func (r *Recorder) PodDecisions(namespace string, owners []metav1.OwnerReference, dryRun bool, res *inject.Result) {
+	if dryRun || res == nil || r == nil || r.rec == nil {
+		return
+	}
+	failed := false
+	for i := range res.Decisions {
+		if o := res.Decisions[i].Outcome; o == inject.OutcomeSkipped || o == inject.OutcomeDenied {
+			failed = true
+			break
+		}
+	}
+	if !failed {
+		return
+	}
+	owner := ControllerOf(owners)
+	if owner == nil {
+		return
+	}
+	ref := &corev1.ObjectReference{APIVersion: owner.APIVersion, Kind: owner.Kind, Name: owner.Name,
+		UID: owner.UID, Namespace: namespace}
+	for i := range res.Decisions {
+		d := &res.Decisions[i]
+		if d.Reason == inject.ReasonPodDenied {
+			continue // not this template's failure: the Event of the template that denied the pod says why
+		}
+		var consequence string
+		switch d.Outcome {
+		case inject.OutcomeSkipped:
+			consequence = "the pod was admitted without this template (failurePolicy Ignore)"
+		case inject.OutcomeDenied:
+			consequence = "the pod was denied (failurePolicy Fail)"
+		default:
+			continue
+		}
+		key := limitKey{owner: owner.UID, template: d.Namespace + "/" + d.Name, reason: d.Reason}
+		if !r.allow(key) {
+			continue
+		}
+		r.rec.Eventf(ref, nil, corev1.EventTypeWarning, string(d.Reason), ActionInject, "%s",
+			truncate(d.Message+": "+consequence))
+	}
+}
+
+// Record implements the webhook's Recorder seam (internal/webhook.Recorder): it reads the pod's owner
+// references from the request and calls PodDecisions. The pod is decoded only when a decision needs an Event.
+func (r *Recorder) Record(_ context.Context, req admission.Request, res *inject.Result) {
+	if res == nil || (req.DryRun != nil && *req.DryRun) {
+		return
+	}
+	for i := range res.Decisions {
+		if o := res.Decisions[i].Outcome; o == inject.OutcomeSkipped || o == inject.OutcomeDenied {
+			var pod struct {
+				Metadata struct {
+					OwnerReferences []metav1.OwnerReference `json:"ownerReferences"`
+				} `json:"metadata"`
+			}
+			if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+				return // the engine read the pod, so this does not happen; no owner to tell anyway
+			}
+			r.PodDecisions(req.Namespace, pod.Metadata.OwnerReferences, false, res)
+			return
+		}
+	}
+}
+
+// TemplateReadyChanged reports a change of a template's Ready condition on the template: a Normal Event with
+// reason Ready when it became ready, else a Warning with the condition's reason and message. Not rate-limited:
+// it follows changes of the template, which people make.
+func (r *Recorder) TemplateReadyChanged(t *v1alpha1.SidecarTemplate, ready bool, reason, msg string) {
+	if r == nil || r.rec == nil || t == nil {
+		return
+	}
+	ref := &corev1.ObjectReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "SidecarTemplate",
+		Name: t.Name, Namespace: t.Namespace, UID: t.UID, ResourceVersion: t.ResourceVersion}
+	eventType := corev1.EventTypeWarning
+	if ready {
+		eventType = corev1.EventTypeNormal
+	}
+	if reason == "" {
+		reason = ReasonReady
+	}
+	r.rec.Eventf(ref, nil, eventType, reason, ActionReconcile, "%s", truncate(msg))
+}
+
+// allow reports whether an Event for key may be emitted now, and if so records it.
+func (r *Recorder) allow(key limitKey) bool {
+	if r.interval <= 0 {
+		return true
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if el, ok := r.seen[key]; ok {
+		e := el.Value.(*limitEntry)
+		if now.Sub(e.last) < r.interval {
+			return false
+		}
+		e.last = now
+		r.lru.MoveToFront(el)
+		return true
+	}
+	// Forget entries whose interval is over (oldest at the back), then the oldest if still full.
+	for back := r.lru.Back(); back != nil; back = r.lru.Back() {
+		e := back.Value.(*limitEntry)
+		if now.Sub(e.last) < r.interval && r.lru.Len() < r.maxKeys {
+			break
+		}
+		r.lru.Remove(back)
+		delete(r.seen, e.key)
+	}
+	r.seen[key] = r.lru.PushFront(&limitEntry{key: key, last: now})
+	return true
+}
+
+// tracked returns how many keys the limiter holds (tests).
+func (r *Recorder) tracked() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.seen)
+}
+
+func truncate(s string) string {
+	if len(s) <= MaxNoteBytes {
+		return s
+	}
+	cut := MaxNoteBytes - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}

@@ -1,0 +1,161 @@
+package explain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// DefaultInjectorNamespace is the injector's namespace when --injector-namespace is not given: the namespace
+// the manifests in config/ install it in.
+const DefaultInjectorNamespace = "sidecar-injector"
+
+// Config is what `sidecar-injector explain` is asked to do.
+type Config struct {
+	// File holds the pods; "-" is stdin.
+	File string
+	// TemplatesFile (offline) or Kubeconfig (against a cluster, with Context): exactly one.
+	TemplatesFile string
+	Kubeconfig    string
+	Context       string
+	// Namespace of pods and templates that name none; empty means the kubeconfig context's namespace against a
+	// cluster, else "default".
+	Namespace string
+	// InjectorNamespace holds the cluster-wide templates; empty means DefaultInjectorNamespace.
+	InjectorNamespace string
+	// NamespaceLabels are the labels of the pods' namespace, "k=v,k2=v2". Offline, absent means none. Against a
+	// cluster, when NamespaceLabelsSet (the flag was given, even empty), they replace the namespace's real
+	// labels, to ask "what if".
+	NamespaceLabels    string
+	NamespaceLabelsSet bool
+	// Output is "text" (default) or "json".
+	Output string
+
+	// client replaces the one built from Kubeconfig (tests).
+	client client.Reader
+}
+
+// Run reads the pods and templates, explains and writes the report.
+func Run(ctx context.Context, cfg Config, stdin io.Reader, stdout io.Writer) error {
+	switch cfg.Output {
+	case "", "text", "json":
+	default:
+		return fmt.Errorf("--output must be text or json, not %q", cfg.Output)
+	}
+	if cfg.File == "" {
+		return errors.New("-f FILE (or - for stdin) is required")
+	}
+	cluster := cfg.Kubeconfig != "" || cfg.client != nil
+	if (cfg.TemplatesFile != "") == cluster {
+		return errors.New("give exactly one of --templates FILE (offline) and --kubeconfig PATH (read the cluster)")
+	}
+	if cfg.TemplatesFile == "-" && cfg.File == "-" {
+		return errors.New("-f and --templates cannot both read stdin")
+	}
+	injectorNS := cfg.InjectorNamespace
+	if injectorNS == "" {
+		injectorNS = DefaultInjectorNamespace
+	}
+	var nsLabels map[string]string
+	if cfg.NamespaceLabels != "" {
+		set, err := labels.ConvertSelectorToLabelsMap(cfg.NamespaceLabels)
+		if err != nil {
+			return fmt.Errorf("--namespace-labels %q: want k=v,k2=v2: %w", cfg.NamespaceLabels, err)
+		}
+		nsLabels = set
+	}
+
+	var src Source
+	namespace := cfg.Namespace
+	if cluster {
+		cl := cfg.client
+		if cl == nil {
+			c, ctxNamespace, err := NewClient(cfg.Kubeconfig, cfg.Context)
+			if err != nil {
+				return err
+			}
+			cl = c
+			if namespace == "" {
+				namespace = ctxNamespace
+			}
+		}
+		src = &ClusterSource{Client: cl, InjectorNamespace: injectorNS}
+		if cfg.NamespaceLabelsSet {
+			if nsLabels == nil {
+				nsLabels = map[string]string{}
+			}
+			src = &labelsOverride{Source: src, labels: nsLabels}
+		}
+	} else {
+		r, closeFn, err := open(cfg.TemplatesFile, stdin)
+		if err != nil {
+			return err
+		}
+		defer closeFn()
+		items, err := ReadTemplates(r, cfg.TemplatesFile, orDefault(namespace))
+		if err != nil {
+			return err
+		}
+		if nsLabels == nil {
+			nsLabels = map[string]string{}
+		}
+		src = &StaticSource{Items: items, Labels: nsLabels}
+	}
+
+	r, closeFn, err := open(cfg.File, stdin)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	pods, err := ReadPods(r, displayName(cfg.File), cfg.Namespace, orDefault(namespace))
+	if err != nil {
+		return err
+	}
+	rep, err := Explain(ctx, pods, src, injectorNS)
+	if err != nil {
+		return err
+	}
+	if cfg.Output == "json" {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteText(stdout)
+}
+
+type labelsOverride struct {
+	Source
+	labels map[string]string
+}
+
+func (l *labelsOverride) NamespaceLabels(context.Context, string) (map[string]string, error) {
+	return l.labels, nil
+}
+
+func orDefault(ns string) string {
+	if ns == "" {
+		return DefaultNamespace
+	}
+	return ns
+}
+
+func displayName(file string) string {
+	if file == "-" {
+		return "stdin"
+	}
+	return file
+}
+
+func open(file string, stdin io.Reader) (io.Reader, func(), error) {
+	if file == "-" {
+		return stdin, func() {}, nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { _ = f.Close() }, nil
+}

@@ -1,0 +1,171 @@
+// Package metrics defines the injector's Prometheus metrics, all named sidecar_injector_*, and registers them on
+// controller-runtime's registry, which the manager serves on --metrics-bind-address.
+//
+// Label values are bounded by the number of SidecarTemplates and the fixed sets of results, outcomes and
+// reasons: no label ever carries a pod name, a pod namespace or any other value a pod's author chooses.
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+)
+
+// Admission results, the values of the result label of sidecar_injector_admissions_total.
+const (
+	ResultInjected  = "injected"  // at least one template was injected
+	ResultUnchanged = "unchanged" // admitted, nothing injected (nothing applied, already injected, skipped)
+	ResultDenied    = "denied"    // a template with failurePolicy Fail could not be applied
+	ResultError     = "error"     // the pod could not be read
+)
+
+// Results lists every value of the result label.
+var Results = []string{ResultInjected, ResultUnchanged, ResultDenied, ResultError}
+
+// notFoundTemplate is the template label of a decision for a requested name that matched no template: the name
+// comes from the pod's annotation, so it is not used as a label value.
+const notFoundTemplate = ""
+
+// Metrics is one set of the injector's collectors. The package-level functions use Default, registered on
+// controller-runtime's registry; tests make their own with New.
+type Metrics struct {
+	admissions *prometheus.CounterVec
+	decisions  *prometheus.CounterVec
+	duration   prometheus.Histogram
+	templates  *prometheus.GaugeVec
+
+	mu    sync.Mutex
+	ready map[string]bool // template key -> Ready, behind the templates gauge
+}
+
+// New creates the collectors and registers them on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecar_injector_admissions_total",
+			Help: "Pod admissions decided by the injection engine, by result: injected, unchanged, denied or error.",
+		}, []string{"result"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecar_injector_template_decisions_total",
+			Help: "Decisions about one template for one pod, by template, outcome (Injected, AlreadyInjected, " +
+				"Skipped, Denied) and reason. NotApplicable decisions, and the Injected ones of a denied pod, are " +
+				"not counted. A requested name that matched no template is counted with empty namespace and template.",
+		}, []string{"namespace", "template", "outcome", "reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sidecar_injector_engine_duration_seconds",
+			Help:    "Time the injection engine took to decide about one pod and compute its patch.",
+			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 14), // 10µs .. 81.92ms
+		}),
+		templates: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sidecar_injector_templates",
+			Help: "SidecarTemplates known to the status controller, by their Ready condition (true or false). " +
+				"Exported by the replica that runs the controller (the leader).",
+		}, []string{"ready"}),
+		ready: map[string]bool{},
+	}
+	reg.MustRegister(m.admissions, m.decisions, m.duration, m.templates)
+	for _, r := range Results {
+		m.admissions.WithLabelValues(r) // every result is exported from the start, so that rate() sees the first one
+	}
+	return m
+}
+
+// Default is registered on controller-runtime's metrics registry.
+var Default = New(crmetrics.Registry)
+
+// ObserveAdmission records one admission on Default. See (*Metrics).ObserveAdmission.
+func ObserveAdmission(res *inject.Result, err error, d time.Duration) {
+	Default.ObserveAdmission(res, err, d)
+}
+
+// SetTemplateReady records a template's Ready condition on Default. See (*Metrics).SetTemplateReady.
+func SetTemplateReady(namespace, name string, ready bool) {
+	Default.SetTemplateReady(namespace, name, ready)
+}
+
+// ForgetTemplate removes a deleted template from Default. See (*Metrics).ForgetTemplate.
+func ForgetTemplate(namespace, name string) { Default.ForgetTemplate(namespace, name) }
+
+// ResultOf returns the result label of an admission: error when err != nil (or there is no result), denied when
+// the result is denied, injected when any decision is Injected, else unchanged.
+func ResultOf(res *inject.Result, err error) string {
+	switch {
+	case err != nil || res == nil:
+		return ResultError
+	case res.Denied:
+		return ResultDenied
+	}
+	for i := range res.Decisions {
+		if res.Decisions[i].Outcome == inject.OutcomeInjected {
+			return ResultInjected
+		}
+	}
+	return ResultUnchanged
+}
+
+// ObserveAdmission records one admission that went through the engine: call it once per pod CREATE with what
+// inject.Inject returned and how long it took (requests the handler allows without calling the engine are not
+// admissions of interest and are not counted).
+func (m *Metrics) ObserveAdmission(res *inject.Result, err error, d time.Duration) {
+	m.admissions.WithLabelValues(ResultOf(res, err)).Inc()
+	m.duration.Observe(d.Seconds())
+	if err != nil || res == nil {
+		return
+	}
+	for i := range res.Decisions {
+		dec := &res.Decisions[i]
+		switch dec.Outcome {
+		case inject.OutcomeSkipped, inject.OutcomeDenied:
+		case inject.OutcomeInjected, inject.OutcomeAlreadyInjected:
+			if res.Denied {
+				continue // the pod was denied: nothing was injected
+			}
+		default:
+			continue // NotApplicable: one per pod and template in scope, not worth a series
+		}
+		name := dec.Name
+		if dec.Namespace == "" { // a requested name that matched nothing: chosen by the pod, not a template
+			name = notFoundTemplate
+		}
+		m.decisions.WithLabelValues(dec.Namespace, name, string(dec.Outcome), string(dec.Reason)).Inc()
+	}
+}
+
+// SetTemplateReady records whether the template namespace/name is Ready; the templates gauge counts them.
+func (m *Metrics) SetTemplateReady(namespace, name string, ready bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ready[namespace+"/"+name] = ready
+	m.updateTemplatesLocked()
+}
+
+// ForgetTemplate is called when the template namespace/name is deleted: its decision series are dropped (so the
+// series stay bounded by the templates that exist) and it no longer counts in the templates gauge. Safe to call
+// on every replica (from the template informer's delete handler) as well as from the controller.
+func (m *Metrics) ForgetTemplate(namespace, name string) {
+	m.decisions.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "template": name})
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := namespace + "/" + name
+	if _, tracked := m.ready[key]; tracked {
+		delete(m.ready, key)
+		m.updateTemplatesLocked()
+	}
+}
+
+func (m *Metrics) updateTemplatesLocked() {
+	var ready, notReady int
+	for _, r := range m.ready {
+		if r {
+			ready++
+		} else {
+			notReady++
+		}
+	}
+	m.templates.WithLabelValues("true").Set(float64(ready))
+	m.templates.WithLabelValues("false").Set(float64(notReady))
+}

@@ -1,0 +1,182 @@
+package metrics
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+)
+
+func dec(ns, name string, o inject.Outcome, r inject.Reason) inject.Decision {
+	return inject.Decision{Namespace: ns, Name: name, Outcome: o, Reason: r}
+}
+
+func TestResultOf(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		res  *inject.Result
+		err  error
+		want string
+	}{
+		{"error wins", &inject.Result{Denied: true}, errors.New("bad pod"), ResultError},
+		{"nil result", nil, nil, ResultError},
+		{"denied", &inject.Result{Denied: true, Decisions: []inject.Decision{
+			dec("a", "x", inject.OutcomeInjected, inject.ReasonRequested), // a denied result has no patch, whatever came before
+			dec("a", "y", inject.OutcomeDenied, inject.ReasonConflict)}}, nil, ResultDenied},
+		{"injected", &inject.Result{Decisions: []inject.Decision{
+			dec("a", "x", inject.OutcomeNotApplicable, inject.ReasonNotRequested),
+			dec("a", "y", inject.OutcomeInjected, inject.ReasonSelected)}}, nil, ResultInjected},
+		{"already injected is unchanged", &inject.Result{Decisions: []inject.Decision{
+			dec("a", "y", inject.OutcomeAlreadyInjected, inject.ReasonAlreadyInjected)}}, nil, ResultUnchanged},
+		{"skipped is unchanged", &inject.Result{Decisions: []inject.Decision{
+			dec("a", "y", inject.OutcomeSkipped, inject.ReasonConflict)}}, nil, ResultUnchanged},
+		{"nothing", &inject.Result{}, nil, ResultUnchanged},
+	} {
+		if got := ResultOf(tc.res, tc.err); got != tc.want {
+			t.Errorf("%s: ResultOf = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestObserveAdmission(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := New(reg)
+
+	m.ObserveAdmission(&inject.Result{Decisions: []inject.Decision{
+		dec("team-a", "log-shipper", inject.OutcomeInjected, inject.ReasonRequested),
+		dec("platform", "metrics", inject.OutcomeInjected, inject.ReasonSelected),
+		dec("platform", "proxy", inject.OutcomeNotApplicable, inject.ReasonSelectorMismatch),
+	}}, nil, 50*time.Microsecond)
+	m.ObserveAdmission(&inject.Result{Decisions: []inject.Decision{
+		dec("team-a", "log-shipper", inject.OutcomeInjected, inject.ReasonRequested),
+		dec("platform", "proxy", inject.OutcomeSkipped, inject.ReasonConflict),
+	}}, nil, 3*time.Millisecond)
+	m.ObserveAdmission(&inject.Result{Denied: true, Decisions: []inject.Decision{
+		dec("platform", "metrics", inject.OutcomeInjected, inject.ReasonSelected), // would have been: not counted
+		dec("team-a", "log-shipper", inject.OutcomeDenied, inject.ReasonMissingParameter),
+		{Name: "typo-from-a-pod", Outcome: inject.OutcomeDenied, Reason: inject.ReasonNotFound},
+	}}, nil, 20*time.Microsecond)
+	m.ObserveAdmission(&inject.Result{Decisions: []inject.Decision{
+		dec("team-a", "log-shipper", inject.OutcomeAlreadyInjected, inject.ReasonAlreadyInjected),
+	}}, nil, 15*time.Microsecond)
+	m.ObserveAdmission(&inject.Result{PodSkipReason: inject.ReasonSystemNamespace, Decisions: []inject.Decision{
+		dec("platform", "metrics", inject.OutcomeNotApplicable, inject.ReasonSystemNamespace),
+	}}, nil, 5*time.Microsecond)
+	m.ObserveAdmission(nil, errors.New("not a pod"), 5*time.Microsecond)
+
+	want := `
+# HELP sidecar_injector_admissions_total Pod admissions decided by the injection engine, by result: injected, unchanged, denied or error.
+# TYPE sidecar_injector_admissions_total counter
+sidecar_injector_admissions_total{result="denied"} 1
+sidecar_injector_admissions_total{result="error"} 1
+sidecar_injector_admissions_total{result="injected"} 2
+sidecar_injector_admissions_total{result="unchanged"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "sidecar_injector_admissions_total"); err != nil {
+		t.Error(err)
+	}
+
+	// NotApplicable is never counted, nor Injected on a denied pod; the name a pod requested that matched
+	// nothing is not a label value.
+	wantDecisions := `
+# HELP sidecar_injector_template_decisions_total Decisions about one template for one pod, by template, outcome (Injected, AlreadyInjected, Skipped, Denied) and reason. NotApplicable decisions, and the Injected ones of a denied pod, are not counted. A requested name that matched no template is counted with empty namespace and template.
+# TYPE sidecar_injector_template_decisions_total counter
+sidecar_injector_template_decisions_total{namespace="",outcome="Denied",reason="NotFound",template=""} 1
+sidecar_injector_template_decisions_total{namespace="platform",outcome="Injected",reason="SelectorMatched",template="metrics"} 1
+sidecar_injector_template_decisions_total{namespace="platform",outcome="Skipped",reason="Conflict",template="proxy"} 1
+sidecar_injector_template_decisions_total{namespace="team-a",outcome="AlreadyInjected",reason="AlreadyInjected",template="log-shipper"} 1
+sidecar_injector_template_decisions_total{namespace="team-a",outcome="Denied",reason="MissingParameter",template="log-shipper"} 1
+sidecar_injector_template_decisions_total{namespace="team-a",outcome="Injected",reason="Requested",template="log-shipper"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantDecisions), "sidecar_injector_template_decisions_total"); err != nil {
+		t.Error(err)
+	}
+
+	// Histogram: 6 observations; 3ms falls above the 2.56ms bucket, the rest at or below 80µs. The sum is
+	// 3.095ms as float64 addition gives it.
+	wantHist := `
+# HELP sidecar_injector_engine_duration_seconds Time the injection engine took to decide about one pod and compute its patch.
+# TYPE sidecar_injector_engine_duration_seconds histogram
+sidecar_injector_engine_duration_seconds_bucket{le="1e-05"} 2
+sidecar_injector_engine_duration_seconds_bucket{le="2e-05"} 4
+sidecar_injector_engine_duration_seconds_bucket{le="4e-05"} 4
+sidecar_injector_engine_duration_seconds_bucket{le="8e-05"} 5
+sidecar_injector_engine_duration_seconds_bucket{le="0.00016"} 5
+sidecar_injector_engine_duration_seconds_bucket{le="0.00032"} 5
+sidecar_injector_engine_duration_seconds_bucket{le="0.00064"} 5
+sidecar_injector_engine_duration_seconds_bucket{le="0.00128"} 5
+sidecar_injector_engine_duration_seconds_bucket{le="0.00256"} 5
+sidecar_injector_engine_duration_seconds_bucket{le="0.00512"} 6
+sidecar_injector_engine_duration_seconds_bucket{le="0.01024"} 6
+sidecar_injector_engine_duration_seconds_bucket{le="0.02048"} 6
+sidecar_injector_engine_duration_seconds_bucket{le="0.04096"} 6
+sidecar_injector_engine_duration_seconds_bucket{le="0.08192"} 6
+sidecar_injector_engine_duration_seconds_bucket{le="+Inf"} 6
+sidecar_injector_engine_duration_seconds_sum 0.0030949999999999997
+sidecar_injector_engine_duration_seconds_count 6
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantHist), "sidecar_injector_engine_duration_seconds"); err != nil {
+		t.Error(err)
+	}
+
+	// Deleting a template drops its decision series, and only its own.
+	m.ForgetTemplate("team-a", "log-shipper")
+	if n := testutil.CollectAndCount(m.decisions); n != 3 {
+		t.Errorf("after ForgetTemplate(team-a/log-shipper): %d decision series, want 3", n)
+	}
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues("platform", "proxy", "Skipped", "Conflict")); got != 1 {
+		t.Errorf("platform/proxy Skipped/Conflict = %v after forgetting another template, want 1", got)
+	}
+}
+
+func TestAdmissionsStartAtZero(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	New(reg)
+	if n := testutil.CollectAndCount(reg, "sidecar_injector_admissions_total"); n != len(Results) {
+		t.Errorf("%d admissions series before any admission, want %d (one per result at 0)", n, len(Results))
+	}
+	if n := testutil.CollectAndCount(reg, "sidecar_injector_templates"); n != 0 {
+		t.Errorf("%d templates series before the controller reported, want 0", n)
+	}
+}
+
+func TestTemplatesGauge(t *testing.T) {
+	m := New(prometheus.NewPedanticRegistry())
+	m.SetTemplateReady("team-a", "a", true)
+	m.SetTemplateReady("team-a", "b", false)
+	m.SetTemplateReady("team-b", "a", true)
+	m.SetTemplateReady("team-a", "b", true) // fixed
+	m.SetTemplateReady("team-a", "a", false)
+	check := func(when string, ready, notReady float64) {
+		t.Helper()
+		if got := testutil.ToFloat64(m.templates.WithLabelValues("true")); got != ready {
+			t.Errorf("%s: templates{ready=true} = %v, want %v", when, got, ready)
+		}
+		if got := testutil.ToFloat64(m.templates.WithLabelValues("false")); got != notReady {
+			t.Errorf("%s: templates{ready=false} = %v, want %v", when, got, notReady)
+		}
+	}
+	check("after updates", 2, 1)
+	m.ForgetTemplate("team-a", "a")
+	check("after deleting the not-ready one", 2, 0)
+	m.ForgetTemplate("team-z", "never-seen")
+	check("after deleting an unknown one", 2, 0)
+}
+
+// The package-level collectors are on controller-runtime's registry, the one the manager serves.
+func TestDefaultIsOnControllerRuntimeRegistry(t *testing.T) {
+	ObserveAdmission(&inject.Result{}, nil, time.Microsecond)
+	n, err := testutil.GatherAndCount(crmetrics.Registry, "sidecar_injector_admissions_total", "sidecar_injector_engine_duration_seconds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(Results)+1 {
+		t.Errorf("controller-runtime registry has %d series of ours, want %d", n, len(Results)+1)
+	}
+}
