@@ -20,8 +20,8 @@ fail() { printf '[control-plane] ERROR: %s\n' "$*" >&2; exit 1; }
 # stamp_ok NAME VERSION: true when bin/NAME exists and was built for VERSION.
 stamp_ok() { [[ -x "$BIN_DIR/$1" && -f "$BIN_DIR/.$1.version" && "$(cat "$BIN_DIR/.$1.version")" == "$2" ]]; }
 
-# staging_replaces MODULE@VERSION MAPPING: prints `-replace` flags for every `=> ./...` replace in the upstream
-# go.mod, mapped to the published version given by MAPPING (a sed expression applied to the version).
+# upstream_gomod MODULE@VERSION: downloads the module and prints the path of its go.mod in the module cache, whose
+# local `=> ./...` replaces build_in_module maps to published versions.
 upstream_gomod() {
   local modver=$1
   go mod download -json "$modver" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p'

@@ -1,0 +1,173 @@
+# sidecar-injector build. `make help` lists the targets.
+#
+# Everything this Makefile needs beyond Go, git and make is installed into bin/ on first use, at the versions
+# pinned here and nowhere else.
+
+# Versions: override on the command line, e.g. `make test FUZZTIME=1m`.
+
+CONTROLLER_TOOLS_VERSION ?= v0.21.0
+KUBERNETES_VERSION       ?= v1.37.1
+ETCD_VERSION             ?= v3.6.8
+GOTESTSUM_VERSION        ?= v1.13.0
+# staticcheck 2026.2.2, the current release; its go.mod asks for go1.26.0, so it builds with this repo's Go.
+STATICCHECK_VERSION      ?= v0.8.2
+
+# How long each Fuzz* target is fuzzed by `make test`.
+FUZZTIME ?= 20s
+# Extra flags for every `go test` run by `make test`, e.g. GOTEST_FLAGS=-race (needs a C compiler).
+GOTEST_FLAGS ?=
+
+# Generated files: `make verify` fails when regenerating them changes anything under these paths.
+GENERATED_PATHS := config/crd config/rbac config/webhook charts/sidecar-injector/crds ':(glob)**/zz_generated*'
+
+LOCALBIN ?= $(abspath bin)
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+GOTESTSUM      ?= $(LOCALBIN)/gotestsum
+STATICCHECK    ?= $(LOCALBIN)/staticcheck
+
+# Every recipe runs in bash with errexit and pipefail, so a failing command in a pipeline fails the target.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Go files of the repository (not of bin/ or testdata, which may hold deliberately odd code).
+GO_FILES = $(shell find . -name '*.go' -not -path './bin/*' -not -path './.git/*' -not -path '*/testdata/*' -not -path './vendor/*')
+
+# The Helm chart's targets (helm, chart-crds, chart-lint, chart-test).
+include charts.mk
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage:\n  make \033[36m<target>\033[0m [VAR=value]\n"} \
+		/^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } \
+		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: controller-gen ## Generate DeepCopy methods for the API types (internal/api/...).
+	$(CONTROLLER_GEN) object paths="./internal/api/..."
+
+# Markers are read from internal/ only: cmd/ and test/ hold none, and loading them would only slow this down.
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD, ClusterRole and MutatingWebhookConfiguration from code markers.
+	$(CONTROLLER_GEN) crd rbac:roleName=sidecar-injector webhook paths="./internal/..." \
+		output:crd:artifacts:config=config/crd/bases \
+		output:rbac:artifacts:config=config/rbac \
+		output:webhook:artifacts:config=config/webhook
+	@$(MAKE) --no-print-directory chart-crds
+
+.PHONY: verify
+verify: generate manifests ## Fail when generated files or go.mod/go.sum are not up to date with the code.
+	@stale=$$(git status --porcelain --untracked-files=all -- $(GENERATED_PATHS)); \
+	if [[ -n "$$stale" ]]; then \
+		echo "ERROR: generated files differ from the committed ones:" >&2; \
+		echo "$$stale" | sed 's/^/  /' >&2; \
+		echo "Run 'make generate manifests' and commit the result." >&2; \
+		exit 1; \
+	fi
+	@go mod tidy -diff || { echo "ERROR: go.mod/go.sum are not tidy; run 'go mod tidy' and commit the result." >&2; exit 1; }
+	@echo "verify: generated files and go.mod are up to date"
+
+.PHONY: fmt
+fmt: ## Format the Go code in place.
+	gofmt -w $(GO_FILES)
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: staticcheck vet ## Check formatting, run go vet and staticcheck.
+	@unformatted=$$(gofmt -l $(GO_FILES)); \
+	if [[ -n "$$unformatted" ]]; then \
+		echo "ERROR: not gofmt-formatted (run 'make fmt'):" >&2; echo "$$unformatted" | sed 's/^/  /' >&2; exit 1; \
+	fi
+	$(STATICCHECK) ./...
+
+##@ Test
+
+# hack/test.sh runs the stages and ends with one gotestsum summary of all of them.
+TEST_ENV = GOTESTSUM="$(GOTESTSUM)" FUZZTIME="$(FUZZTIME)" GOTEST_FLAGS="$(GOTEST_FLAGS)" KUBEBUILDER_ASSETS="$(LOCALBIN)" HELM="$(HELM)"
+
+.PHONY: test
+test: gotestsum control-plane helm ## helm lint, unit tests, a bounded fuzz run of every Fuzz* target, then ./test/... (integration, chart).
+	@$(MAKE) --no-print-directory chart-lint
+	$(TEST_ENV) hack/test.sh unit fuzz integration
+
+.PHONY: test-unit
+test-unit: gotestsum ## Unit tests only (everything but ./test/...).
+	$(TEST_ENV) hack/test.sh unit
+
+.PHONY: test-fuzz
+test-fuzz: gotestsum ## Fuzz every Fuzz* target for FUZZTIME each.
+	$(TEST_ENV) hack/test.sh fuzz
+
+.PHONY: test-integration
+test-integration: gotestsum control-plane helm ## ./test/... (integration and chart suites) against a local kube-apiserver and etcd.
+	$(TEST_ENV) hack/test.sh integration
+
+.PHONY: bench
+bench: ## Run the benchmarks of internal/.
+	go test -run='^$$' -bench=. -benchmem ./internal/...
+
+##@ Build
+
+.PHONY: build
+build: ## Build bin/sidecar-injector.
+	go build -ldflags "-X github.com/sidecar-dev/sidecar-injector/internal/cli.Version=$$(git describe --tags --always --dirty 2>/dev/null || echo dev)" \
+		-o $(LOCALBIN)/sidecar-injector ./cmd/sidecar-injector
+
+IMG ?= sidecar-injector:dev
+
+.PHONY: docker-build
+docker-build: ## Build the container image $(IMG) (needs a Docker engine).
+	docker build -t $(IMG) .
+
+.PHONY: demo
+demo: build control-plane ## Start a local API server, inject a pod and show the diff (hack/demo.sh).
+	BIN_DIR="$(LOCALBIN)" KUBEBUILDER_ASSETS="$(LOCALBIN)" hack/demo.sh
+
+.PHONY: clean
+clean: ## Remove build outputs and test results (keeps the tools in bin/).
+	rm -rf $(LOCALBIN)/sidecar-injector $(LOCALBIN)/test-results cover.out
+
+.PHONY: clean-tools
+clean-tools: ## Remove everything in bin/, tools included (kube-apiserver takes minutes to rebuild).
+	rm -rf $(LOCALBIN)
+
+##@ Tools (installed into bin/ only when missing or at another version)
+
+.PHONY: control-plane
+control-plane: ## Build kube-apiserver and etcd from Go modules into bin/, for envtest and the demo.
+	BIN_DIR="$(LOCALBIN)" KUBERNETES_VERSION="$(KUBERNETES_VERSION)" ETCD_VERSION="$(ETCD_VERSION)" hack/build-control-plane.sh
+
+.PHONY: tools
+tools: controller-gen gotestsum staticcheck ## Install the Go tools.
+
+.PHONY: controller-gen
+controller-gen:
+	@$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+.PHONY: gotestsum
+gotestsum:
+	@$(call go-install-tool,$(GOTESTSUM),gotest.tools/gotestsum,$(GOTESTSUM_VERSION))
+
+.PHONY: staticcheck
+staticcheck:
+	@$(call go-install-tool,$(STATICCHECK),honnef.co/go/tools/cmd/staticcheck,$(STATICCHECK_VERSION))
+
+# go-install-tool BINARY,PACKAGE,VERSION: `go install PACKAGE@VERSION` into bin/ unless BINARY exists with a
+# stamp file (bin/.NAME.version) saying VERSION, as hack/build-control-plane.sh does. The stamp is written
+# only after a successful install, so an interrupted install is retried. `go install pkg@version` ignores this
+# module's go.mod, so tools never add to it.
+define go-install-tool
+stamp="$(dir $(1)).$(notdir $(1)).version"; \
+if [[ -x "$(1)" && -f "$$stamp" && "$$(cat "$$stamp")" == "$(3)" ]]; then exit 0; fi; \
+echo "installing $(2)@$(3) into $(dir $(1))"; \
+mkdir -p "$(dir $(1))"; \
+GOBIN="$(dir $(1))" go install "$(2)@$(3)"; \
+echo "$(3)" > "$$stamp"
+endef
