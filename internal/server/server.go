@@ -7,9 +7,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/sidecar-dev/sidecar-injector/internal/controller"
+	"github.com/sidecar-dev/sidecar-injector/internal/events"
+	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -27,6 +32,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/certs"
 	"github.com/sidecar-dev/sidecar-injector/internal/store"
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
 )
@@ -69,7 +75,38 @@ type Options struct {
 	// EnableHTTP2 lets clients negotiate HTTP/2 on the webhook server; off by default (HTTP/2 rapid reset,
 	// CVE-2023-44487), so only http/1.1 is offered.
 	EnableHTTP2 bool
+	// LeaderElect runs the template status controller on one replica at a time (a Lease in Namespace). The
+	// webhook serves on every replica regardless. Off means every replica runs the controller, which is right
+	// for one replica and harmless but wasteful for more.
+	LeaderElect bool
+	// DisableController turns the template status controller off (status, drift counts, Ready Events).
+	DisableController bool
+
+	// TLSMode says where the serving certificate comes from: TLSModeExternal (the default: CertDir holds tls.crt
+	// and tls.key, provided by cert-manager, a Secret volume or the caller) or TLSModeSelfManaged (the injector
+	// creates and rotates its CA and certificate in the Secret TLSSecretName, writes them into CertDir and keeps
+	// the caBundle of WebhookConfigName current; see internal/certs).
+	TLSMode string
+	// TLSSecretName, WebhookConfigName and ServiceName are required in self-managed mode; the certificate is
+	// issued for <ServiceName>.<Namespace>.svc and <ServiceName>.<Namespace>.svc.cluster.local, plus
+	// TLSExtraDNSNames (local development and tests: "localhost").
+	TLSSecretName     string
+	WebhookConfigName string
+	ServiceName       string
+	TLSExtraDNSNames  []string
 }
+
+// The values of Options.TLSMode (--tls-mode).
+const (
+	TLSModeExternal    = "external"
+	TLSModeSelfManaged = "selfManaged"
+)
+
+// LeaderElectionID names the Lease the replicas share for the status controller.
+const LeaderElectionID = "sidecar-injector.sidecar.dev"
+
+// EventSource is the reporting controller of the Events the injector writes.
+const EventSource = "sidecar-injector"
 
 // NewScheme returns the scheme the server uses: the core Kubernetes types and sidecar.dev/v1alpha1.
 func NewScheme() *runtime.Scheme {
@@ -95,6 +132,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
+	whServer := crwebhook.NewServer(webhookServerOptions(opts))
 	mgr, err := manager.New(restConfig, manager.Options{
 		Scheme: NewScheme(),
 		Cache: cache.Options{
@@ -105,8 +143,12 @@ func Run(ctx context.Context, opts Options) error {
 		},
 		Metrics:                metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)},
 		HealthProbeBindAddress: disabledIfEmpty(opts.HealthProbeBindAddress),
-		LeaderElection:         false,
-		WebhookServer:          crwebhook.NewServer(webhookServerOptions(opts)),
+		// The webhook server is not a leader-election runnable: every replica serves admissions. Only the
+		// status controller waits for the lease.
+		LeaderElection:          opts.LeaderElect,
+		LeaderElectionID:        LeaderElectionID,
+		LeaderElectionNamespace: opts.Namespace,
+		WebhookServer:           crwebhook.NewServer(webhookServerOptions(opts)),
 	})
 	if err != nil {
 		return fmt.Errorf("cannot set up the server%s: %w", addrHint(err), err)
@@ -126,16 +168,44 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	mgr.GetWebhookServer().Register(webhook.Path, webhook.NewWebhook(&webhook.Handler{
+	recorder := events.NewRecorder(mgr.GetEventRecorder(EventSource))
+	whServer.Register(webhook.Path, webhook.NewWebhook(&webhook.Handler{
 		Templates:         templates,
 		Namespaces:        namespaces,
 		InjectorNamespace: opts.Namespace,
+		Recorder:          recorder,
 	}))
+	if !opts.DisableController {
+		r := &controller.TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: opts.Namespace,
+			Events: recorder, Metrics: metrics.Default}
+		if err := r.SetupWithManager(ctx, mgr); err != nil {
+			return fmt.Errorf("cannot set up the template status controller: %w", err)
+		}
+	}
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("cannot add the liveness check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+	if opts.TLSMode == TLSModeSelfManaged {
+		ready, err := certs.Setup(mgr, certs.Options{
+			Namespace:         opts.Namespace,
+			SecretName:        opts.TLSSecretName,
+			ServiceName:       opts.ServiceName,
+			WebhookConfigName: opts.WebhookConfigName,
+			CertDir:           opts.CertDir,
+			ExtraDNSNames:     opts.TLSExtraDNSNames,
+		})
+		if err != nil {
+			return fmt.Errorf("self-managed TLS: %w", err)
+		}
+		// The webhook server starts once the certificate files are written and the caBundle is set.
+		if err := mgr.Add(certs.ServeWhenReady(whServer, ready)); err != nil {
+			return err
+		}
+	} else if err := mgr.Add(whServer); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", whServer.StartedChecker()); err != nil {
 		return fmt.Errorf("cannot add the readiness check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("informers", func(*http.Request) error {
@@ -193,6 +263,24 @@ func (o *Options) complete() error {
 	}
 	if o.CertDir == "" {
 		o.CertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
+	}
+	switch o.TLSMode {
+	case "", TLSModeExternal:
+		o.TLSMode = TLSModeExternal
+	case TLSModeSelfManaged:
+		var missing []string
+		for flag, v := range map[string]string{"--tls-secret-name": o.TLSSecretName, "--webhook-config-name": o.WebhookConfigName, "--service-name": o.ServiceName} {
+			if v == "" {
+				missing = append(missing, flag)
+			}
+		}
+		if len(missing) > 0 {
+			sort.Strings(missing)
+			return fmt.Errorf("--tls-mode=%s needs %s", TLSModeSelfManaged, strings.Join(missing, ", "))
+		}
+		return nil // the certificate does not exist yet: the injector creates it
+	default:
+		return fmt.Errorf("--tls-mode %q: use %s or %s", o.TLSMode, TLSModeExternal, TLSModeSelfManaged)
 	}
 	// The webhook server would fail on these too, but later and with a bare file error.
 	certFile, keyFile := filepath.Join(o.CertDir, CertName), filepath.Join(o.CertDir, KeyName)

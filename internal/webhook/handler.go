@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
 	"net/http"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -100,6 +102,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	if engine == nil {
 		engine = inject.Inject
 	}
+	start := time.Now()
 	res, err := engine(inject.Request{
 		Pod:               req.Object.Raw,
 		Namespace:         req.Namespace,
@@ -107,6 +110,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		InjectorNamespace: h.InjectorNamespace,
 		Templates:         h.Templates.Candidates(req.Namespace),
 	})
+	metrics.ObserveAdmission(res, err, time.Since(start))
 	if err != nil {
 		return h.badPod(ctx, err)
 	}
