@@ -101,7 +101,7 @@ func benchPod(size string, n int) []byte {
 		raw, _ := json.Marshal(fields)
 		pod.ManagedFields = append(pod.ManagedFields, metav1.ManagedFieldsEntry{
 			Manager: fmt.Sprintf("controller-%02d", i), Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
-			FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: raw},
+			FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(string(raw)),
 		})
 	}
 	return mustMarshal(pod)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sort"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -233,14 +232,4 @@ func TestGoldenExpectedPatchesApply(t *testing.T) {
 			}
 		})
 	}
-}
-
-// goldenNames lists the case names, for error messages.
-func goldenNames(cs []goldenCase) []string {
-	var n []string
-	for _, c := range cs {
-		n = append(n, c.name)
-	}
-	sort.Strings(n)
-	return n
 }

@@ -150,15 +150,6 @@ func orEmpty(s string) string {
 	return s
 }
 
-func hasContainer(p *corev1.Pod, name string) bool {
-	for _, c := range p.Spec.Containers {
-		if c.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
 func container(t *testing.T, p *corev1.Pod, name string) corev1.Container {
 	t.Helper()
 	for _, c := range p.Spec.Containers {

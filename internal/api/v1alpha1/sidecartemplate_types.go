@@ -339,7 +339,3 @@ type SidecarTemplateList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []SidecarTemplate `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&SidecarTemplate{}, &SidecarTemplateList{})
-}
