@@ -10,9 +10,11 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/controller"
 	"github.com/sidecar-dev/sidecar-injector/internal/events"
 	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
+	"k8s.io/utils/ptr"
 	"net/http"
 	"os"
 	"path/filepath"
+	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sort"
 	"strings"
 	"syscall"
@@ -121,7 +123,8 @@ func NewScheme() *runtime.Scheme {
 //
 // /readyz turns healthy only once the webhook server accepts TLS connections and both informer caches
 // (SidecarTemplates, namespace metadata) have delivered their initial lists to the stores; /healthz is a ping.
-// Leader election is not used: every replica serves admissions (active-active).
+// Every replica serves admissions (active-active); with LeaderElect, only the template status controller waits
+// for the lease.
 func Run(ctx context.Context, opts Options) error {
 	log := logf.Log.WithName("server")
 	if err := opts.complete(); err != nil {
@@ -148,7 +151,12 @@ func Run(ctx context.Context, opts Options) error {
 		LeaderElection:          opts.LeaderElect,
 		LeaderElectionID:        LeaderElectionID,
 		LeaderElectionNamespace: opts.Namespace,
-		WebhookServer:           crwebhook.NewServer(webhookServerOptions(opts)),
+		// Not the manager's WebhookServer: mgr.GetWebhookServer() adds it to the manager, which starts webhook
+		// servers before anything else, i.e. before self-managed certificates exist. whServer is added below.
+		//
+		// Controller names are checked for uniqueness per process; Run may be called again in the same process
+		// (tests restart the server), and each Run has its own manager, so the check would only get in the way.
+		Controller: crconfig.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		return fmt.Errorf("cannot set up the server%s: %w", addrHint(err), err)
