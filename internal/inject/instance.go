@@ -12,6 +12,7 @@ import (
 type item struct {
 	key string
 	raw json.RawMessage
+	dyn bool // raw or key holds per-pod values
 }
 
 // instance is a template's additions for one pod, after per-pod substitution, encoded once.
@@ -35,6 +36,8 @@ type instance struct {
 	hostNetwork    *bool
 	hostPID        *bool
 	hostIPC        *bool
+	// dynNamespaceSettings: hostAliases or dnsConfig hold per-pod values.
+	dynNamespaceSettings bool
 }
 
 func mustEncode(v any) json.RawMessage {
@@ -61,29 +64,37 @@ func newInstance(p *payload) *instance {
 		share: p.ShareProcessNamespace, hostNetwork: p.HostNetwork, hostPID: p.HostPID, hostIPC: p.HostIPC,
 	}
 	for i := range p.Containers {
-		in.containers = append(in.containers, item{p.Containers[i].Name, encodeContainer(&p.Containers[i])})
+		in.containers = append(in.containers, item{key: p.Containers[i].Name, raw: encodeContainer(&p.Containers[i])})
 	}
 	for i := range p.InitContainers {
 		c := &p.InitContainers[i]
-		in.initContainers = append(in.initContainers, item{c.Name, encodeContainer(c)})
+		in.initContainers = append(in.initContainers, item{key: c.Name, raw: encodeContainer(c)})
 		in.native = append(in.native, c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways)
 	}
 	for i := range p.Volumes {
-		in.volumes = append(in.volumes, item{p.Volumes[i].Name, mustEncode(&p.Volumes[i])})
+		in.volumes = append(in.volumes, item{key: p.Volumes[i].Name, raw: mustEncode(&p.Volumes[i])})
 	}
 	for i := range p.VolumeMounts {
-		in.mounts = append(in.mounts, item{p.VolumeMounts[i].MountPath, mustEncode(&p.VolumeMounts[i])})
+		in.mounts = append(in.mounts, item{key: p.VolumeMounts[i].MountPath, raw: mustEncode(&p.VolumeMounts[i])})
 		in.mountVolumes = append(in.mountVolumes, p.VolumeMounts[i].Name)
 	}
 	for i := range p.Env {
-		in.env = append(in.env, item{p.Env[i].Name, mustEncode(&p.Env[i])})
+		in.env = append(in.env, item{key: p.Env[i].Name, raw: mustEncode(&p.Env[i])})
 	}
 	for i := range p.EnvFrom {
 		raw := mustEncode(&p.EnvFrom[i])
-		in.envFrom = append(in.envFrom, item{string(raw), raw})
+		in.envFrom = append(in.envFrom, item{key: string(raw), raw: raw})
 	}
 	for i := range p.ImagePullSecrets {
-		in.pullSecrets = append(in.pullSecrets, item{p.ImagePullSecrets[i].Name, mustEncode(&p.ImagePullSecrets[i])})
+		in.pullSecrets = append(in.pullSecrets, item{key: p.ImagePullSecrets[i].Name, raw: mustEncode(&p.ImagePullSecrets[i])})
+	}
+	for _, list := range [][]item{in.containers, in.initContainers, in.volumes, in.mounts, in.env, in.envFrom, in.pullSecrets} {
+		for i := range list {
+			list[i].dyn = hasPlaceholder(list[i].raw) || hasPlaceholder(list[i].key)
+		}
+	}
+	if len(p.HostAliases) > 0 || p.DNSConfig != nil {
+		in.dynNamespaceSettings = hasPlaceholder(mustEncode(map[string]any{"hostAliases": p.HostAliases, "dnsConfig": p.DNSConfig}))
 	}
 	return in
 }

@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 )
@@ -87,46 +90,173 @@ func (t *Template) resolveParams(pv *podValues) (map[string]string, string) {
 	return out, ""
 }
 
-// substitute replaces every per-pod value in js. Values are JSON-string-escaped: the placeholders only ever
-// stand inside JSON strings, so the result is valid JSON whatever the pod's labels contain.
-func substitute(js []byte, pv *podValues, params map[string]string) []byte {
-	return placeholderRE.ReplaceAllFunc(js, func(m []byte) []byte {
-		expr := string(placeholderRE.FindSubmatch(m)[1])
-		var v string
+// resolver returns the value of one per-pod expression (already checked by findPlaceholders).
+func resolver(pv *podValues, params map[string]string) func(expr string) string {
+	return func(expr string) string {
 		switch {
 		case expr == "pod.name":
-			v = pv.name
+			return pv.name
 		case expr == "pod.generateName":
-			v = pv.generateName
+			return pv.generateName
 		case expr == "pod.namespace":
-			v = pv.namespace
+			return pv.namespace
 		case expr == "pod.serviceAccountName":
-			v = pv.serviceAccount
+			return pv.serviceAccount
 		case strings.HasPrefix(expr, "pod.labels."):
-			v = pv.labels[strings.TrimPrefix(expr, "pod.labels.")]
+			return pv.labels[strings.TrimPrefix(expr, "pod.labels.")]
 		case strings.HasPrefix(expr, "pod.annotations."):
-			v = pv.annotations[strings.TrimPrefix(expr, "pod.annotations.")]
+			return pv.annotations[strings.TrimPrefix(expr, "pod.annotations.")]
 		case strings.HasPrefix(expr, "params."):
-			v = params[strings.TrimPrefix(expr, "params.")]
+			return params[strings.TrimPrefix(expr, "params.")]
 		}
-		enc, _ := json.Marshal(v) // a string always encodes
-		return enc[1 : len(enc)-1]
-	})
+		return ""
+	}
 }
 
-// instanceFor returns the template's additions for one pod.
+// nextPlaceholder finds the first per-pod value in s at or after from: the same grammar as placeholderRE
+// (which defines it, and is used where speed does not matter), scanned by hand because substitution runs for
+// every pod. It returns the span of the whole {{ ... }} and the expression inside.
+func nextPlaceholder[T ~string | ~[]byte](s T, from int) (start, end int, expr T, ok bool) {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' }
+	for i := from; i+1 < len(s); i++ {
+		if s[i] != '{' || s[i+1] != '{' {
+			continue
+		}
+		j := i + 2
+		for j < len(s) && isSpace(s[j]) {
+			j++
+		}
+		k := j
+		for k < len(s) && s[k] != '{' && s[k] != '}' && !isSpace(s[k]) {
+			k++
+		}
+		e := s[j:k]
+		if !(len(e) >= 4 && string(e[:4]) == "pod.") && !(len(e) >= 7 && string(e[:7]) == "params.") {
+			continue
+		}
+		m := k
+		for m < len(s) && isSpace(s[m]) {
+			m++
+		}
+		if m+1 < len(s) && s[m] == '}' && s[m+1] == '}' {
+			return i, m + 2, e, true
+		}
+	}
+	return 0, 0, s[:0], false
+}
+
+// substituteJSON replaces every per-pod value in an encoded item. Values are JSON-string-escaped: placeholders
+// only ever stand inside JSON strings, so the result is valid JSON whatever the pod's labels contain.
+func substituteJSON(js []byte, resolve func(string) string) []byte {
+	out := make([]byte, 0, len(js)+32)
+	last := 0
+	for {
+		start, end, expr, ok := nextPlaceholder(js, last)
+		if !ok {
+			return append(out, js[last:]...)
+		}
+		out = append(out, js[last:start]...)
+		enc := quote(nil, resolve(string(expr)))
+		out = append(out, enc[1:len(enc)-1]...)
+		last = end
+	}
+}
+
+// substituteString replaces every per-pod value in a plain string (a key: an env var name, a mount path).
+func substituteString(s string, resolve func(string) string) string {
+	var out strings.Builder
+	last := 0
+	for {
+		start, end, expr, ok := nextPlaceholder(s, last)
+		if !ok {
+			if last == 0 {
+				return s
+			}
+			out.WriteString(s[last:])
+			return out.String()
+		}
+		out.WriteString(s[last:start])
+		out.WriteString(resolve(expr))
+		last = end
+	}
+}
+
+// instanceFor returns the template's additions for one pod. Only the items that hold per-pod values are
+// rewritten, on their encoded bytes: nothing is decoded per pod.
 func (t *Template) instanceFor(pv *podValues) (*instance, string) {
 	params, msg := t.resolveParams(pv)
 	if msg != "" {
 		return nil, msg
 	}
-	if t.static != nil {
-		return t.static, ""
+	if !t.placeholders {
+		return t.base, ""
 	}
-	var pl payload
-	if err := json.Unmarshal(substitute(t.payloadJSON, pv, params), &pl); err != nil {
-		// Cannot happen: substitution keeps the JSON valid and only changes string contents.
-		return nil, fmt.Sprintf("per-pod values produced an unreadable template: %v", err)
+	resolve := resolver(pv, params)
+	in := *t.base
+	items := func(list []item) []item {
+		if !slices.ContainsFunc(list, func(it item) bool { return it.dyn }) {
+			return list
+		}
+		out := slices.Clone(list)
+		for i := range out {
+			if out[i].dyn {
+				out[i].raw = substituteJSON(out[i].raw, resolve)
+				out[i].key = substituteString(out[i].key, resolve)
+				out[i].dyn = false
+			}
+		}
+		return out
 	}
-	return newInstance(&pl), ""
+	in.containers, in.initContainers, in.volumes = items(in.containers), items(in.initContainers), items(in.volumes)
+	in.mounts, in.env, in.pullSecrets = items(in.mounts), items(in.env), items(in.pullSecrets)
+	if slices.ContainsFunc(in.envFrom, func(it item) bool { return it.dyn }) {
+		in.envFrom = items(in.envFrom)
+		for i := range in.envFrom { // the key of an envFrom entry is its encoding
+			in.envFrom[i].key = string(in.envFrom[i].raw)
+		}
+	}
+	if slices.ContainsFunc(in.mountVolumes, hasPlaceholder) {
+		in.mountVolumes = slices.Clone(in.mountVolumes)
+		for i := range in.mountVolumes {
+			in.mountVolumes[i] = substituteString(in.mountVolumes[i], resolve)
+		}
+	}
+	in.annotations, in.annotationVals = substituteMap(in.annotations, in.annotationVals, resolve)
+	in.labels, in.labelVals = substituteMap(in.labels, in.labelVals, resolve)
+	if in.dynNamespaceSettings { // hostAliases and dnsConfig: small, rare with per-pod values
+		var ns struct {
+			HostAliases []corev1.HostAlias   `json:"hostAliases,omitempty"`
+			DNSConfig   *corev1.PodDNSConfig `json:"dnsConfig,omitempty"`
+		}
+		js, _ := json.Marshal(map[string]any{"hostAliases": in.hostAliases, "dnsConfig": in.dnsConfig})
+		if err := json.Unmarshal(substituteJSON(js, resolve), &ns); err != nil {
+			return nil, fmt.Sprintf("per-pod values produced an unreadable template: %v", err) // cannot happen
+		}
+		in.hostAliases, in.dnsConfig = ns.HostAliases, ns.DNSConfig
+	}
+	return &in, ""
+}
+
+func hasPlaceholder[T ~string | ~[]byte](s T) bool {
+	_, _, _, ok := nextPlaceholder(s, 0)
+	return ok
+}
+
+// substituteMap substitutes per-pod values in the keys and values of annotations or labels.
+func substituteMap(keys []string, vals map[string]string, resolve func(string) string) ([]string, map[string]string) {
+	dyn := false
+	for _, k := range keys {
+		if hasPlaceholder(k) || hasPlaceholder(vals[k]) {
+			dyn = true
+			break
+		}
+	}
+	if !dyn {
+		return keys, vals
+	}
+	out := make(map[string]string, len(vals))
+	for _, k := range keys {
+		out[substituteString(k, resolve)] = substituteString(vals[k], resolve)
+	}
+	return sortedKeys(out), out
 }

@@ -2,14 +2,15 @@ package inject
 
 import (
 	"bytes"
-	"encoding/json"
+	"cmp"
 	"errors"
 	"fmt"
 	"reflect"
 	"slices"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	corev1 "k8s.io/api/core/v1"
-	kjson "sigs.k8s.io/json"
 )
 
 // podView is the part of a pod the engine reads. The engine never re-encodes the pod: it reads this view and
@@ -49,7 +50,7 @@ type namedView struct {
 type containerView struct {
 	Name         string                 `json:"name"`
 	Env          []namedView            `json:"env"`
-	EnvFrom      []corev1.EnvFromSource `json:"envFrom"`
+	EnvFrom      []jsontext.Value       `json:"envFrom"` // decoded only when a template adds envFrom
 	VolumeMounts []struct {
 		MountPath string `json:"mountPath"`
 	} `json:"volumeMounts"`
@@ -67,8 +68,10 @@ func readPod(raw []byte) (*podView, error) {
 		return nil, &PodError{fmt.Errorf("the object is not a JSON object")}
 	}
 	var p podView
-	// Case-sensitive, like the API server: encoding/json would read "Metadata" as metadata.
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(trimmed, &p); err != nil {
+	// json v2 reads in one pass (no separate validation scan, no reflection on skipped values) and matches
+	// names case-sensitively, like the API server: encoding/json would read "Metadata" as metadata. It also
+	// rejects duplicate names and invalid UTF-8, which no API server sends.
+	if err := jsonv2.Unmarshal(trimmed, &p); err != nil {
 		return nil, &PodError{describeJSONError(err)}
 	}
 	// The patch addresses these elements by index; a null one could not be patched, and no valid pod has one.
@@ -86,14 +89,44 @@ func readPod(raw []byte) (*podView, error) {
 	return &p, nil
 }
 
-// describeJSONError turns a decoding error into one that names the field and the JSON kinds involved, never
-// the engine's Go types.
+// describeJSONError turns a decoding error into one that names the field (as a JSON pointer) and the JSON
+// kinds involved, never the engine's Go types.
 func describeJSONError(err error) error {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
-		return fmt.Errorf("field %s: expected %s, found a JSON %s", te.Field, jsonKind(te.Type), te.Value)
+	var se *jsonv2.SemanticError
+	if errors.As(err, &se) && se.GoType != nil {
+		where := string(se.JSONPointer)
+		if where == "" {
+			where = "/"
+		}
+		found := "a JSON value"
+		if se.JSONKind != 0 {
+			found = "a JSON " + kindName(se.JSONKind)
+		}
+		return fmt.Errorf("field %s: expected %s, found %s", where, jsonKind(se.GoType), found)
+	}
+	var syn *jsontext.SyntacticError
+	if errors.As(err, &syn) {
+		return fmt.Errorf("invalid JSON at byte %d (%s): %v", syn.ByteOffset, cmp.Or(string(syn.JSONPointer), "/"), syn.Err)
 	}
 	return err
+}
+
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case '"':
+		return "string"
+	case '0':
+		return "number"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	case '{':
+		return "object"
+	case '[':
+		return "list"
+	}
+	return "value"
 }
 
 func jsonKind(t reflect.Type) string {

@@ -75,14 +75,22 @@ func TestPropertyAddOnly(t *testing.T) {
 // TestPropertyIdempotent: applying the patch and feeding the result back gives an empty patch, no denial and no
 // template injected a second time.
 func TestPropertyIdempotent(t *testing.T) {
-	for _, c := range allPropertyCases(t) {
+	cases, checked := allPropertyCases(t), 0
+	defer func() {
+		// Denied pods have no patch to feed back; the property must still hold for most cases.
+		if checked < len(cases)/2 {
+			t.Errorf("idempotency checked on only %d of %d cases: the others were denied", checked, len(cases))
+		}
+	}()
+	for _, c := range cases {
+		if r, err := Inject(c.req); err == nil && r.Denied {
+			continue // nothing to feed back
+		}
+		checked++
 		t.Run(c.name, func(t *testing.T) {
 			r1, err := Inject(c.req)
 			if err != nil {
 				t.Fatalf("Inject: %v", err)
-			}
-			if r1.Denied {
-				t.Skip("denied: nothing to feed back")
 			}
 			patched, err := applyPatch(c.req.Pod, mustPatchJSON(t, r1))
 			if err != nil {

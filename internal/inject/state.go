@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"slices"
 
+	"encoding/json"
 	corev1 "k8s.io/api/core/v1"
 	kjson "sigs.k8s.io/json"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 )
@@ -35,8 +38,30 @@ type appContainer struct {
 	name                                      string
 	sidecar                                   bool // recorded as injected by a template: never an app container
 	envPresent, mountsPresent, envFromPresent bool
-	env, mounts, envFrom                      map[string]bool
-	addEnv, addMounts, addEnvFrom             []item
+	// What the container has, the pod's and what templates added. Slices: a container has a few dozen at
+	// most, and building maps for every container of every pod costs more than searching them.
+	env, mounts                   []string
+	envFrom                       []string         // canonical encodings; computed on first use
+	rawEnvFrom                    []jsontext.Value // the pod's entries, as they arrived
+	addEnv, addMounts, addEnvFrom []item
+}
+
+// envFromKeys returns the canonical encodings of the container's envFrom entries, decoding the pod's on first
+// use: most pods have envFrom, few templates add to it.
+func (a *appContainer) envFromKeys() []string {
+	if a.envFrom == nil {
+		a.envFrom = make([]string, 0, len(a.rawEnvFrom))
+		for _, raw := range a.rawEnvFrom {
+			var e corev1.EnvFromSource
+			if err := json.Unmarshal(raw, &e); err != nil {
+				// Not an EnvFromSource: it cannot equal any entry a template adds.
+				a.envFrom = append(a.envFrom, "\x00"+string(raw))
+				continue
+			}
+			a.envFrom = append(a.envFrom, string(mustEncode(&e)))
+		}
+	}
+	return a.envFrom
 }
 
 type boolSetting struct {
@@ -98,15 +123,14 @@ func newState(pod *podView) *state {
 	for i := range spec.Containers {
 		c := spec.Containers[i]
 		a := &appContainer{index: i, name: c.Name, envPresent: c.Env != nil, mountsPresent: c.VolumeMounts != nil,
-			envFromPresent: c.EnvFrom != nil, env: map[string]bool{}, mounts: map[string]bool{}, envFrom: map[string]bool{}}
-		for _, e := range c.Env {
-			a.env[e.Name] = true
+			envFromPresent: c.EnvFrom != nil, rawEnvFrom: c.EnvFrom}
+		a.env = make([]string, len(c.Env))
+		for i, e := range c.Env {
+			a.env[i] = e.Name
 		}
-		for _, m := range c.VolumeMounts {
-			a.mounts[m.MountPath] = true
-		}
-		for i := range c.EnvFrom {
-			a.envFrom[string(mustEncode(&c.EnvFrom[i]))] = true
+		a.mounts = make([]string, len(c.VolumeMounts))
+		for i, m := range c.VolumeMounts {
+			a.mounts[i] = m.MountPath
 		}
 		s.apps = append(s.apps, a)
 	}
@@ -257,18 +281,21 @@ func (s *state) plan(t *Template, in *instance) (*plan, string) {
 
 	for _, tgt := range s.targets(t, p) {
 		for _, e := range in.env {
-			if !tgt.env[e.key] {
+			if !slices.Contains(tgt.env, e.key) {
 				p.env[tgt] = append(p.env[tgt], e)
 			}
 		}
 		for _, m := range in.mounts {
-			if !tgt.mounts[m.key] {
+			if !slices.Contains(tgt.mounts, m.key) {
 				p.mounts[tgt] = append(p.mounts[tgt], m)
 			}
 		}
-		for _, e := range in.envFrom {
-			if !tgt.envFrom[e.key] {
-				p.envFrom[tgt] = append(p.envFrom[tgt], e)
+		if len(in.envFrom) > 0 {
+			have := tgt.envFromKeys()
+			for _, e := range in.envFrom {
+				if !slices.Contains(have, e.key) {
+					p.envFrom[tgt] = append(p.envFrom[tgt], e)
+				}
 			}
 		}
 	}
@@ -479,19 +506,20 @@ func (s *state) commit(t *Template, p *plan) *Added {
 	}
 	for a, items := range p.env {
 		for _, e := range items {
-			a.env[e.key] = true
+			a.env = append(a.env, e.key)
 		}
 		a.addEnv = append(a.addEnv, items...)
 	}
 	for a, items := range p.mounts {
 		for _, m := range items {
-			a.mounts[m.key] = true
+			a.mounts = append(a.mounts, m.key)
 		}
 		a.addMounts = append(a.addMounts, items...)
 	}
 	for a, items := range p.envFrom {
+		a.envFrom = a.envFromKeys()
 		for _, e := range items {
-			a.envFrom[e.key] = true
+			a.envFrom = append(a.envFrom, e.key)
 		}
 		a.addEnvFrom = append(a.addEnvFrom, items...)
 	}

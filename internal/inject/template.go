@@ -39,9 +39,8 @@ type Template struct {
 	selectorsBroken   bool            // selector or namespaceSelector cannot be parsed
 	namespaceSelector labels.Selector // nil means every namespace
 	params            []v1alpha1.TemplateParameter
-	payloadJSON       []byte    // the adding part of the spec, for per-pod substitution
-	placeholders      bool      // payloadJSON has {{ pod.* }} or {{ params.* }}
-	static            *instance // the instance when the template has no placeholders
+	placeholders      bool      // what the template adds has {{ pod.* }} or {{ params.* }}
+	base              *instance // what the template adds, encoded once; per-pod values not yet substituted
 	containerPlace    v1alpha1.ContainerPlacement
 	initPlace         v1alpha1.InitContainerPlacement
 	targets           []string
@@ -209,10 +208,11 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		HostAliases: spec.HostAliases, DNSConfig: spec.DNSConfig, HostNetwork: spec.HostNetwork, HostPID: spec.HostPID,
 		HostIPC: spec.HostIPC,
 	}
-	if t.payloadJSON, err = json.Marshal(&pl); err != nil {
+	payloadJSON, err := json.Marshal(&pl)
+	if err != nil {
 		addErr("spec cannot be encoded: %v", err)
 	}
-	refs, refErrs := findPlaceholders(t.payloadJSON, declared)
+	refs, refErrs := findPlaceholders(payloadJSON, declared)
 	errs = append(errs, refErrs...)
 	t.placeholders = refs > 0
 
@@ -220,9 +220,7 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		t.Err = fmt.Errorf("%s", strings.Join(errs, "; "))
 		return t
 	}
-	if !t.placeholders {
-		t.static = newInstance(&pl)
-	}
+	t.base = newInstance(&pl)
 	return t
 }
 

@@ -4,8 +4,6 @@
 package inject
 
 import (
-	"encoding/json"
-
 	"gomodules.xyz/jsonpatch/v2"
 )
 
@@ -111,7 +109,7 @@ func (r *Result) PatchJSON() ([]byte, error) {
 	if len(r.Patch) == 0 {
 		return nil, nil
 	}
-	return json.Marshal(r.Patch)
+	return appendPatch(make([]byte, 0, patchSizeHint(r.Patch)), r.Patch)
 }
 
 // Injected returns the decisions whose outcome is Injected.

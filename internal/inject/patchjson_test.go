@@ -1,0 +1,55 @@
+package inject
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"gomodules.xyz/jsonpatch/v2"
+)
+
+// The direct encoder must mean exactly what encoding/json (which controller-runtime would use on Patches) means.
+func TestPatchJSONMeansWhatEncodingJSONMeans(t *testing.T) {
+	check := func(t *testing.T, ops []jsonpatch.Operation) {
+		t.Helper()
+		fast, err := (&Result{Patch: ops}).PatchJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow, err := json.Marshal(ops)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b any
+		if err := json.Unmarshal(fast, &a); err != nil {
+			t.Fatalf("the direct encoding is not JSON: %v\n%s", err, fast)
+		}
+		if err := json.Unmarshal(slow, &b); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("direct encoding differs from encoding/json:\n got %s\nwant %s", fast, slow)
+		}
+	}
+	t.Run("every shape the engine emits, odd strings included", func(t *testing.T) {
+		check(t, []jsonpatch.Operation{
+			add("/metadata", map[string]any{}),
+			add("/metadata/labels", map[string]string{"a/b": "<&>", "z": "\"quoted\"\n", "bad": "\xff\xfe"}),
+			add("/metadata/annotations/x~1y", "line\nbreak \u2028 \x01"),
+			{Operation: "replace", Path: "/metadata/annotations/sidecar.dev~1status", Value: `{"templates":[]}`},
+			add("/spec/containers/-", json.RawMessage(`{"name":"c","image":"i"}`)),
+			add("/spec/volumes", []json.RawMessage{json.RawMessage(`{"name":"v"}`), json.RawMessage(`{"name":"w"}`)}),
+			add("/spec/hostNetwork", true),
+			add("/spec/dnsConfig/nameservers", []string{"10.0.0.1"}),
+		})
+	})
+	t.Run("every golden case", func(t *testing.T) {
+		for _, c := range loadGoldenCases(t) {
+			res, err := Inject(c.req)
+			if err != nil || len(res.Patch) == 0 {
+				continue // no patch: PatchJSON is nil by design
+			}
+			check(t, res.Patch)
+		}
+	})
+}
