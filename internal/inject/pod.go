@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -48,9 +50,9 @@ type namedView struct {
 }
 
 type containerView struct {
-	Name         string                 `json:"name"`
-	Env          []namedView            `json:"env"`
-	EnvFrom      []jsontext.Value       `json:"envFrom"` // decoded only when a template adds envFrom
+	Name         string           `json:"name"`
+	Env          []namedView      `json:"env"`
+	EnvFrom      []jsontext.Value `json:"envFrom"` // decoded only when a template adds envFrom
 	VolumeMounts []struct {
 		MountPath string `json:"mountPath"`
 	} `json:"volumeMounts"`
@@ -94,10 +96,7 @@ func readPod(raw []byte) (*podView, error) {
 func describeJSONError(err error) error {
 	var se *jsonv2.SemanticError
 	if errors.As(err, &se) && se.GoType != nil {
-		where := string(se.JSONPointer)
-		if where == "" {
-			where = "/"
-		}
+		where := fieldPath(se.JSONPointer)
 		found := "a JSON value"
 		if se.JSONKind != 0 {
 			found = "a JSON " + kindName(se.JSONKind)
@@ -106,9 +105,25 @@ func describeJSONError(err error) error {
 	}
 	var syn *jsontext.SyntacticError
 	if errors.As(err, &syn) {
-		return fmt.Errorf("invalid JSON at byte %d (%s): %v", syn.ByteOffset, cmp.Or(string(syn.JSONPointer), "/"), syn.Err)
+		return fmt.Errorf("invalid JSON at byte %d (in %s): %v", syn.ByteOffset, fieldPath(syn.JSONPointer), syn.Err)
 	}
 	return err
+}
+
+// fieldPath writes a JSON pointer the way Kubernetes names fields: /spec/containers/0/env -> spec.containers[0].env.
+func fieldPath(p jsontext.Pointer) string {
+	var b strings.Builder
+	for tok := range p.Tokens() {
+		if _, err := strconv.Atoi(tok); err == nil {
+			b.WriteString("[" + tok + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(tok)
+	}
+	return cmp.Or(b.String(), "the pod")
 }
 
 func kindName(k jsontext.Kind) string {

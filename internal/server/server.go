@@ -135,7 +135,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	whServer := crwebhook.NewServer(webhookServerOptions(opts))
+	whServer := newWebhookServer(webhookServerOptions(opts))
 	mgr, err := manager.New(restConfig, manager.Options{
 		Scheme: NewScheme(),
 		Cache: cache.Options{
@@ -236,8 +236,9 @@ func Run(ctx context.Context, opts Options) error {
 	return nil
 }
 
-// webhookServerOptions configures controller-runtime's webhook server: TLS 1.2 at least, the certificate from
-// CertDir (watched and reloaded by its certwatcher), and HTTP/1.1 only unless EnableHTTP2.
+// webhookServerOptions configures the webhook server (newWebhookServer): TLS 1.2 at least with ECDHE+AEAD
+// suites only, the certificate from CertDir (watched and reloaded by controller-runtime's certwatcher), and
+// HTTP/1.1 only unless EnableHTTP2.
 func webhookServerOptions(opts Options) crwebhook.Options {
 	enableHTTP2 := opts.EnableHTTP2
 	return crwebhook.Options{
@@ -248,6 +249,7 @@ func webhookServerOptions(opts Options) crwebhook.Options {
 		KeyName:  KeyName,
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
 			c.MinVersion = tls.VersionTLS12
+			c.CipherSuites = cipherSuites
 			if !enableHTTP2 {
 				c.NextProtos = []string{"http/1.1"}
 			}

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
-	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 )
 
 // writeCert writes a self-signed certificate for 127.0.0.1 with the given serial number into dir as tls.crt
@@ -145,11 +144,11 @@ func TestTheNamespaceDefaultsToPOD_NAMESPACEAndThePortTo9443(t *testing.T) {
 	}
 }
 
-// startWebhookServer runs controller-runtime's webhook server with the options Run gives it, serving "ok" on
+// startWebhookServer runs the webhook server Run uses (newWebhookServer) with the options Run gives it, serving "ok" on
 // the webhook path, until the test ends.
 func startWebhookServer(t *testing.T, o Options) string {
 	t.Helper()
-	srv := crwebhook.NewServer(webhookServerOptions(o))
+	srv := newWebhookServer(webhookServerOptions(o))
 	srv.Register("/mutate-v1-pod", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
