@@ -38,9 +38,9 @@ func Inject(req Request) (*Result, error) {
 		return res, nil
 	}
 
-	st := newState(pod)
+	st := newState(req.Pod, pod)
 	if raw, ok := pv.annotations[v1alpha1.AnnotationStatus]; ok {
-		st.loadStatus(raw, inScope(req, templates))
+		st.loadStatus(raw, inScope(req, templates), pv)
 	}
 	applying := res.resolve(req, templates, requested, labels.Set(pv.labels))
 

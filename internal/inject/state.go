@@ -1,14 +1,16 @@
 package inject
 
 import (
-	"fmt"
-	"slices"
-
+	"cmp"
 	"encoding/json"
-	corev1 "k8s.io/api/core/v1"
-	kjson "sigs.k8s.io/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
+	corev1 "k8s.io/api/core/v1"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 )
@@ -81,6 +83,8 @@ type hostAliasEntry struct {
 
 // state is the pod as the templates applied so far leave it.
 type state struct {
+	raw                               []byte                               // the pod as it arrived
+	rawElems                          map[string]map[string]map[string]any // list -> name -> element, decoded on first use
 	metaPresent, specPresent          bool
 	labelsPresent, annotationsPresent bool
 	labels, annotations               map[string]string // the pod's
@@ -98,12 +102,13 @@ type state struct {
 	entries                           []StatusEntry
 	statusRaw                         string
 	statusPresent                     bool
-	injected                          bool            // a template added something in this run
-	present                           map[string]bool // templates injected now or found already injected
+	injected                          bool             // a template added something in this run
+	present                           map[string]bool  // templates injected now or found already injected
+	claimed                           map[string]Added // names the record gave each template, before checking
 }
 
-func newState(pod *podView) *state {
-	s := &state{owned: map[string]*StatusEntry{}, present: map[string]bool{}, addLabels: map[string]string{}, addAnnotations: map[string]string{}}
+func newState(raw []byte, pod *podView) *state {
+	s := &state{raw: raw, owned: map[string]*StatusEntry{}, present: map[string]bool{}, claimed: map[string]Added{}, addLabels: map[string]string{}, addAnnotations: map[string]string{}}
 	if m := pod.Metadata; m != nil {
 		s.metaPresent = true
 		s.labels, s.labelsPresent = m.Labels, m.Labels != nil
@@ -157,16 +162,19 @@ func newState(pod *podView) *state {
 // Everything else is dropped, so a forged record can neither hide a sidecar the pod should get nor make an
 // application container pass for a sidecar. A record that is not valid JSON is treated as empty. The record
 // alone never makes a template count as injected.
-func (s *state) loadStatus(raw string, known map[string]*Template) {
+func (s *state) loadStatus(raw string, known map[string]*Template, pv *podValues) {
 	s.statusRaw, s.statusPresent = raw, true
 	var st Status
 	if err := kjson.UnmarshalCaseSensitivePreserveInts([]byte(raw), &st); err != nil {
 		return
 	}
-	verify := func(recorded, adds []string, l *namedList) []string {
+	// A recorded name counts only if the template adds it, the pod has it, and the pod's element is what the
+	// template renders for this pod: a record copied from another pod cannot vouch for a look-alike.
+	verify := func(recorded []string, list string, rendered []item, l *namedList) []string {
 		var out []string
 		for _, n := range recorded {
-			if slices.Contains(adds, n) && l.has(n) && !slices.Contains(out, n) {
+			i := slices.IndexFunc(rendered, func(it item) bool { return it.key == n })
+			if i >= 0 && l.has(n) && !slices.Contains(out, n) && s.rendersAs(list, n, rendered[i]) {
 				out = append(out, n)
 			}
 		}
@@ -178,9 +186,15 @@ func (s *state) loadStatus(raw string, known map[string]*Template) {
 		if _, dup := s.owned[key]; t == nil || dup {
 			continue
 		}
-		e.Containers = verify(e.Containers, t.names.Containers, s.containers)
-		e.InitContainers = verify(e.InitContainers, t.names.InitContainers, s.inits)
-		e.Volumes = verify(e.Volumes, t.names.Volumes, s.volumes)
+		s.claimed[key] = Added{Containers: slices.Clone(e.Containers), InitContainers: slices.Clone(e.InitContainers),
+			Volumes: slices.Clone(e.Volumes)}
+		in, msg := t.instanceFor(pv)
+		if t.Err != nil || msg != "" {
+			continue // cannot be rendered for this pod, so nothing of it can be verified
+		}
+		e.Containers = verify(e.Containers, "containers", in.containers, s.containers)
+		e.InitContainers = verify(e.InitContainers, "initContainers", in.initContainers, s.inits)
+		e.Volumes = verify(e.Volumes, "volumes", in.volumes, s.volumes)
 		s.entries = append(s.entries, e)
 		s.owned[key] = nil // placeholder: pointers are taken once the slice stops growing
 	}
@@ -194,6 +208,132 @@ func (s *state) loadStatus(raw string, known map[string]*Template) {
 			}
 		}
 	}
+}
+
+// rendersAs reports whether the pod's element of list named name contains what the template renders (it). The
+// pod's element may have more (API server defaults, other webhooks' additions) but not less or other values.
+// imagePullPolicy and resources are not compared, and the image is compared as sameImage does: registry-mirror,
+// digest-pinning and resource webhooks rewrite them, and such a rewrite must not turn the sidecar into a conflict
+// when the webhook is invoked again.
+func (s *state) rendersAs(list, name string, it item) bool {
+	if s.rawElems == nil {
+		var pod struct {
+			Spec struct {
+				Containers     []map[string]any `json:"containers"`
+				InitContainers []map[string]any `json:"initContainers"`
+				Volumes        []map[string]any `json:"volumes"`
+			} `json:"spec"`
+		}
+		_ = kjson.UnmarshalCaseSensitivePreserveInts(s.raw, &pod) // read once already: it decodes
+		s.rawElems = map[string]map[string]map[string]any{}
+		for l, elems := range map[string][]map[string]any{"containers": pod.Spec.Containers,
+			"initContainers": pod.Spec.InitContainers, "volumes": pod.Spec.Volumes} {
+			s.rawElems[l] = map[string]map[string]any{}
+			for _, e := range elems {
+				if n, ok := e["name"].(string); ok {
+					s.rawElems[l][n] = e
+				}
+			}
+		}
+	}
+	have, ok := s.rawElems[list][name]
+	if !ok {
+		return false
+	}
+	var want map[string]any
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(it.raw, &want); err != nil {
+		return false
+	}
+	if list != "volumes" {
+		wantImage, _ := want["image"].(string)
+		haveImage, _ := have["image"].(string)
+		if !sameImage(wantImage, haveImage) {
+			return false
+		}
+		delete(want, "image")
+		delete(want, "imagePullPolicy")
+		delete(want, "resources")
+	}
+	return contains(want, have)
+}
+
+// sameImage reports whether have is the image want, as other webhooks may have rewritten it: the same repository
+// or one under a mirror's prefix (mirror.example/team/fluent/fluent-bit for fluent/fluent-bit), and the same tag
+// (none meaning latest) or digest, or a digest where want has a tag (a webhook pinned it).
+func sameImage(want, have string) bool {
+	wRepo, wTag, wDigest := splitImage(want)
+	hRepo, hTag, hDigest := splitImage(have)
+	if hRepo != wRepo && !strings.HasSuffix(hRepo, "/"+wRepo) {
+		return false
+	}
+	switch {
+	case wDigest != "":
+		return hDigest == wDigest
+	case hDigest != "":
+		return true
+	}
+	return cmp.Or(hTag, "latest") == cmp.Or(wTag, "latest")
+}
+
+func splitImage(ref string) (repo, tag, digest string) {
+	repo, digest, _ = strings.Cut(ref, "@")
+	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
+		repo, tag = repo[:i], repo[i+1:]
+	}
+	return repo, tag, digest
+}
+
+// contains reports whether have holds everything want holds: every key of an object with a value it contains;
+// for a list of objects, every element contained in some element of have; for other lists, the same list.
+func contains(want, have any) bool {
+	switch w := want.(type) {
+	case map[string]any:
+		h, ok := have.(map[string]any)
+		if !ok {
+			return false
+		}
+		for k, wv := range w {
+			hv, ok := h[k]
+			if !ok || !contains(wv, hv) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		h, ok := have.([]any)
+		if !ok {
+			return false
+		}
+		objects := len(w) > 0
+		for _, e := range w {
+			if _, isObj := e.(map[string]any); !isObj {
+				objects = false
+			}
+		}
+		if !objects {
+			return reflect.DeepEqual(w, h) || (len(w) == 0 && len(h) == 0)
+		}
+		for _, we := range w {
+			if !slices.ContainsFunc(h, func(he any) bool { return contains(we, he) }) {
+				return false
+			}
+		}
+		return true
+	}
+	return reflect.DeepEqual(want, have)
+}
+
+// unverified explains a conflict on a name that the pod's record attributes to this template: the pod's element
+// is not what the template injects (a pod re-created from an exported manifest after the template changed, or a
+// copied record). Empty when the record did not claim the name.
+func (s *state) unverified(t *Template, list, name string) string {
+	c := s.claimed[t.Key()]
+	claimed := map[string][]string{"containers": c.Containers, "initContainers": c.InitContainers, "volumes": c.Volumes}[list]
+	if !slices.Contains(claimed, name) || s.containers.names[name] != "" && list == "containers" {
+		return ""
+	}
+	return " (its sidecar.dev/status names this template for it, but it is not what the template injects; " +
+		"remove it from the pod to have the template inject its own)"
 }
 
 // plan is what one template would add to the pod in its current state.
@@ -243,7 +383,7 @@ func (s *state) plan(t *Template, in *instance) (*plan, string) {
 		case s.containers.has(c.key) && s.containers.names[c.key] == "" && ownedBy(owned.Containers, c.key):
 			p.kept.Containers = append(p.kept.Containers, c.key)
 		case s.containers.has(c.key):
-			conflicts = append(conflicts, fmt.Sprintf("container name %q already exists in pod", c.key))
+			conflicts = append(conflicts, fmt.Sprintf("container name %q already exists in pod", c.key)+s.unverified(t, "containers", c.key))
 		case s.inits.has(c.key):
 			conflicts = append(conflicts, fmt.Sprintf("container name %q already exists in pod as an init container", c.key))
 		default:
@@ -255,7 +395,7 @@ func (s *state) plan(t *Template, in *instance) (*plan, string) {
 		case s.inits.has(c.key) && s.inits.names[c.key] == "" && ownedBy(owned.InitContainers, c.key):
 			p.kept.InitContainers = append(p.kept.InitContainers, c.key)
 		case s.inits.has(c.key):
-			conflicts = append(conflicts, fmt.Sprintf("init container name %q already exists in pod", c.key))
+			conflicts = append(conflicts, fmt.Sprintf("init container name %q already exists in pod", c.key)+s.unverified(t, "initContainers", c.key))
 		case s.containers.has(c.key):
 			conflicts = append(conflicts, fmt.Sprintf("init container name %q already exists in pod as a container", c.key))
 		default:
@@ -268,7 +408,7 @@ func (s *state) plan(t *Template, in *instance) (*plan, string) {
 		case s.volumes.has(v.key) && s.volumes.names[v.key] == "" && ownedBy(owned.Volumes, v.key):
 			p.kept.Volumes = append(p.kept.Volumes, v.key)
 		case s.volumes.has(v.key):
-			conflicts = append(conflicts, fmt.Sprintf("volume name %q already exists in pod", v.key))
+			conflicts = append(conflicts, fmt.Sprintf("volume name %q already exists in pod", v.key)+s.unverified(t, "volumes", v.key))
 		default:
 			p.volumes = append(p.volumes, v)
 		}

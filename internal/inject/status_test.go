@@ -153,3 +153,27 @@ func TestStatusRecord(t *testing.T) {
 		},
 	})
 }
+
+func TestSameImageToleratesMirrorsAndPinningButNotAnotherImage(t *testing.T) {
+	for _, c := range []struct {
+		want, have string
+		same       bool
+	}{
+		{"fluent/fluent-bit:3.2", "fluent/fluent-bit:3.2", true},
+		{"fluent/fluent-bit:3.2", "mirror.example/fluent/fluent-bit:3.2", true},
+		{"fluent/fluent-bit:3.2", "mirror.example:5000/dockerhub/fluent/fluent-bit:3.2", true},
+		{"fluent/fluent-bit:3.2", "fluent/fluent-bit@sha256:abc", true},
+		{"nginx", "docker.io/library/nginx:latest", true},
+		{"fluent/fluent-bit@sha256:abc", "fluent/fluent-bit@sha256:abc", true},
+		{"fluent/fluent-bit:3.2", "fluent/fluent-bit:3.3", false},
+		{"fluent/fluent-bit:3.2", "evil.example/not-the-sidecar:1", false},
+		{"fluent/fluent-bit:3.2", "evilfluent/fluent-bit:3.2", false},
+		{"fluent/fluent-bit@sha256:abc", "fluent/fluent-bit@sha256:def", false},
+		{"fluent/fluent-bit@sha256:abc", "fluent/fluent-bit:3.2", false},
+		{"registry.local:5000/agent:1", "registry.local:5000/agent:1", true},
+	} {
+		if got := sameImage(c.want, c.have); got != c.same {
+			t.Errorf("sameImage(%q, %q) = %v, want %v", c.want, c.have, got, c.same)
+		}
+	}
+}
