@@ -360,3 +360,22 @@ func TestWriteFuzzSeedCorpus(t *testing.T) {
 			s.spec, s.name, s.clusterWide, s.labelKey, s.labelValue, s.pod))
 	}
 }
+
+// TestABodyWithAUidButNoResourceOrOperationIsRefused: found by the hardening suite (an object of another kind
+// that carries request.uid was allowed). The API server always sets request.resource and request.operation.
+func TestABodyWithAUidButNoResourceOrOperationIsRefused(t *testing.T) {
+	f := newFixture(t)
+	for _, body := range []string{
+		`{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{"uid":"k"}}`,
+		`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"k","operation":"CREATE"}}`,
+		`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"k","resource":{"version":"v1","resource":"pods"}}}`,
+	} {
+		resp := f.post("application/json", []byte(body))
+		if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusBadRequest || !strings.Contains(resp.Result.Message, "not an AdmissionReview request") {
+			t.Errorf("%s: allowed %v, result %+v; want a 400 saying it is not an AdmissionReview request", body, resp.Allowed, resp.Result)
+		}
+		if resp.UID != "k" {
+			t.Errorf("%s: uid %q not echoed", body, resp.UID)
+		}
+	}
+}

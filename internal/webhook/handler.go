@@ -81,6 +81,13 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		log.Error(err, "admission: bad request", "result", "error")
 		return admission.Errored(http.StatusBadRequest, err)
 	}
+	if req.Resource.Resource == "" || req.Operation == "" {
+		// The API server always sets both; a body that only has a uid (an object of another kind, a review
+		// cut short) is not an admission request, and allowing it would answer a question nobody asked.
+		err := errors.New("sidecar-injector: the body is not an AdmissionReview request: request.resource or request.operation is empty")
+		log.Error(err, "admission: bad request", "result", "error")
+		return admission.Errored(http.StatusBadRequest, err)
+	}
 	if !isPod(req.Resource) || req.SubResource != "" || req.Operation != admissionv1.Create {
 		log.V(1).Info("admission", "result", "ignored", "reason", "not a pod create",
 			"operation", req.Operation, "resource", req.Resource, "subResource", req.SubResource)
