@@ -110,8 +110,18 @@ test-integration: gotestsum control-plane helm ## ./test/... (integration and ch
 	$(TEST_ENV) hack/test.sh integration
 
 .PHONY: bench
-bench: ## Run the benchmarks of internal/.
+bench: control-plane ## End-to-end benchmark: the injector beside two floor servers, plus the engine's Go benchmarks (BENCH_QUICK=1: a 1-minute smoke run).
+	KUBEBUILDER_ASSETS="$(LOCALBIN)" hack/bench.sh
+
+.PHONY: bench-go
+bench-go: ## Go benchmarks of internal/ only.
 	go test -run='^$$' -bench=. -benchmem ./internal/...
+
+SOAK_DURATION ?= 5m
+
+.PHONY: soak
+soak: control-plane ## Soak at half the measured peak rate for SOAK_DURATION (default 5m), then shutdown, rotation and API-server faults under load.
+	KUBEBUILDER_ASSETS="$(LOCALBIN)" SOAK_DURATION="$(SOAK_DURATION)" hack/soak.sh
 
 ##@ Build
 

@@ -1,0 +1,961 @@
+// Command harness runs the end-to-end benchmark behind `make bench` (hack/bench.sh builds the programs and
+// calls it): it starts a kube-apiserver and etcd (controller-runtime's envtest, from $KUBEBUILDER_ASSETS),
+// creates the two SidecarTemplates the benchmark pods receive, starts the real `sidecar-injector serve` and the
+// two floor servers as separate processes pinned to CPU 0 with GOMAXPROCS=1, and drives each of them in turn
+// with the load tool pinned to CPU 1: every pod size at every concurrency, the three servers interleaved. It
+// then profiles the realistic case, creates the scale scenario's templates and measures the injector again
+// from a cold start. It prints one table, the engine's Go benchmarks, and a PASS/FAIL line per goal.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/go-logr/logr"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/server"
+	"github.com/sidecar-dev/sidecar-injector/test/bench/fixtures"
+	"github.com/sidecar-dev/sidecar-injector/test/bench/loadgen"
+)
+
+type config struct {
+	root, binDir, outDir string
+	quick                bool
+	duration, warmup     time.Duration
+	concurrency          []int
+	sizes                []string
+	scaleNamespaces      int
+	scalePerNS           int
+	scaleCluster         int
+	profile              bool
+	profileDuration      time.Duration
+	goBench              bool
+	goBenchTime          string
+	pin                  bool
+	strict               bool
+}
+
+func main() {
+	var cfg config
+	var conc, sizes string
+	flag.StringVar(&cfg.root, "root", ".", "repository root")
+	flag.StringVar(&cfg.binDir, "bin-dir", "", "directory holding sidecar-injector, floor, load and pprofserve (built by hack/bench.sh)")
+	flag.StringVar(&cfg.outDir, "out", "bin/bench", "directory for logs, profiles and results.json")
+	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: short cells, reduced scale scenario, no profile")
+	flag.DurationVar(&cfg.duration, "duration", 0, "measured window per cell (default 5s, quick 1s)")
+	flag.DurationVar(&cfg.warmup, "warmup", 0, "warm-up per cell (default 1s, quick 300ms)")
+	flag.StringVar(&conc, "concurrency", "1,8,64", "concurrency levels")
+	flag.StringVar(&sizes, "sizes", "small,realistic,large", "pod sizes")
+	flag.IntVar(&cfg.scaleNamespaces, "scale-namespaces", 0, "scale scenario: namespaces with templates (default 1000, quick 100; -1 skips the scenario)")
+	flag.IntVar(&cfg.scalePerNS, "scale-per-namespace", 10, "scale scenario: templates per namespace")
+	flag.IntVar(&cfg.scaleCluster, "scale-cluster", 100, "scale scenario: cluster-wide templates with selectors and namespace selectors")
+	flag.BoolVar(&cfg.profile, "profile", true, "collect CPU and allocation profiles of the realistic case at c=8 (not in quick mode)")
+	flag.DurationVar(&cfg.profileDuration, "profile-duration", 10*time.Second, "length of the profiled run")
+	flag.BoolVar(&cfg.goBench, "go-bench", true, "run the engine's Go benchmarks (BenchmarkInject)")
+	flag.StringVar(&cfg.goBenchTime, "go-benchtime", "", "-benchtime of the Go benchmarks (default 1s, quick 100ms)")
+	flag.BoolVar(&cfg.pin, "pin", true, "pin servers to CPU 0 and the load tool to CPU 1 with taskset")
+	flag.BoolVar(&cfg.strict, "strict", false, "exit 1 when a goal fails")
+	flag.Parse()
+	cfg.concurrency = parseInts(conc)
+	cfg.sizes = strings.Split(sizes, ",")
+	if cfg.duration == 0 {
+		cfg.duration = pick(cfg.quick, time.Second, 5*time.Second)
+	}
+	if cfg.warmup == 0 {
+		cfg.warmup = pick(cfg.quick, 300*time.Millisecond, time.Second)
+	}
+	if cfg.scaleNamespaces == 0 {
+		cfg.scaleNamespaces = pick(cfg.quick, 100, 1000)
+	}
+	if cfg.goBenchTime == "" {
+		cfg.goBenchTime = pick(cfg.quick, "100ms", "1s")
+	}
+	if cfg.quick {
+		cfg.profile = false
+	}
+	logf.SetLogger(logr.Discard())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	h := &harness{cfg: cfg}
+	code := 0
+	if err := h.run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		code = 2
+	}
+	h.cleanup()
+	if code == 0 && cfg.strict && h.failed {
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func pick[T any](quick bool, q, full T) T {
+	if quick {
+		return q
+	}
+	return full
+}
+
+func parseInts(s string) []int {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: bad concurrency %q\n", f)
+			os.Exit(2)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// Server kinds, in the table's order.
+const (
+	injector    = "injector"
+	reviewFloor = "review-floor"
+	podFloor    = "pod-floor"
+	// scalePod labels the cells of the scale scenario (the realistic pod).
+	scalePod = "realistic@scale"
+)
+
+type harness struct {
+	cfg        config
+	env        *envtest.Environment
+	restConfig *rest.Config
+	kubeconfig string
+	certDir    string
+	k8s        client.Client
+
+	mu      sync.Mutex
+	procs   []*proc
+	cells   []cell
+	failed  bool
+	notes   []string
+	started time.Time
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *os.File
+	addr string // webhook host:port
+	// health is the injector's probe address ("" for a floor).
+	health string
+	done   chan struct{}
+}
+
+type cell struct {
+	Pod         string          `json:"pod"`
+	Concurrency int             `json:"concurrency"`
+	Server      string          `json:"server"`
+	Result      *loadgen.Result `json:"result"`
+}
+
+func (h *harness) note(format string, args ...any) {
+	h.notes = append(h.notes, fmt.Sprintf(format, args...))
+}
+
+func (h *harness) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%6.1fs] "+format+"\n", append([]any{time.Since(h.started).Seconds()}, args...)...)
+}
+
+func (h *harness) run(ctx context.Context) error {
+	h.started = time.Now()
+	cfg := h.cfg
+	if err := os.MkdirAll(filepath.Join(cfg.outDir, "logs"), 0o755); err != nil {
+		return err
+	}
+	if cfg.pin {
+		if _, err := exec.LookPath("taskset"); err != nil {
+			return errors.New("taskset not found (util-linux); install it or pass -pin=false")
+		}
+		if runtime.NumCPU() < 2 {
+			return errors.New("pinning needs 2 CPUs; pass -pin=false")
+		}
+	}
+	for _, b := range []string{"sidecar-injector", "floor", "load", "pprofserve"} {
+		if _, err := os.Stat(filepath.Join(cfg.binDir, b)); err != nil {
+			return fmt.Errorf("-bin-dir: %w (hack/bench.sh builds them)", err)
+		}
+	}
+	h.logf("machine: %d CPUs, load average %s", runtime.NumCPU(), loadAvg())
+
+	var goBench []goBenchLine
+	var goBenchErr error
+	if cfg.goBench {
+		h.logf("engine Go benchmarks (BenchmarkInject, -benchtime=%s, pinned to CPU 0)", cfg.goBenchTime)
+		goBench, goBenchErr = h.runGoBench(ctx)
+	}
+
+	h.certDir = filepath.Join(cfg.outDir, "certs")
+	if err := fixtures.WriteCerts(h.certDir); err != nil {
+		return err
+	}
+	if err := h.startAPIServer(ctx); err != nil {
+		return err
+	}
+	if err := h.createBase(ctx); err != nil {
+		return err
+	}
+
+	inj, readyIn, err := h.startInjector(ctx, "injector", cfg.binDir+"/sidecar-injector", "")
+	if err != nil {
+		return err
+	}
+	h.logf("injector ready %s after start", readyIn.Round(time.Millisecond))
+	review, err := h.startFloor(ctx, "review")
+	if err != nil {
+		return err
+	}
+	pod, err := h.startFloor(ctx, "pod")
+	if err != nil {
+		return err
+	}
+	servers := map[string]*proc{injector: inj, reviewFloor: review, podFloor: pod}
+	order := []string{injector, reviewFloor, podFloor}
+	h.settle(inj)
+
+	i := 0
+	for _, size := range cfg.sizes {
+		for _, c := range cfg.concurrency {
+			for k := range order { // rotate who goes first, so no server always follows the same one
+				name := order[(i+k)%len(order)]
+				if err := h.measure(ctx, size, size, c, name, servers[name]); err != nil {
+					return err
+				}
+			}
+			i++
+		}
+	}
+
+	var profiles []string
+	if cfg.profile {
+		p, err := h.profileRealistic(ctx)
+		if err != nil {
+			h.note("profiles: %v", err)
+		} else {
+			profiles = p
+		}
+	}
+
+	var scale *scaleResult
+	if cfg.scaleNamespaces > 0 {
+		h.stop(inj)
+		scale, err = h.runScale(ctx, review)
+		if err != nil {
+			return err
+		}
+	}
+
+	h.report(goBench, goBenchErr, scale, profiles)
+	return h.writeResults(goBench, scale)
+}
+
+// ---------------------------------------------------------------- control plane and objects
+
+func (h *harness) startAPIServer(ctx context.Context) error {
+	h.env = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(h.cfg.root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                server.NewScheme(),
+	}
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		h.env.BinaryAssetsDirectory = filepath.Join(h.cfg.root, "bin")
+	}
+	t0 := time.Now()
+	cfg, err := h.env.Start()
+	if err != nil {
+		return fmt.Errorf("start kube-apiserver and etcd (KUBEBUILDER_ASSETS or bin/): %w", err)
+	}
+	h.restConfig = cfg
+	h.logf("kube-apiserver and etcd up in %s", time.Since(t0).Round(time.Millisecond))
+	user, err := h.env.AddUser(envtest.User{Name: "bench-injector", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	h.kubeconfig = filepath.Join(h.cfg.outDir, "kubeconfig")
+	if err := os.WriteFile(h.kubeconfig, kc, 0o600); err != nil {
+		return err
+	}
+	fast := rest.CopyConfig(cfg)
+	fast.QPS, fast.Burst = 5000, 10000
+	h.k8s, err = client.New(fast, client.Options{Scheme: server.NewScheme()})
+	return err
+}
+
+func (h *harness) createBase(ctx context.Context) error {
+	for _, ns := range []*corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: fixtures.InjectorNamespace}},
+		{ObjectMeta: metav1.ObjectMeta{Name: fixtures.Namespace, Labels: fixtures.NamespaceLabels}},
+	} {
+		if err := h.k8s.Create(ctx, ns); err != nil {
+			return fmt.Errorf("create namespace %s: %w", ns.Name, err)
+		}
+	}
+	for _, t := range fixtures.Templates() {
+		if err := h.k8s.Create(ctx, t); err != nil {
+			return fmt.Errorf("create SidecarTemplate %s/%s: %w", t.Namespace, t.Name, err)
+		}
+	}
+	return nil
+}
+
+// createParallel creates objs with workers goroutines and returns how long it took.
+func (h *harness) createParallel(ctx context.Context, objs []client.Object, workers int) (time.Duration, error) {
+	t0 := time.Now()
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(objs) || ctx.Err() != nil {
+					return
+				}
+				for attempt := 0; ; attempt++ {
+					err := h.k8s.Create(ctx, objs[i])
+					if err == nil {
+						break
+					}
+					if attempt < 5 && ctx.Err() == nil {
+						time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+						continue
+					}
+					once.Do(func() { firstErr = fmt.Errorf("create %s: %w", client.ObjectKeyFromObject(objs[i]), err) })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(t0), firstErr
+}
+
+// ---------------------------------------------------------------- processes
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// start runs binary with args as a separate process, pinned to CPU 0 with GOMAXPROCS=1 (when pinning).
+func (h *harness) start(name, binary string, args []string, extraEnv ...string) (*proc, error) {
+	logFile, err := os.Create(filepath.Join(h.cfg.outDir, "logs", name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	argv := append([]string{binary}, args...)
+	if h.cfg.pin {
+		argv = append([]string{"taskset", "-c", "0"}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(append(os.Environ(), "GOMAXPROCS=1"), extraEnv...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, err
+	}
+	p := &proc{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	h.mu.Lock()
+	h.procs = append(h.procs, p)
+	h.mu.Unlock()
+	return p, nil
+}
+
+func (h *harness) stop(p *proc) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	p.log.Close()
+}
+
+func (h *harness) cleanup() {
+	h.mu.Lock()
+	procs := h.procs
+	h.mu.Unlock()
+	for _, p := range procs {
+		h.stop(p)
+	}
+	if h.env != nil {
+		if err := h.env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: stop envtest:", err)
+		}
+	}
+}
+
+// startInjector starts the injector (or pprofserve, which runs the same command) and returns when /readyz
+// answers 200 and the webhook completes a TLS handshake; the duration is from process start.
+func (h *harness) startInjector(ctx context.Context, name, binary string, pprofAddr string) (*proc, time.Duration, error) {
+	webhookAddr, err1 := freeAddr()
+	metricsAddr, err2 := freeAddr()
+	healthAddr, err3 := freeAddr()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, 0, err
+	}
+	host, port, _ := net.SplitHostPort(webhookAddr)
+	var env []string
+	if pprofAddr != "" {
+		env = append(env, "BENCH_PPROF_ADDR="+pprofAddr)
+	}
+	t0 := time.Now()
+	p, err := h.start(name, binary, []string{"serve",
+		"--kubeconfig=" + h.kubeconfig, "--cert-dir=" + h.certDir,
+		"--webhook-host=" + host, "--webhook-port=" + port,
+		"--metrics-bind-address=" + metricsAddr, "--health-probe-bind-address=" + healthAddr,
+		"--namespace=" + fixtures.InjectorNamespace,
+	}, env...)
+	if err != nil {
+		return nil, 0, err
+	}
+	p.addr, p.health = webhookAddr, healthAddr
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(60 * time.Second)
+	var last error
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		select {
+		case <-p.done:
+			return nil, 0, fmt.Errorf("%s exited before it was ready; see %s", name, p.log.Name())
+		default:
+		}
+		if last = h.ready(hc, p); last == nil {
+			return p, time.Since(t0), nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil, 0, fmt.Errorf("%s not ready after 60s: %v (log: %s)", name, last, p.log.Name())
+}
+
+func (h *harness) ready(hc *http.Client, p *proc) error {
+	resp, err := hc.Get("http://" + p.health + "/readyz")
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/readyz: %s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	return h.handshake(p.addr)
+}
+
+func (h *harness) handshake(addr string) error {
+	ca, err := os.ReadFile(filepath.Join(h.certDir, fixtures.CAFile))
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+func (h *harness) startFloor(ctx context.Context, mode string) (*proc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	p, err := h.start(mode+"-floor", filepath.Join(h.cfg.binDir, "floor"), []string{"-mode=" + mode, "-addr=" + addr, "-cert-dir=" + h.certDir})
+	if err != nil {
+		return nil, err
+	}
+	p.addr = addr
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(10 * time.Millisecond) {
+		if h.handshake(addr) == nil {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("%s floor did not start; see %s", mode, p.log.Name())
+}
+
+// settle waits (at most 120 s) until p used less than 2% of a CPU over a second: the injector's status
+// controller reconciles every template after a start, which is not what the cells measure. It returns how long
+// that took and whether p did settle.
+func (h *harness) settle(p *proc) (time.Duration, bool) {
+	t0 := time.Now()
+	pid := p.cmd.Process.Pid
+	prev, err := loadgen.ProcessCPUSeconds(pid)
+	if err != nil {
+		return 0, false
+	}
+	for time.Since(t0) < 120*time.Second {
+		time.Sleep(time.Second)
+		cur, err := loadgen.ProcessCPUSeconds(pid)
+		if err != nil {
+			return time.Since(t0), false
+		}
+		if cur-prev <= 0.02 {
+			return time.Since(t0), true
+		}
+		prev = cur
+	}
+	h.note("%s was still busy (status controller) %s after start; the cells after it include that work", p.name, time.Since(t0).Round(time.Second))
+	return time.Since(t0), false
+}
+
+// ---------------------------------------------------------------- load
+
+func (h *harness) loadArgs(size string, c int, p *proc, server string, duration time.Duration) []string {
+	args := []string{filepath.Join(h.cfg.binDir, "load"), "-json",
+		"-url=https://" + p.addr + "/mutate-v1-pod?timeout=10s",
+		"-ca=" + filepath.Join(h.certDir, fixtures.CAFile),
+		"-pod=" + size, "-c=" + strconv.Itoa(c),
+		"-duration=" + duration.String(), "-warmup=" + h.cfg.warmup.String(),
+		"-server-pid=" + strconv.Itoa(p.cmd.Process.Pid),
+	}
+	if server == injector {
+		args = append(args, "-expect-containers="+strconv.Itoa(fixtures.ContainersAfterInjection(size)))
+	}
+	if h.cfg.pin {
+		args = append(args, "-server-cpu=0")
+		args = append([]string{"taskset", "-c", "1"}, args...)
+	}
+	return args
+}
+
+func (h *harness) runLoad(ctx context.Context, args []string) (*loadgen.Result, error) {
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var res loadgen.Result
+	if jerr := json.Unmarshal(stdout.Bytes(), &res); jerr != nil {
+		return nil, fmt.Errorf("load tool: %v: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return &res, nil
+}
+
+func (h *harness) measure(ctx context.Context, label, size string, c int, server string, p *proc) error {
+	res, err := h.runLoad(ctx, h.loadArgs(size, c, p, server, h.cfg.duration))
+	if err != nil {
+		return err
+	}
+	h.logf("%-16s c=%-3d %-15s %8.0f req/s  p99 %7.2fms  cpu %6.0fµs/req  rss %6.1f MiB  other %3.0f%%  errors %d %s",
+		label, c, server, res.RPS, res.P99/1e3, res.ServerCPUPerReqUS, float64(res.ServerRSSKiB)/1024, res.OtherCPUPct, res.Errors, res.FirstError)
+	if res.Errors > 0 {
+		h.failed = true
+	}
+	h.cells = append(h.cells, cell{Pod: label, Concurrency: c, Server: server, Result: res})
+	return nil
+}
+
+func (h *harness) find(pod string, c int, server string) *loadgen.Result {
+	for _, x := range h.cells {
+		if x.Pod == pod && x.Concurrency == c && x.Server == server {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- profiles
+
+func (h *harness) profileRealistic(ctx context.Context) ([]string, error) {
+	pprofAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(h.cfg.binDir, "pprofserve")
+	p, _, err := h.startInjector(ctx, "pprofserve", bin, pprofAddr)
+	if err != nil {
+		return nil, err
+	}
+	defer h.stop(p)
+	h.settle(p)
+	dir := filepath.Join(h.cfg.outDir, "profiles")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	h.logf("profiling the realistic pod at c=8 for %s (pprofserve = serve + /debug/pprof)", h.cfg.profileDuration)
+	d := h.cfg.profileDuration
+	loadDone := make(chan error, 1)
+	go func() {
+		_, err := h.runLoad(ctx, h.loadArgs("realistic", 8, p, injector, d+2*time.Second))
+		loadDone <- err
+	}()
+	time.Sleep(h.cfg.warmup + 500*time.Millisecond)
+	base := "http://" + pprofAddr + "/debug/pprof/"
+	fetch := func(url, file string) error {
+		resp, err := (&http.Client{Timeout: d + 30*time.Second}).Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		f, err := os.Create(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(f, resp.Body)
+		return err
+	}
+	allocs0, allocs1, cpu := filepath.Join(dir, "allocs-before.pb.gz"), filepath.Join(dir, "allocs-after.pb.gz"), filepath.Join(dir, "cpu.pb.gz")
+	if err := fetch(base+"allocs", allocs0); err != nil {
+		return nil, err
+	}
+	if err := fetch(base+"profile?seconds="+strconv.Itoa(int(d.Seconds())), cpu); err != nil {
+		return nil, err
+	}
+	if err := fetch(base+"allocs", allocs1); err != nil {
+		return nil, err
+	}
+	if err := <-loadDone; err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, q := range []struct {
+		title, file string
+		args        []string
+	}{
+		{"CPU (realistic pod, 2 templates, c=8)", "cpu-top.txt", []string{"-top", "-nodecount=20", bin, cpu}},
+		{"alloc_space (same run)", "alloc-space-top.txt", []string{"-top", "-nodecount=20", "-sample_index=alloc_space", "-base", allocs0, bin, allocs1}},
+	} {
+		cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "pprof"}, q.args...)...)
+		text, err := cmd.CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("go tool pprof: %v: %s", err, text)
+		}
+		if err := os.WriteFile(filepath.Join(dir, q.file), text, 0o644); err != nil {
+			return nil, err
+		}
+		out = append(out, "--- "+q.title+": "+filepath.Join(dir, q.file)+"\n"+string(text))
+	}
+	return out, nil
+}
+
+// ---------------------------------------------------------------- scale
+
+type scaleResult struct {
+	Templates     int     `json:"templates"`
+	Namespaces    int     `json:"namespaces"`
+	Cluster       int     `json:"cluster_templates"`
+	CreateSeconds float64 `json:"create_seconds"`
+	ReadySeconds  float64 `json:"ready_seconds"`
+	SettleSeconds float64 `json:"settle_seconds"`
+	RSSKiB        int64   `json:"rss_kib"`
+	Reduced       bool    `json:"reduced"`
+}
+
+func (h *harness) runScale(ctx context.Context, review *proc) (*scaleResult, error) {
+	cfg := h.cfg
+	sr := &scaleResult{Namespaces: cfg.scaleNamespaces, Cluster: cfg.scaleCluster, Reduced: cfg.scaleNamespaces*cfg.scalePerNS < 10000}
+	var nss []client.Object
+	for i := range cfg.scaleNamespaces {
+		nss = append(nss, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fixtures.ScaleNamespace(i), Labels: map[string]string{"team": fmt.Sprintf("t%03d", i%1000)}}})
+	}
+	var tpls []client.Object
+	for _, t := range fixtures.ScaleTemplates(cfg.scaleNamespaces, cfg.scalePerNS) {
+		tpls = append(tpls, t)
+	}
+	for _, t := range fixtures.ClusterTemplates(cfg.scaleCluster) {
+		tpls = append(tpls, t)
+	}
+	sr.Templates = len(tpls)
+	h.logf("scale: creating %d namespaces and %d SidecarTemplates (%d cluster-wide)", len(nss), len(tpls), cfg.scaleCluster)
+	t0 := time.Now()
+	if _, err := h.createParallel(ctx, nss, 32); err != nil {
+		return nil, err
+	}
+	if _, err := h.createParallel(ctx, tpls, 32); err != nil {
+		return nil, err
+	}
+	sr.CreateSeconds = time.Since(t0).Seconds()
+	h.logf("scale: created in %.1fs (%.0f objects/s)", sr.CreateSeconds, float64(len(nss)+len(tpls))/sr.CreateSeconds)
+	// The API server is answering (it just served every create); the injector starts now.
+	inj, readyIn, err := h.startInjector(ctx, "injector-scale", filepath.Join(cfg.binDir, "sidecar-injector"), "")
+	if err != nil {
+		return nil, err
+	}
+	sr.ReadySeconds = readyIn.Seconds()
+	h.logf("scale: injector ready %s after start", readyIn.Round(time.Millisecond))
+	settled, _ := h.settle(inj)
+	sr.SettleSeconds = settled.Seconds()
+	h.logf("scale: injector settled after %.1fs (template status controller)", sr.SettleSeconds)
+	for i, c := range cfg.concurrency {
+		pair := []string{injector, reviewFloor}
+		if i%2 == 1 {
+			pair[0], pair[1] = pair[1], pair[0]
+		}
+		for _, s := range pair {
+			p := inj
+			if s == reviewFloor {
+				p = review
+			}
+			if err := h.measure(ctx, scalePod, "realistic", c, s, p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if rss, err := loadgen.ProcessRSSKiB(inj.cmd.Process.Pid); err == nil {
+		sr.RSSKiB = rss
+	}
+	return sr, nil
+}
+
+// ---------------------------------------------------------------- Go benchmarks
+
+type goBenchLine struct {
+	Name     string  `json:"name"`
+	NsOp     float64 `json:"ns_op"`
+	BytesOp  float64 `json:"b_op"`
+	AllocsOp float64 `json:"allocs_op"`
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op.*?\s([\d.]+) B/op\s+([\d.]+) allocs/op`)
+
+func (h *harness) runGoBench(ctx context.Context) ([]goBenchLine, error) {
+	args := []string{"go", "test", "-run=^$", "-bench=BenchmarkInject", "-benchmem", "-benchtime=" + h.cfg.goBenchTime, "./internal/inject"}
+	if h.cfg.pin {
+		args = append([]string{"taskset", "-c", "0"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Dir = h.cfg.root
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	out, err := cmd.CombinedOutput()
+	_ = os.WriteFile(filepath.Join(h.cfg.outDir, "logs", "go-bench.txt"), out, 0o644)
+	var lines []goBenchLine
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		m := benchLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		l := goBenchLine{Name: strings.TrimPrefix(m[1], "BenchmarkInject/")}
+		l.NsOp, _ = strconv.ParseFloat(m[2], 64)
+		l.BytesOp, _ = strconv.ParseFloat(m[3], 64)
+		l.AllocsOp, _ = strconv.ParseFloat(m[4], 64)
+		lines = append(lines, l)
+	}
+	if err != nil {
+		return lines, fmt.Errorf("go test -bench: %v (output in %s/logs/go-bench.txt)", err, h.cfg.outDir)
+	}
+	return lines, nil
+}
+
+// ---------------------------------------------------------------- report
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+func (h *harness) report(goBench []goBenchLine, goBenchErr error, scale *scaleResult, profiles []string) {
+	cfg := h.cfg
+	w := os.Stdout
+	mode := "full"
+	if cfg.quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(w, "\nsidecar-injector benchmark (%s: %s per cell after %s warm-up; servers GOMAXPROCS=1", mode, cfg.duration, cfg.warmup)
+	if cfg.pin {
+		fmt.Fprint(w, " on CPU 0, load tool on CPU 1")
+	}
+	fmt.Fprintf(w, "; load average at the end %s)\n", loadAvg())
+	fmt.Fprintln(w, "ratios (×rf) are to the review floor of the same pod and concurrency in the same run; other% is the share of")
+	fmt.Fprintln(w, "the servers' CPU used by other processes during the cell (machine noise: the higher, the less a cell means)")
+	fmt.Fprintln(w)
+	hdr := fmt.Sprintf("%-16s %4s %-15s %9s %6s %8s %8s %6s %9s %6s %8s %6s %6s %7s",
+		"pod", "c", "server", "req/s", "×rf", "p50 ms", "p99 ms", "×rf", "CPU µs/r", "×rf", "RSS MiB", "×rf", "errors", "other%")
+	fmt.Fprintln(w, hdr)
+	fmt.Fprintln(w, strings.Repeat("-", len(hdr)))
+	rows := append([]string{}, cfg.sizes...)
+	if scale != nil {
+		rows = append(rows, scalePod)
+	}
+	for _, pod := range rows {
+		for _, c := range cfg.concurrency {
+			ref := h.find(pod, c, reviewFloor)
+			for _, s := range []string{injector, podFloor, reviewFloor} {
+				label := pod
+				r := h.find(pod, c, s)
+				if r == nil || ref == nil {
+					continue
+				}
+				other := "-"
+				if r.OtherCPUPct >= 0 {
+					other = fmt.Sprintf("%.0f", r.OtherCPUPct)
+				}
+				fmt.Fprintf(w, "%-16s %4d %-15s %9.0f %6s %8.2f %8.2f %6s %9.0f %6s %8.1f %6s %6d %7s\n",
+					label, c, s, r.RPS, ratio(r.RPS, ref.RPS), r.P50/1e3, r.P99/1e3, ratio(r.P99, ref.P99),
+					r.ServerCPUPerReqUS, ratio(r.ServerCPUPerReqUS, ref.ServerCPUPerReqUS),
+					float64(r.ServerRSSKiB)/1024, ratio(float64(r.ServerRSSKiB), float64(ref.ServerRSSKiB)), r.Errors, other)
+			}
+		}
+	}
+	if scale != nil {
+		red := ""
+		if scale.Reduced {
+			red = " (REDUCED scale: quick mode)"
+		}
+		fmt.Fprintf(w, "\nscale%s: %d SidecarTemplates in %d namespaces + %d cluster-wide (created in %.1fs); injector ready %.0fms after start, settled after %.1fs; RSS %.1f MiB after the run\n",
+			red, scale.Templates-scale.Cluster, scale.Namespaces, scale.Cluster, scale.CreateSeconds, scale.ReadySeconds*1000, scale.SettleSeconds, float64(scale.RSSKiB)/1024)
+	}
+
+	if cfg.goBench {
+		h.reportGoBench(w, goBench, goBenchErr)
+	}
+	fmt.Fprintln(w, "\ngoals (from the ratios above)")
+	h.goals(w, scale)
+	for _, n := range h.notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+	if len(profiles) > 0 {
+		fmt.Fprintln(w, "\nprofiles")
+		for _, p := range profiles {
+			fmt.Fprintln(w, p)
+		}
+	}
+	fmt.Fprintf(w, "logs, profiles and results.json in %s\n", cfg.outDir)
+}
+
+func (h *harness) reportGoBench(w io.Writer, goBench []goBenchLine, goBenchErr error) {
+	fmt.Fprintln(w, "\nengine Go benchmarks (BenchmarkInject, GOMAXPROCS=1, -benchtime="+h.cfg.goBenchTime+")")
+	if len(goBench) > 0 {
+		fmt.Fprintf(w, "%-40s %12s %10s %10s\n", "case", "ns/op", "B/op", "allocs/op")
+		for _, l := range goBench {
+			fmt.Fprintf(w, "%-40s %12.0f %10.0f %10.0f\n", l.Name, l.NsOp, l.BytesOp, l.AllocsOp)
+		}
+	}
+	if goBenchErr != nil {
+		fmt.Fprintln(w, "  ERROR:", goBenchErr)
+	} else if len(goBench) == 0 {
+		fmt.Fprintln(w, "  no benchmark lines found")
+	}
+}
+
+func (h *harness) verdict(w io.Writer, ok bool, format string, args ...any) {
+	v := "PASS"
+	if !ok {
+		v = "FAIL"
+		h.failed = true
+	}
+	fmt.Fprintf(w, "%s  %s\n", v, fmt.Sprintf(format, args...))
+}
+
+func (h *harness) goals(w io.Writer, scale *scaleResult) {
+	errs := 0
+	for _, c := range h.cells {
+		errs += c.Result.Errors
+	}
+	h.verdict(w, errs == 0, "every answer verified: %d errors", errs)
+	for _, c := range h.cfg.concurrency {
+		inj, rf, pf := h.find("realistic", c, injector), h.find("realistic", c, reviewFloor), h.find("realistic", c, podFloor)
+		if inj == nil || rf == nil || pf == nil {
+			continue
+		}
+		h.verdict(w, inj.RPS >= 0.5*rf.RPS && inj.RPS > pf.RPS, "realistic c=%-2d requests/s %.0f ≥ 0.5× review floor (%.2f×) and above the pod floor (%.0f, %.2f×)",
+			c, inj.RPS, inj.RPS/rf.RPS, pf.RPS, inj.RPS/pf.RPS)
+		h.verdict(w, inj.P99 <= 2.5*rf.P99, "realistic c=%-2d p99 %.2fms ≤ 2.5× review floor's (%.2f×)", c, inj.P99/1e3, inj.P99/rf.P99)
+		h.verdict(w, rf.ServerCPUPerReqUS > 0 && inj.ServerCPUPerReqUS <= 2.0*rf.ServerCPUPerReqUS, "realistic c=%-2d CPU %.0fµs/request ≤ 2.0× review floor's (%.2f×)",
+			c, inj.ServerCPUPerReqUS, inj.ServerCPUPerReqUS/rf.ServerCPUPerReqUS)
+	}
+	for _, c := range h.cfg.concurrency {
+		inj, rf := h.find("large", c, injector), h.find("large", c, reviewFloor)
+		if inj == nil || rf == nil {
+			continue
+		}
+		h.verdict(w, inj.RPS >= 0.45*rf.RPS, "large     c=%-2d requests/s %.0f ≥ 0.45× review floor (%.2f×)", c, inj.RPS, inj.RPS/rf.RPS)
+	}
+	if scale == nil {
+		return
+	}
+	red := ""
+	if scale.Reduced {
+		red = " [reduced scale]"
+	}
+	for _, c := range h.cfg.concurrency {
+		s, two := h.find(scalePod, c, injector), h.find("realistic", c, injector)
+		rfNow, rfThen := h.find(scalePod, c, reviewFloor), h.find("realistic", c, reviewFloor)
+		if s == nil || two == nil {
+			continue
+		}
+		norm := ""
+		if rfNow != nil && rfThen != nil && rfNow.RPS > 0 && two.RPS > 0 {
+			norm = fmt.Sprintf("; floor-normalized %.2f×", (s.RPS/rfNow.RPS)/(two.RPS/rfThen.RPS))
+		}
+		h.verdict(w, s.RPS >= 0.9*two.RPS, "scale     c=%-2d requests/s %.0f ≥ 0.9× the 2-template figure %.0f (%.2f×%s)%s", c, s.RPS, two.RPS, s.RPS/two.RPS, norm, red)
+	}
+	h.verdict(w, scale.RSSKiB > 0 && scale.RSSKiB < 200*1024, "scale     RSS %.1f MiB < 200 MiB%s", float64(scale.RSSKiB)/1024, red)
+	h.verdict(w, scale.ReadySeconds < 2, "scale     ready %.0fms after start (API server answering) < 2s%s", scale.ReadySeconds*1000, red)
+}
+
+func (h *harness) writeResults(goBench []goBenchLine, scale *scaleResult) error {
+	data, err := json.MarshalIndent(map[string]any{
+		"quick": h.cfg.quick, "duration": h.cfg.duration.String(), "cells": h.cells, "scale": scale, "go_bench": goBench,
+		"load_average": loadAvg(), "notes": h.notes,
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(h.cfg.outDir, "results.json"), data, 0o644)
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
