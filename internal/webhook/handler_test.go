@@ -595,7 +595,7 @@ func TestEachAdmissionIsLoggedOnceAtV1WithWhatHappened(t *testing.T) {
 	}
 	l := admissions[0]
 	if l["level"] != float64(1) || l["result"] != "patched" || l["namespace"] != "team-a" || l["generateName"] != "web-" ||
-		fmt.Sprint(l["templates"]) != "[team-a/log-shipper]" || l["requestID"] != "uid-log" {
-		t.Errorf("admission line = %v; want level=1, result=patched, namespace=team-a, generateName=web-, templates=[team-a/log-shipper], requestID=uid-log", l)
+		fmt.Sprint(l["templates"]) != "[team-a/log-shipper]" || l["uid"] != "uid-log" {
+		t.Errorf("admission line = %v; want level=1, result=patched, namespace=team-a, generateName=web-, templates=[team-a/log-shipper], uid=uid-log", l)
 	}
 }
