@@ -177,12 +177,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	recorder := events.NewRecorder(mgr.GetEventRecorder(EventSource))
-	whServer.Register(webhook.Path, webhook.NewWebhook(&webhook.Handler{
+	whServer.Register(webhook.Path, webhook.Serve(webhook.NewWebhook(&webhook.Handler{
 		Templates:         templates,
 		Namespaces:        namespaces,
 		InjectorNamespace: opts.Namespace,
 		Recorder:          recorder,
-	}))
+	})))
 	if !opts.DisableController {
 		r := &controller.TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: opts.Namespace,
 			Events: recorder, Metrics: metrics.Default}

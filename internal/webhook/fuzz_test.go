@@ -61,7 +61,7 @@ func FuzzAdmissionReview(f *testing.F) {
 		rec := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
-		wh.ServeHTTP(rec, r)
+		Serve(wh).ServeHTTP(rec, r)
 
 		if rec.Code >= 400 {
 			return // an HTTP error status is a clear answer

@@ -194,7 +194,7 @@ func newFixture(t *testing.T, configure ...func(*Handler)) *fixture {
 	for _, c := range configure {
 		c(h)
 	}
-	srv := httptest.NewServer(NewWebhook(h))
+	srv := httptest.NewServer(Serve(NewWebhook(h)))
 	t.Cleanup(srv.Close)
 	f := &fixture{t: t, url: srv.URL, recorder: &recorder{}}
 	if r, ok := h.Recorder.(*recorder); ok {

@@ -1,0 +1,117 @@
+// Package inprocess measures the admission path without TLS and HTTP: the webhook's HTTP handler with the real
+// handler and engine, beside a review floor that only decodes and re-encodes the AdmissionReview
+// with encoding/json. It isolates what the injector adds per request from what the network costs, and gives
+// profiles (go test -bench . -cpuprofile) of exactly that.
+package inprocess
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
+	"github.com/sidecar-dev/sidecar-injector/test/bench/fixtures"
+)
+
+type templates []*inject.Template
+
+func (t templates) Candidates(string) []*inject.Template { return t }
+
+type namespaces struct{}
+
+func (namespaces) NamespaceLabels(string) (map[string]string, bool) {
+	return fixtures.NamespaceLabels, true
+}
+
+func review(tb testing.TB, size string) []byte {
+	pod, err := fixtures.Pod(size)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	body, err := fixtures.Review(pod)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bytes.ReplaceAll(body, []byte(fixtures.UIDPlaceholder), []byte("0b3a7c1e-7f4e-4f52-9a4c-2d1f6e8b9c0a"))
+}
+
+func injector() http.Handler {
+	var ts templates
+	for _, t := range fixtures.Templates() {
+		ts = append(ts, inject.Compile(t, fixtures.InjectorNamespace))
+	}
+	return webhook.Serve(webhook.NewWebhook(&webhook.Handler{Templates: ts, Namespaces: namespaces{}, InjectorNamespace: fixtures.InjectorNamespace}))
+}
+
+// reviewFloor is what the review floor server does per request.
+func reviewFloor(w http.ResponseWriter, r *http.Request) {
+	var rev admissionv1.AdmissionReview
+	if err := json.NewDecoder(r.Body).Decode(&rev); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	pt := admissionv1.PatchTypeJSONPatch
+	rev.Response = &admissionv1.AdmissionResponse{UID: rev.Request.UID, Allowed: true, PatchType: &pt,
+		Patch: []byte(`[{"op":"add","path":"/metadata/labels/floor","value":"yes"}]`)}
+	rev.Request = nil
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(&rev)
+}
+
+func serve(b *testing.B, h http.Handler, body []byte, check func(*testing.B, []byte)) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, webhook.Path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		if check != nil {
+			check(b, rec.Body.Bytes())
+		}
+	}
+}
+
+func BenchmarkAdmission(b *testing.B) {
+	inj := injector()
+	for _, size := range fixtures.Sizes {
+		body := review(b, size)
+		b.Run(size+"/injector", func(b *testing.B) {
+			serve(b, inj, body, nil)
+		})
+		b.Run(size+"/review-floor", func(b *testing.B) {
+			serve(b, http.HandlerFunc(reviewFloor), body, nil)
+		})
+	}
+}
+
+// The benchmark's injector really injects: its answer for each pod is a patch that adds the two sidecars.
+func TestTheInjectorUnderBenchmarkInjects(t *testing.T) {
+	inj := injector()
+	for _, size := range fixtures.Sizes {
+		req := httptest.NewRequest(http.MethodPost, webhook.Path, bytes.NewReader(review(t, size)))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		inj.ServeHTTP(rec, req)
+		var rev admissionv1.AdmissionReview
+		if err := json.Unmarshal(rec.Body.Bytes(), &rev); err != nil || rev.Response == nil {
+			t.Fatalf("%s: not an AdmissionReview: %v\n%s", size, err, rec.Body)
+		}
+		if !rev.Response.Allowed || len(rev.Response.Patch) == 0 {
+			t.Fatalf("%s: allowed=%v, patch %q", size, rev.Response.Allowed, rev.Response.Patch)
+		}
+		for _, name := range fixtures.TemplateNames {
+			if !bytes.Contains(rev.Response.Patch, []byte(name)) {
+				t.Errorf("%s: the patch does not add template %s: %s", size, name, rev.Response.Patch)
+			}
+		}
+	}
+}
