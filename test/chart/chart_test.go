@@ -496,6 +496,19 @@ func TestEdgeValues(t *testing.T) {
 			}
 		}
 	})
+	t.Run("preStop sleep: on by default and inside the grace period, off at 0", func(t *testing.T) {
+		d := one[*appsv1.Deployment](t, render(t))
+		c := container(t, d)
+		if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil || c.Lifecycle.PreStop.Sleep.Seconds != 5 {
+			t.Fatalf("default preStop = %+v, want a 5 s sleep", c.Lifecycle)
+		}
+		if g := d.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g < 5+30 {
+			t.Errorf("terminationGracePeriodSeconds = %v, want room for the 5 s sleep and the 30 s drain", g)
+		}
+		if c := container(t, one[*appsv1.Deployment](t, render(t, "--set", "preStopSleepSeconds=0"))); c.Lifecycle != nil {
+			t.Errorf("preStopSleepSeconds=0 still renders %+v", c.Lifecycle)
+		}
+	})
 	t.Run("leader election off: no flag, no Lease Role", func(t *testing.T) {
 		r := render(t, "--set", "leaderElection.enabled=false")
 		if slices.Contains(container(t, one[*appsv1.Deployment](t, r)).Args, "--leader-elect") {
