@@ -4,10 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +23,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 func TestOptionsValidation(t *testing.T) {
@@ -60,17 +62,7 @@ func TestFileWriterRejectsMismatchedPair(t *testing.T) {
 // Secret's CA, the files in CertDir are the Secret's and verify against the CA for the service's DNS names, and the
 // ready channel closes.
 func TestSetupAgainstAPIServer(t *testing.T) {
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		_, file, _, _ := runtime.Caller(0)
-		assets = filepath.Join(filepath.Dir(file), "..", "..", "bin")
-	}
-	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("kube-apiserver not found in %s (run 'make control-plane')", assets)
-		}
-		t.Skipf("kube-apiserver not found in %s (run 'make control-plane'); skipping", assets)
-	}
+	assets := testenv.Require(t)
 	logf.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	if os.Getenv("CERTS_VERBOSE") != "" {
 		logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true)))
@@ -196,19 +188,15 @@ func TestSetupAgainstAPIServer(t *testing.T) {
 	if err := c.Update(ctx, wh); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.Eventually(t, 30*time.Second, "the caBundle is restored after it was emptied", func() error {
 		if err := c.Get(ctx, types.NamespacedName{Name: whName}, wh); err != nil {
 			t.Fatal(err)
 		}
-		if string(wh.Webhooks[0].ClientConfig.CABundle) == string(secret.Data["ca.crt"]) {
-			break
+		if string(wh.Webhooks[0].ClientConfig.CABundle) != string(secret.Data["ca.crt"]) {
+			return fmt.Errorf("caBundle is %q", wh.Webhooks[0].ClientConfig.CABundle)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("caBundle was not restored within 30s after it was emptied")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func parseCert(t *testing.T, data []byte) *x509.Certificate {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"k8s.io/client-go/util/retry"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -33,10 +31,12 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/events"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
-// The envtest suite: a real kube-apiserver and etcd (KUBEBUILDER_ASSETS, else <repo>/bin), the CRD from
-// config/crd/bases, and the controller running in a manager as the injector runs it.
+// The envtest suite: a real kube-apiserver and etcd (KUBEBUILDER_ASSETS, else <repo>/bin; without them the package
+// is skipped, or fails when CI is set: internal/testenv), the CRD from config/crd/bases, and the controller running
+// in a manager as the injector runs it.
 
 var (
 	cfg    *rest.Config
@@ -49,8 +49,15 @@ func TestMain(m *testing.M) {
 
 func runSuite(m *testing.M) int {
 	logf.SetLogger(logr.Discard())
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
+	assets, code, ok := testenv.RequireMain("controller")
+	if !ok {
+		return code
+	}
+	crds, err := crdDir()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	for _, add := range []func(*k8sruntime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -58,17 +65,14 @@ func runSuite(m *testing.M) int {
 		}
 	}
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{crdDir(root)},
+		CRDDirectoryPaths:     []string{crds},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
+		BinaryAssetsDirectory: assets,
 	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		env.BinaryAssetsDirectory = filepath.Join(root, "bin")
-	}
-	var err error
 	if cfg, err = env.Start(); err != nil {
 		_ = env.Stop()
-		fmt.Fprintf(os.Stderr, "start envtest (kube-apiserver and etcd from $KUBEBUILDER_ASSETS or %s/bin): %v\n", root, err)
+		fmt.Fprintf(os.Stderr, "start envtest (kube-apiserver and etcd from %s): %v\n", assets, err)
 		return 1
 	}
 	defer func() {
@@ -105,19 +109,6 @@ func (c *capture) about(name string) []string {
 }
 
 const testInjectorNS = "sidecar-injector"
-
-func eventually(t *testing.T, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = check(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
-}
 
 func TestController(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -195,7 +186,7 @@ func TestController(t *testing.T) {
 	}
 	expectReady := func(name string, status metav1.ConditionStatus, reason string, msgParts ...string) {
 		t.Helper()
-		eventually(t, "template "+name, func() error {
+		testenv.Eventually(t, 20*time.Second, "template "+name, func() error {
 			st := get(name)
 			if st.Status.ObservedGeneration != st.Generation {
 				return fmt.Errorf("observedGeneration %d, generation %d", st.Status.ObservedGeneration, st.Generation)
@@ -257,7 +248,7 @@ func TestController(t *testing.T) {
 
 	expectDrift := func(want Drift) {
 		t.Helper()
-		eventually(t, "drift of team-a/good", func() error {
+		testenv.Eventually(t, 20*time.Second, "drift of team-a/good", func() error {
 			st := get("good")
 			got, err := r.Drift(ctx, st, inject.Compile(st, testInjectorNS).Hash)
 			if err != nil {
@@ -305,7 +296,7 @@ func TestController(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectReady("host", metav1.ConditionTrue, ReasonReady)
-	eventually(t, "events on team-a/host", func() error {
+	testenv.Eventually(t, 20*time.Second, "events on team-a/host", func() error {
 		got := rec.about("team-a/host")
 		if len(got) != 2 || !strings.HasPrefix(got[0], "team-a/host Warning Invalid: spec.hostNetwork") ||
 			got[1] != "team-a/host Normal Ready: the template can be injected" {
@@ -336,7 +327,7 @@ func TestController(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectReady("b-second", metav1.ConditionFalse, ReasonNameClash, "clashes with cluster-wide template sidecar-injector/mesh")
-	eventually(t, "mesh stays ready", func() error {
+	testenv.Eventually(t, 20*time.Second, "mesh stays ready", func() error {
 		var mesh v1alpha1.SidecarTemplate
 		if err := k8s.Get(ctx, types.NamespacedName{Namespace: testInjectorNS, Name: "mesh"}, &mesh); err != nil {
 			return err
@@ -372,9 +363,9 @@ func TestController(t *testing.T) {
 }
 
 // crdDir is config/crd/bases, or $SIDECAR_CRD_DIR (to try the controller against another version of the CRD).
-func crdDir(root string) string {
+func crdDir() (string, error) {
 	if d := os.Getenv("SIDECAR_CRD_DIR"); d != "" {
-		return d
+		return d, nil
 	}
-	return filepath.Join(root, "config", "crd", "bases")
+	return testenv.CRDDir()
 }

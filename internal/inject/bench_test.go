@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/patchtest"
 )
 
 // benchContainer is a realistic application container: resources, probes, env, mounts, ports.
@@ -161,7 +163,7 @@ func BenchmarkInject(b *testing.B) {
 			if err != nil || r.Denied || len(r.Injected()) != n {
 				b.Fatalf("%s/%d: err=%v denied=%v injected=%d", size, n, err, r != nil && r.Denied, len(r.Injected()))
 			}
-			if _, err := applyPatch(pod, mustPatchJSON(b, r)); err != nil {
+			if _, err := patchtest.Apply(pod, mustPatchJSON(b, r)); err != nil {
 				b.Fatalf("%s/%d: patch does not apply: %v", size, n, err)
 			}
 			b.Run(fmt.Sprintf("%s-%dB/templates=%d", size, len(pod), n), func(b *testing.B) {

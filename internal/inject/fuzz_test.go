@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	sigsjson "sigs.k8s.io/json"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/patchtest"
 )
 
 // fuzzTemplates selects templates from the fixed set with the low bits of sel; bit 15 makes the request's
@@ -68,7 +70,7 @@ func FuzzInject(f *testing.F) {
 		if err != nil {
 			t.Fatalf("PatchJSON: %v", err)
 		}
-		patched, err := applyPatch(pod, patch)
+		patched, err := patchtest.Apply(pod, patch)
 		if err != nil {
 			t.Fatalf("the patch does not apply to the input: %v\ninput: %q\npatch: %s", err, truncate(string(pod), 2000), patch)
 		}

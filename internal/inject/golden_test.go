@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/patchtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected files of the golden cases (testdata/golden/*/{patch,pod,decisions}.json)")
@@ -144,7 +146,7 @@ func compareJSONFile(t *testing.T, file string, got []byte) {
 	if err != nil {
 		t.Fatalf("%v (run with -update to create it)", err)
 	}
-	w, err := decodeAny(want)
+	w, err := patchtest.Decode(want)
 	if err != nil {
 		t.Fatalf("%s: %v", file, err)
 	}
@@ -197,7 +199,7 @@ func TestGoldenExpectedPatchesApply(t *testing.T) {
 				}
 				compact = buf.Bytes()
 			}
-			patched, err := applyPatch(c.pod, compact)
+			patched, err := patchtest.Apply(c.pod, compact)
 			if err != nil {
 				t.Fatalf("patch.json does not apply to pod.yaml: %v", err)
 			}

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"testing"
 
-	jsonpatchv5 "github.com/evanphx/json-patch/v5"
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -21,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/patchtest"
 )
 
 // Test pods plant fields that this build's k8s.io/api does not know, to check that the patch never touches
@@ -80,25 +80,6 @@ func podJSON(t testing.TB, y string) []byte {
 	return b
 }
 
-func applyOpts() *jsonpatchv5.ApplyOptions {
-	o := jsonpatchv5.NewApplyOptions()
-	o.SupportNegativeIndices = false // the engine has no reason to use them; the API server may not allow them
-	o.EnsurePathExistsOnAdd = false  // absent parents must be created by the patch itself
-	return o
-}
-
-// applyPatch applies an RFC 6902 patch (JSON) the way the API server does, with the strict options.
-func applyPatch(pod, patch []byte) ([]byte, error) {
-	if len(patch) == 0 {
-		return pod, nil
-	}
-	p, err := jsonpatchv5.DecodePatch(patch)
-	if err != nil {
-		return nil, fmt.Errorf("patch does not decode: %w", err)
-	}
-	return p.ApplyWithOptions(pod, applyOpts())
-}
-
 func mustPatchJSON(t testing.TB, r *Result) []byte {
 	t.Helper()
 	b, err := r.PatchJSON()
@@ -108,23 +89,9 @@ func mustPatchJSON(t testing.TB, r *Result) []byte {
 	return b
 }
 
-// decodeAny decodes JSON keeping numbers exact.
-func decodeAny(b []byte) (any, error) {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, err
-	}
-	if d.More() {
-		return nil, errors.New("trailing data after JSON value")
-	}
-	return v, nil
-}
-
 func mustDecodeAny(t testing.TB, b []byte) any {
 	t.Helper()
-	v, err := decodeAny(b)
+	v, err := patchtest.Decode(b)
 	if err != nil {
 		t.Fatalf("decoding %q: %v", truncate(string(b), 300), err)
 	}
@@ -164,7 +131,7 @@ func stripUnknown(v any) any {
 // strictDecodePod decodes a pod as the API server would (case-sensitive), refusing unknown and duplicate
 // fields except the ones planted on purpose.
 func strictDecodePod(b []byte) (*corev1.Pod, error) {
-	v, err := decodeAny(b)
+	v, err := patchtest.Decode(b)
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +327,7 @@ func verifyPatch(t testing.TB, pod []byte, r *Result) []byte {
 	if r.Denied && len(r.Patch) > 0 {
 		t.Errorf("a denied result carries a patch of %d ops", len(r.Patch))
 	}
-	patched, err := applyPatch(pod, patch)
+	patched, err := patchtest.Apply(pod, patch)
 	if err != nil {
 		t.Fatalf("the patch does not apply to the input: %v\npatch: %s", err, patch)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/patchtest"
 )
 
 // propertyCase is one pod and its request, from a golden case or the random generator.
@@ -92,7 +94,7 @@ func TestPropertyIdempotent(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Inject: %v", err)
 			}
-			patched, err := applyPatch(c.req.Pod, mustPatchJSON(t, r1))
+			patched, err := patchtest.Apply(c.req.Pod, mustPatchJSON(t, r1))
 			if err != nil {
 				t.Fatalf("the patch does not apply: %v", err)
 			}
@@ -192,7 +194,7 @@ func TestPropertyEverythingInjectedLands(t *testing.T) {
 				}
 				return
 			}
-			patched, err := applyPatch(c.req.Pod, mustPatchJSON(t, r))
+			patched, err := patchtest.Apply(c.req.Pod, mustPatchJSON(t, r))
 			if err != nil {
 				t.Fatalf("the patch does not apply: %v", err)
 			}
@@ -292,7 +294,7 @@ func TestPropertyApplicationContainersOnly(t *testing.T) {
 				return
 			}
 			before := decodePod(t, c.req.Pod)
-			patched, err := applyPatch(c.req.Pod, mustPatchJSON(t, r))
+			patched, err := patchtest.Apply(c.req.Pod, mustPatchJSON(t, r))
 			if err != nil {
 				t.Fatalf("the patch does not apply: %v", err)
 			}

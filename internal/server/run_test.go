@@ -4,11 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,22 +23,8 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
-
-// envtestAssets returns the directory of kube-apiserver and etcd: $KUBEBUILDER_ASSETS, else the repository's
-// bin/ (where `make test` builds them); empty when neither has them.
-func envtestAssets() string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	dir, _ := filepath.Abs(filepath.Join("..", "..", "bin"))
-	for _, b := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			return ""
-		}
-	}
-	return dir
-}
 
 // TestRunIsReadyOnlyWithItsCachesSyncedAndFollowsTheCluster runs the whole server against a real API server:
 // readiness implies the templates that existed before start are served; later changes to templates and
@@ -50,10 +35,7 @@ func TestRunIsReadyOnlyWithItsCachesSyncedAndFollowsTheCluster(t *testing.T) {
 		t.Skip("starts a kube-apiserver")
 	}
 	logf.SetLogger(logr.Discard()) // the manager's logs are noise here; Run's errors are asserted
-	assets := envtestAssets()
-	if assets == "" {
-		t.Skip("no kube-apiserver and etcd: set KUBEBUILDER_ASSETS or run `make test` once")
-	}
+	assets := testenv.Require(t)
 	// A schemaless CRD of the same name: this test is about the server, not the CRD's validation (which
 	// test/integration installs from config/crd).
 	env := &envtest.Environment{CRDs: []*apiextensionsv1.CustomResourceDefinition{sidecarTemplateCRD()}, BinaryAssetsDirectory: assets}
@@ -122,8 +104,9 @@ func TestRunIsReadyOnlyWithItsCachesSyncedAndFollowsTheCluster(t *testing.T) {
 	}
 
 	createTemplate("sidecar-injector", "metrics") // cluster-wide
-	eventually(t, ctx, func() bool { return injected(t, webhookURL) == "metrics,log-shipper" },
-		"a cluster-wide template created after start reaches admissions")
+	testenv.Eventually(t, 30*time.Second, "a cluster-wide template created after start reaches admissions", func() error {
+		return injectedIs(t, webhookURL, "metrics,log-shipper")
+	})
 
 	var ns corev1.Namespace
 	if err := k8s.Get(ctx, client.ObjectKey{Name: "team-a"}, &ns); err != nil {
@@ -133,8 +116,9 @@ func TestRunIsReadyOnlyWithItsCachesSyncedAndFollowsTheCluster(t *testing.T) {
 	if err := k8s.Update(ctx, &ns); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, func() bool { return injected(t, webhookURL) == "" },
-		"labelling the namespace sidecar.dev/injection=disabled stops injection there")
+	testenv.Eventually(t, 30*time.Second, "labelling the namespace sidecar.dev/injection=disabled stops injection there", func() error {
+		return injectedIs(t, webhookURL, "")
+	})
 
 	stop()
 	select {
@@ -166,17 +150,13 @@ func sidecarTemplateCRD() *apiextensionsv1.CustomResourceDefinition {
 	}
 }
 
-func eventually(t *testing.T, ctx context.Context, cond func() bool, what string) {
+// injectedIs reports whether the webhook at url adds exactly the containers want (see injected).
+func injectedIs(t *testing.T, url, want string) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("never true: %s", what)
-		case <-time.After(50 * time.Millisecond):
-		}
+	if got := injected(t, url); got != want {
+		return fmt.Errorf("the pod received %q, want %q", got, want)
 	}
+	return nil
 }
 
 // injected sends a pod CREATE for a plain pod in team-a to the webhook and returns the names of the containers

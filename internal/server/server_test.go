@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 // writeCert writes a self-signed certificate for 127.0.0.1 with the given serial number into dir as tls.crt
@@ -66,12 +68,11 @@ func writeCert(t *testing.T, dir string, serial int64) {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // validOptions returns options that pass complete(): a certificate in a temporary directory and a namespace.

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"testing"
 
-	jsonpatchv5 "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/patchtest"
 )
 
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/{FuzzAdmissionReview,FuzzTemplates} seed files")
@@ -114,14 +114,7 @@ func checkPatch(t *testing.T, object []byte, resp *admissionv1.AdmissionResponse
 			t.Errorf("op %d is %q %s: only add (and replace of %s) is allowed", i, op.Op, op.Path, statusPointer)
 		}
 	}
-	patch, err := jsonpatchv5.DecodePatch(resp.Patch)
-	if err != nil {
-		t.Fatalf("not an RFC 6902 patch: %v\n%s", err, resp.Patch)
-	}
-	opts := jsonpatchv5.NewApplyOptions()
-	opts.EnsurePathExistsOnAdd = false
-	opts.SupportNegativeIndices = false
-	patched, err := patch.ApplyWithOptions(object, opts)
+	patched, err := patchtest.Apply(object, resp.Patch)
 	if err != nil {
 		t.Fatalf("the patch does not apply to request.object: %v\nobject: %.2000s\npatch: %s", err, object, resp.Patch)
 	}
@@ -131,27 +124,14 @@ func checkPatch(t *testing.T, object []byte, resp *admissionv1.AdmissionResponse
 			t.Fatalf("the patched pod does not decode as a Pod: %v\nobject: %.2000s\npatch: %s", err, object, resp.Patch)
 		}
 	}
-	orig, err1 := decodeNumbers(object)
-	after, err2 := decodeNumbers(patched)
+	orig, err1 := patchtest.Decode(object)
+	after, err2 := patchtest.Decode(patched)
 	if err1 == nil && err2 == nil {
 		if lost := kept("", orig, after); len(lost) > 0 {
 			t.Fatalf("the patch loses values of request.object:\n%s\nobject: %.2000s\npatch: %s", strings.Join(lost, "\n"), object, resp.Patch)
 		}
 	}
 	return patched
-}
-
-func decodeNumbers(b []byte) (any, error) {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, err
-	}
-	if d.More() {
-		return nil, fmt.Errorf("trailing data")
-	}
-	return v, nil
 }
 
 // kept lists every value of orig that is not in patched at its place. Arrays may grow: the elements of orig must
@@ -234,7 +214,7 @@ func FuzzTemplates(f *testing.F) {
 		h := &Handler{Templates: fakeTemplates(append([]*inject.Template{tpl}, fixed...)), Namespaces: namespaces, InjectorNamespace: injectorNS}
 
 		object := podJSON
-		if _, err := decodeNumbers(podJSON); err != nil || len(podJSON) == 0 {
+		if _, err := patchtest.Decode(podJSON); err != nil || len(podJSON) == 0 {
 			p := map[string]any{
 				"apiVersion": "v1", "kind": "Pod",
 				"metadata": map[string]any{

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 const certDir = "/tmp/k8s-webhook-server/serving-certs"
@@ -178,7 +179,11 @@ func TestRenderFailsForUnsafeCombinations(t *testing.T) {
 
 // TestCRDsMatchGenerated: crds/ is a copy of config/crd/bases (`make chart-crds`).
 func TestCRDsMatchGenerated(t *testing.T) {
-	gen, _ := filepath.Glob(filepath.Join(repoRoot(t), "config", "crd", "bases", "*.yaml"))
+	crds, err := testenv.CRDDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, _ := filepath.Glob(filepath.Join(crds, "*.yaml"))
 	chart, _ := filepath.Glob(filepath.Join(chartDir(t), "crds", "*.yaml"))
 	if len(gen) == 0 {
 		t.Fatal("no CRDs in config/crd/bases")

@@ -34,6 +34,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/certs"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 var (
@@ -58,23 +59,11 @@ func TestMain(m *testing.M) {
 }
 
 // apiServer starts (once per test binary) a kube-apiserver and etcd from $KUBEBUILDER_ASSETS or <repo>/bin and
-// returns an admin client. Missing binaries skip the test, or fail it when CI=true.
+// returns an admin client. Missing binaries skip the test, or fail it under CI (testenv.Require).
 func apiServer(t *testing.T) (client.Client, *rest.Config) {
 	t.Helper()
-	helmBin(t) // every envtest story renders the chart
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		assets = filepath.Join(repoRoot(t), "bin")
-	}
-	for _, b := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
-			msg := fmt.Sprintf("%s not found in %s: run `make control-plane` (or set KUBEBUILDER_ASSETS)", b, assets)
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg + "; skipping (CI is not set)")
-		}
-	}
+	testenv.RequireHelm(t) // every envtest story renders the chart
+	assets := testenv.Require(t)
 	envOnce.Do(func() {
 		env = &envtest.Environment{BinaryAssetsDirectory: assets}
 		envCfg, envErr = env.Start()
@@ -104,17 +93,17 @@ func installCRDs(t *testing.T, ctx context.Context, c client.Client) {
 			t.Errorf("the API server rejects CRD %s (crds/, copied from config/crd/bases): %v", crd.Name, err)
 			continue
 		}
-		waitFor(t, 30*time.Second, "CRD "+crd.Name+" established", func() bool {
+		testenv.Eventually(t, 30*time.Second, "CRD "+crd.Name+" established", func() error {
 			var got apiextensionsv1.CustomResourceDefinition
 			if err := c.Get(ctx, types.NamespacedName{Name: crd.Name}, &got); err != nil {
-				return false
+				return err
 			}
 			for _, cond := range got.Status.Conditions {
 				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return true
+					return nil
 				}
 			}
-			return false
+			return fmt.Errorf("conditions %+v", got.Status.Conditions)
 		})
 	}
 }
@@ -124,17 +113,6 @@ func ensureNamespace(t *testing.T, ctx context.Context, c client.Client, name st
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create namespace %s: %v", name, err)
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -2,7 +2,8 @@
 // and render the chart, decodes every rendered object strictly into its k8s.io/api type and asserts what the
 // chart promises, and has a real kube-apiserver (envtest, $KUBEBUILDER_ASSETS or bin/) accept every object.
 //
-// Without helm the tests are skipped, unless CI=true, where a missing helm fails them: run `make -f charts.mk helm`.
+// Without helm (or kube-apiserver and etcd, for the envtest stories) the tests are skipped, unless CI is set, where
+// a missing binary fails them (internal/testenv): run `make -f charts.mk helm` (and `make control-plane`).
 package chart
 
 import (
@@ -13,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 const (
@@ -47,34 +48,19 @@ var scheme = func() *kruntime.Scheme {
 
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
 }
 
 func chartDir(t testing.TB) string { return filepath.Join(repoRoot(t), "charts", "sidecar-injector") }
 
-// helmBin returns the helm binary: $HELM, else <repo>/bin/helm. Missing helm skips the test, or fails it when
-// CI=true.
-func helmBin(t testing.TB) string {
-	t.Helper()
-	bin := os.Getenv("HELM")
-	if bin == "" {
-		bin = filepath.Join(repoRoot(t), "bin", "helm")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		msg := fmt.Sprintf("helm not found at %s: run `make -f charts.mk helm` (or set HELM)", bin)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg + "; skipping (CI is not set)")
-	}
-	return bin
-}
-
 // helm runs helm with args and returns stdout and stderr.
 func helm(t testing.TB, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	cmd := exec.Command(helmBin(t), args...)
+	cmd := exec.Command(testenv.RequireHelm(t), args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	// A clean helm home: no user repositories or plugins change the result.

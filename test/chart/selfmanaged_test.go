@@ -1,9 +1,8 @@
 // The end-to-end story of self-managed TLS: the injector, installed with the chart's RBAC, Secret and webhook
 // configuration, generates its certificate, fills the caBundle, and the API server then calls it and a pod gets
-// injected. It needs server.Options.TLSMode and friends (see the chart README, "Self-managed TLS"); until the
-// server has them it is behind the build tag `selfmanaged`:
+// injected. It runs with the rest of the chart's tests:
 //
-//	KUBEBUILDER_ASSETS=$PWD/bin go test -tags selfmanaged -run SelfManaged ./test/chart/...
+//	KUBEBUILDER_ASSETS=$PWD/bin go test -run SelfManaged ./test/chart/...
 
 package chart
 
@@ -31,6 +30,7 @@ import (
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/server"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 func TestSelfManagedTLSEndToEnd(t *testing.T) {
@@ -51,7 +51,7 @@ func TestSelfManagedTLSEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &rendered{raw: out, objects: objs}
-	whPort, err := freePort()
+	whPort, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestSelfManagedTLSEndToEnd(t *testing.T) {
 	}
 	saCfg := rest.CopyConfig(cfg)
 	saCfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + name}
-	healthPort, err := freePort()
+	healthPort, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,13 +194,4 @@ func TestSelfManagedTLSEndToEnd(t *testing.T) {
 	if pod.Annotations[v1alpha1.AnnotationStatus] == "" {
 		t.Errorf("pod has no %s record", v1alpha1.AnnotationStatus)
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -15,30 +15,16 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
-)
 
-// helmBin is $HELM or bin/helm (`make helm`); without it the test is skipped, unless CI=true.
-func helmBin(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("HELM")
-	if bin == "" {
-		bin = filepath.Join(root, "bin", "helm")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("helm not found at %s: run `make helm`", bin)
-		}
-		t.Skipf("helm not found at %s: run `make helm` (or set HELM)", bin)
-	}
-	return bin
-}
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
+)
 
 // renderRBAC renders the chart (default values: selfManaged TLS, leader election) as release sidecar-injector in
 // the injector's namespace and returns its RBAC objects.
 func renderRBAC(t *testing.T) []client.Object {
 	t.Helper()
 	home := t.TempDir()
-	cmd := exec.Command(helmBin(t), "template", "sidecar-injector", filepath.Join(root, "charts", "sidecar-injector"), "--namespace", injectorNS)
+	cmd := exec.Command(testenv.RequireHelm(t), "template", "sidecar-injector", filepath.Join(root, "charts", "sidecar-injector"), "--namespace", injectorNS)
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/c", "HELM_CONFIG_HOME="+home+"/f", "HELM_DATA_HOME="+home+"/d")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

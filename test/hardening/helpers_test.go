@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 // probeTemplate is a cluster-wide template that every load and liveness check requests.
@@ -50,29 +51,13 @@ func ensureProbeTemplate(t *testing.T, addr string) {
 			t.Fatalf("create the probe template: %v", err)
 		}
 	})
-	eventually(t, 10*time.Second, "the webhook serves the probe template", func() error { return admitProbe(newClient(), addr, "probe-wait") })
+	testenv.Eventually(t, 10*time.Second, "the webhook serves the probe template", func() error { return admitProbe(newClient(), addr, "probe-wait") })
 }
 
 func ctxFor(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// eventually polls cond until it returns nil, failing the test after deadline with the last error.
-func eventually(t *testing.T, deadline time.Duration, what string, cond func() error) {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Since(start) > deadline {
-			t.Fatalf("%s: not true after %s: %v", what, deadline, err)
-		}
-		time.Sleep(pollInterval)
-	}
 }
 
 // podJSON is a pod in namespace ns with one container "app", requesting the templates in inject.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/server"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 // loadWorkers is the number of concurrent keep-alive connections of the load generator.
@@ -63,11 +64,11 @@ func startSubprocess(t *testing.T) *subprocess {
 	if err := ca.writeServing(certDir, 1); err != nil {
 		t.Fatal(err)
 	}
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	hport, err := freePort()
+	hport, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +248,7 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		eventually(t, 25*time.Second, fmt.Sprintf("the server presents certificate %d", serial), func() error {
+		testenv.Eventually(t, 25*time.Second, fmt.Sprintf("the server presents certificate %d", serial), func() error {
 			got, err := servingSerial(srv.addr)
 			if err != nil {
 				return err
@@ -303,7 +304,7 @@ func TestTheAPIServerGoingAwayDoesNotStopTheWebhook(t *testing.T) {
 		return ar.Response.Allowed && strings.Contains(string(ar.Response.Patch), name+"-c"), msg, nil
 	}
 	mk("before-cut")
-	eventually(t, 10*time.Second, "before-cut served", func() error {
+	testenv.Eventually(t, 10*time.Second, "before-cut served", func() error {
 		if ok, msg, err := admitTemplate("before-cut"); !ok {
 			return fmt.Errorf("not injected: %s %v", msg, err)
 		}
@@ -351,7 +352,7 @@ func TestTheAPIServerGoingAwayDoesNotStopTheWebhook(t *testing.T) {
 	apiProx.restore()
 	restored = true
 	start := time.Now()
-	eventually(t, 45*time.Second, "after the API server is back, the template created during the cut is served", func() error {
+	testenv.Eventually(t, 45*time.Second, "after the API server is back, the template created during the cut is served", func() error {
 		if ok, msg, err := admitTemplate("during-cut"); !ok {
 			return fmt.Errorf("not injected: %s %v", msg, err)
 		}

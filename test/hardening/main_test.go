@@ -49,6 +49,7 @@ import (
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/server"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 const (
@@ -57,7 +58,6 @@ const (
 	// webhookTimeout is the API server's timeout for the webhook (timeoutSeconds in the manifests): every
 	// answer must come within it.
 	webhookTimeout = 10 * time.Second
-	pollInterval   = 50 * time.Millisecond
 )
 
 var (
@@ -93,8 +93,12 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "hardening: "+format+"\n", args...)
 		return 1
 	}
+	assets, code, ok := testenv.RequireMain("hardening")
+	if !ok {
+		return code
+	}
 	var err error
-	if root, err = repoRoot(); err != nil {
+	if root, err = testenv.RepoRoot(); err != nil {
 		return fail("%v", err)
 	}
 	tmp, err := os.MkdirTemp("", "hardening-")
@@ -119,13 +123,15 @@ func run(m *testing.M) int {
 			return fail("scheme: %v", err)
 		}
 	}
+	crds, err := testenv.CRDDir()
+	if err != nil {
+		return fail("%v", err)
+	}
 	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{crds},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
-	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		testEnv.BinaryAssetsDirectory = filepath.Join(root, "bin")
+		BinaryAssetsDirectory: assets,
 	}
 	// envtest's kube-apiserver defaults to --authorization-mode=RBAC; say so explicitly, the tenancy tests
 	// depend on it.
@@ -194,23 +200,6 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
 func hostPort(rawURL string) (string, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -235,11 +224,11 @@ func startInProcess(certDir string, viaProxy bool) (*inProcess, error) {
 	if err := ca.writeServing(certDir, 1); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	hport, err := freePort()
+	hport, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +275,7 @@ func waitReady(healthAddr string, done <-chan error) error {
 			err = fmt.Errorf("/readyz: %s: %s", resp.Status, body)
 		}
 		last = err
-		time.Sleep(pollInterval)
+		time.Sleep(testenv.PollInterval)
 	}
 	return fmt.Errorf("not ready after 30s: %v", last)
 }
@@ -324,15 +313,6 @@ func installWebhookConfiguration(ctx context.Context, addr string) error {
 	// Only the namespaces the tests create (label hardening=true): nothing else in the cluster depends on it.
 	hook.Webhooks[0].NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"hardening": "true"}}
 	return k8s.Create(ctx, &hook)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // testCA issues the webhook's serving certificates; the webhook configuration and the test clients trust it.

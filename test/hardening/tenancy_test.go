@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 var tenantsOnce sync.Once
@@ -126,7 +127,7 @@ func names(cs []corev1.Container) []string {
 // its cache): every negative assertion below first waits for a positive one about the same template.
 func dryRunUntil(t *testing.T, c client.Client, pod *corev1.Pod, what string, check func(*corev1.Pod, error) error) {
 	t.Helper()
-	eventually(t, 15*time.Second, what, func() error {
+	testenv.Eventually(t, 15*time.Second, what, func() error {
 		p := pod.DeepCopy()
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
@@ -212,7 +213,7 @@ func TestANamespacedTemplateCannotSetHostNamespaces(t *testing.T) {
 	if err := alice.Create(ctx, st); err != nil {
 		t.Fatalf("the API server refuses the template (the injector should mark it invalid instead): %v", err)
 	}
-	eventually(t, 15*time.Second, "the hostnet template is marked not Ready", func() error {
+	testenv.Eventually(t, 15*time.Second, "the hostnet template is marked not Ready", func() error {
 		var got v1alpha1.SidecarTemplate
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(st), &got); err != nil {
 			return err

@@ -3,10 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,36 +17,18 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
-// Deadlines. Every wait in this package is a poll bounded by one of these; none is a sleep used as a barrier.
+// Deadlines. Every wait in this package is a poll (testenv.Eventually, every testenv.PollInterval) bounded by one of
+// these; none is a sleep used as a barrier.
 const (
-	// pollInterval is how often a poll retries.
-	pollInterval = 50 * time.Millisecond
 	// cacheDeadline bounds how long the webhook may take to see a template change. The product promises "within
 	// a second or two"; the extra margin absorbs a loaded 2-core CI machine.
 	cacheDeadline = 5 * time.Second
 	// startDeadline bounds how long the webhook server may take to become ready.
 	startDeadline = 30 * time.Second
 )
-
-// repoRoot walks up from the test's working directory to the directory that holds go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod found above the working directory")
-		}
-		dir = parent
-	}
-}
 
 // ctxFor returns a context that ends with the test, bounded by a generous deadline so that a hung API call
 // fails the test instead of the whole package.
@@ -58,23 +37,6 @@ func ctxFor(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// eventually polls cond until it returns nil or the deadline passes, then fails the test with the last error.
-// It returns how long it took.
-func eventually(t *testing.T, deadline time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var last error
-	for {
-		if last = cond(); last == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > deadline {
-			t.Fatalf("%s: not true after %s: %v", what, deadline, last)
-		}
-		time.Sleep(pollInterval)
-	}
 }
 
 // createNamespace creates a fresh namespace named prefix-<random> with the given labels and returns its name.
@@ -295,7 +257,7 @@ func waitUntilServed(t *testing.T, podNS, tplNS, tplName string, opts ...podOpt)
 	want := tplNS + "/" + tplName
 	probe := newPod(podNS, "probe-"+tplName, append([]podOpt{withInject(tplName)}, opts...)...)
 	probe.Spec.Containers[0].Name = "probe-main"
-	eventually(t, cacheDeadline, fmt.Sprintf("webhook serves template %s to namespace %s", want, podNS), func() error {
+	testenv.Eventually(t, cacheDeadline, fmt.Sprintf("webhook serves template %s to namespace %s", want, podNS), func() error {
 		got, err := tryCreatePod(t, probe, true)
 		if err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 func TestTheWebhookManifestRegistersPodCreateWithReinvocation(t *testing.T) {
@@ -51,7 +52,7 @@ func TestATemplateEditedOrDeletedTakesEffectForTheNextPodWithinSeconds(t *testin
 		if tpl.Generation <= firstRec.Templates[0].Generation {
 			t.Fatalf("template generation %d did not move past %d", tpl.Generation, firstRec.Templates[0].Generation)
 		}
-		took := eventually(t, cacheDeadline, "the edited image reaches a new pod", func() error {
+		took := testenv.Eventually(t, cacheDeadline, "the edited image reaches a new pod", func() error {
 			got, err := tryCreatePod(t, newPod(ns, "v2", withInject("log-shipper")), true)
 			if err != nil {
 				return err
@@ -84,7 +85,7 @@ func TestATemplateEditedOrDeletedTakesEffectForTheNextPodWithinSeconds(t *testin
 			t.Fatal(err)
 		}
 		var lastErr error
-		took := eventually(t, cacheDeadline, "the deletion reaches the webhook", func() error {
+		took := testenv.Eventually(t, cacheDeadline, "the deletion reaches the webhook", func() error {
 			_, err := tryCreatePod(t, newPod(ns, "after-delete", withInject("log-shipper")), true)
 			if err == nil {
 				return fmt.Errorf("pod still admitted")
@@ -100,7 +101,7 @@ func TestATemplateEditedOrDeletedTakesEffectForTheNextPodWithinSeconds(t *testin
 		if err := k8s.Delete(ctxFor(t), tracer); err != nil {
 			t.Fatal(err)
 		}
-		took := eventually(t, cacheDeadline, "the deletion reaches the webhook", func() error {
+		took := testenv.Eventually(t, cacheDeadline, "the deletion reaches the webhook", func() error {
 			got, err := tryCreatePod(t, newPod(ns, "selected-after-delete", withLabel("app", "web")), true)
 			if err != nil {
 				return err

@@ -2,7 +2,8 @@
 // CRDs and the webhook configuration are installed as a user would install them, the real server runs
 // in-process, and every story goes through the API server's admission chain.
 //
-// Run with: KUBEBUILDER_ASSETS=/path/to/bin go test ./test/integration/... (without it, <repo>/bin is used).
+// Run with: KUBEBUILDER_ASSETS=/path/to/bin go test ./test/integration/... (without it, <repo>/bin is used). Without
+// the binaries the package is skipped, or fails when CI is set (internal/testenv).
 package integration
 
 import (
@@ -37,6 +38,7 @@ import (
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/server"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 // injectorNS is the injector's own namespace: its templates are cluster-wide, its pods are never injected.
@@ -77,7 +79,11 @@ func run(m *testing.M) (code int) {
 		return 1
 	}
 
-	root, err := repoRoot()
+	assets, code, ok := testenv.RequireMain("integration")
+	if !ok {
+		return code
+	}
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -92,23 +98,25 @@ func run(m *testing.M) (code int) {
 	}
 	manifestProblems = problems
 
+	crds, err := testenv.CRDDir()
+	if err != nil {
+		return fail("%v", err)
+	}
 	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{crds},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
+		BinaryAssetsDirectory: assets,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{
 			MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{hook},
 			LocalServingHost: "127.0.0.1",
 		},
 	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		testEnv.BinaryAssetsDirectory = filepath.Join(root, "bin")
-	}
 	start := time.Now()
 	restConfig, err = testEnv.Start()
 	if err != nil {
 		_ = testEnv.Stop()
-		return fail("start envtest (kube-apiserver and etcd from $KUBEBUILDER_ASSETS or %s/bin): %v", root, err)
+		return fail("start envtest (kube-apiserver and etcd from %s): %v", assets, err)
 	}
 	defer func() {
 		if srv != nil {
@@ -132,7 +140,7 @@ func run(m *testing.M) (code int) {
 		return fail("create namespace %s: %v", injectorNS, err)
 	}
 
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -253,16 +261,6 @@ func deref[T any](p *T) any {
 	return *p
 }
 
-// freePort returns a loopback TCP port that nothing listens on right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // runningServer is the webhook server running in-process through server.Run.
 type runningServer struct {
 	cancel context.CancelFunc
@@ -317,7 +315,7 @@ func startServer() (*runningServer, error) {
 		if last == nil {
 			return s, nil
 		}
-		time.Sleep(pollInterval)
+		time.Sleep(testenv.PollInterval)
 	}
 	_ = s.stopWithin(10 * time.Second)
 	return nil, fmt.Errorf("webhook server not ready after %s: %v", startDeadline, last)

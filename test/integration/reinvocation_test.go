@@ -22,6 +22,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 // lateJoiner is the container the second webhook adds after ours.
@@ -108,7 +110,7 @@ func startSecondMutator(t *testing.T, ns, nsLabelKey, nsLabelValue string) *seco
 		t.Fatal(err)
 	}
 	deleteAfter(t, cfg)
-	eventually(t, cacheDeadline, "the API server calls the second webhook", func() error {
+	testenv.Eventually(t, cacheDeadline, "the API server calls the second webhook", func() error {
 		got, err := tryCreatePod(t, newPod(ns, "probe-second-webhook"), true)
 		if err != nil {
 			return err

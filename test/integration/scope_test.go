@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 // unique returns prefix-<random>, for names and label values that must not collide with other stories.
@@ -93,7 +94,7 @@ func TestASelectorTemplateInjectsWithoutAnnotationAndOptOutsAreLeftAlone(t *test
 		if err := k8s.Patch(ctxFor(t), &nsObj, patch); err != nil {
 			t.Fatal(err)
 		}
-		took := eventually(t, cacheDeadline, "injection stops in the newly disabled namespace", func() error {
+		took := testenv.Eventually(t, cacheDeadline, "injection stops in the newly disabled namespace", func() error {
 			got, err := tryCreatePod(t, newPod(ns, "after-disable", withLabel("app", "web")), true)
 			if err != nil {
 				return err
@@ -169,7 +170,7 @@ func TestAClusterWideTemplateHonoursItsNamespaceSelector(t *testing.T) {
 		if err := k8s.Patch(ctxFor(t), &nsObj, patch); err != nil {
 			t.Fatal(err)
 		}
-		took := eventually(t, cacheDeadline, "template reaches the relabelled namespace", func() error {
+		took := testenv.Eventually(t, cacheDeadline, "template reaches the relabelled namespace", func() error {
 			got, err := tryCreatePod(t, newPod(silverNS, "after-relabel", withLabel("story", podLabel)), true)
 			if err != nil {
 				return err

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 // invalidTemplates has one row per x-kubernetes-validations rule of the SidecarTemplate CRD (the XValidation
@@ -133,7 +134,7 @@ func TestInvalidSidecarTemplatesAreRejectedByTheAPIServerWithEachRulesMessage(t 
 // TestEveryValidationRuleOfTheAPIHasARow keeps invalidTemplates in step with the API types: a new XValidation
 // marker without a row here fails the suite.
 func TestEveryValidationRuleOfTheAPIHasARow(t *testing.T) {
-	root, err := repoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +198,7 @@ func TestATemplateTheAPIServerAcceptsButTheInjectorCannotUseIsNotReadyAndDeniesP
 
 			pod := newPod(ns, "asks-for-"+name, withInject(name))
 			var lastErr error
-			eventually(t, cacheDeadline, "the webhook knows the template", func() error {
+			testenv.Eventually(t, cacheDeadline, "the webhook knows the template", func() error {
 				_, lastErr = tryCreatePod(t, pod, true)
 				if lastErr != nil && strings.Contains(lastErr.Error(), "not found") {
 					return lastErr // the webhook's cache has not seen the template yet
@@ -208,7 +209,7 @@ func TestATemplateTheAPIServerAcceptsButTheInjectorCannotUseIsNotReadyAndDeniesP
 			t.Logf("pod denied: %v", lastErr)
 
 			var cond *metav1.Condition
-			eventually(t, cacheDeadline, "the Ready condition reports the problem", func() error {
+			testenv.Eventually(t, cacheDeadline, "the Ready condition reports the problem", func() error {
 				var got v1alpha1.SidecarTemplate
 				if err := k8s.Get(ctxFor(t), client.ObjectKeyFromObject(tpl), &got); err != nil {
 					return err

@@ -6,13 +6,16 @@ package inprocess
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
 
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
 	"github.com/sidecar-dev/sidecar-injector/test/bench/fixtures"
@@ -40,11 +43,15 @@ func review(tb testing.TB, size string) []byte {
 	return bytes.ReplaceAll(body, []byte(fixtures.UIDPlaceholder), []byte("0b3a7c1e-7f4e-4f52-9a4c-2d1f6e8b9c0a"))
 }
 
-func injector() http.Handler {
+func injector(extra ...*v1alpha1.SidecarTemplate) http.Handler {
 	var ts templates
-	for _, t := range fixtures.Templates() {
+	for _, t := range append(fixtures.Templates(), extra...) {
 		ts = append(ts, inject.Compile(t, fixtures.InjectorNamespace))
 	}
+	// The store hands candidates over in injection order.
+	slices.SortFunc(ts, func(a, b *inject.Template) int {
+		return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	return webhook.Serve(webhook.NewWebhook(&webhook.Handler{Templates: ts, Namespaces: namespaces{}, InjectorNamespace: fixtures.InjectorNamespace}))
 }
 
@@ -91,6 +98,12 @@ func BenchmarkAdmission(b *testing.B) {
 			serve(b, http.HandlerFunc(reviewFloor), body, nil)
 		})
 	}
+	// The scale scenario's candidates: the pod's 2 templates and 100 cluster-wide ones that do not apply.
+	scaled := injector(fixtures.ClusterTemplates(100)...)
+	body := review(b, "realistic")
+	b.Run("realistic+100cluster/injector", func(b *testing.B) {
+		serve(b, scaled, body, nil)
+	})
 }
 
 // The benchmark's injector really injects: its answer for each pod is a patch that adds the two sidecars.
