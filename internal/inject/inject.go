@@ -24,7 +24,7 @@ func Inject(req Request) (*Result, error) {
 	templates := inOrder(req.Templates)
 
 	if reason := namespaceSkip(req); reason != "" {
-		res.skipAll(templates, reason)
+		res.skipAll(req, templates, reason)
 		return res, nil
 	}
 	pod, err := readPod(req.Pod)
@@ -34,7 +34,7 @@ func Inject(req Request) (*Result, error) {
 	pv := valuesOf(pod, req.Namespace)
 	requested, optOut := parseInject(pv.annotations[v1alpha1.AnnotationInject])
 	if optOut {
-		res.skipAll(templates, ReasonOptedOut)
+		res.skipAll(req, templates, ReasonOptedOut)
 		return res, nil
 	}
 
@@ -88,16 +88,29 @@ func Inject(req Request) (*Result, error) {
 // inOrder returns the templates in injection order: order, then namespace, then name; the hash breaks ties
 // between two objects for the same template so the result never depends on the order of the cache.
 func inOrder(in []*Template) []*Template {
+	order := func(a, b *Template) int {
+		return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.Namespace, b.Namespace),
+			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Hash, b.Hash))
+	}
+	// The store hands its candidates over in this order already: then they are used as they are (the engine
+	// never modifies the slice), without a copy or a sort per admission.
+	sorted := true
+	for i, t := range in {
+		if t == nil || (i > 0 && order(in[i-1], t) >= 0) {
+			sorted = false
+			break
+		}
+	}
+	if sorted {
+		return in
+	}
 	out := make([]*Template, 0, len(in))
 	for _, t := range in {
 		if t != nil {
 			out = append(out, t)
 		}
 	}
-	slices.SortFunc(out, func(a, b *Template) int {
-		return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.Namespace, b.Namespace),
-			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Hash, b.Hash))
-	})
+	slices.SortFunc(out, order)
 	return slices.CompactFunc(out, func(a, b *Template) bool { return a.Namespace == b.Namespace && a.Name == b.Name })
 }
 
@@ -154,8 +167,12 @@ func valuesOf(pod *podView, namespace string) *podValues {
 	return pv
 }
 
-func (r *Result) skipAll(templates []*Template, reason Reason) {
+func (r *Result) skipAll(req Request, templates []*Template, reason Reason) {
 	r.PodSkipReason = reason
+	if req.OmitNotApplicable {
+		return
+	}
+	r.Decisions = make([]Decision, 0, len(templates))
 	for _, t := range templates {
 		r.Decisions = append(r.Decisions, Decision{Namespace: t.Namespace, Name: t.Name, Outcome: OutcomeNotApplicable, Reason: reason})
 	}
@@ -200,6 +217,9 @@ func (r *Result) resolve(req Request, templates []*Template, requested []string,
 	}
 	found := map[string]bool{}
 	var out []applying
+	if !req.OmitNotApplicable {
+		r.Decisions = make([]Decision, 0, len(templates)+len(requested))
+	}
 	for _, t := range templates {
 		d := Decision{Namespace: t.Namespace, Name: t.Name, Outcome: OutcomeNotApplicable}
 		isRequested := slices.Contains(requested, t.Name)
@@ -231,8 +251,12 @@ func (r *Result) resolve(req Request, templates []*Template, requested []string,
 		default:
 			d.Reason = ReasonNotRequested
 		}
+		applies := d.Reason == ReasonRequested || d.Reason == ReasonSelected
+		if !applies && req.OmitNotApplicable {
+			continue
+		}
 		r.Decisions = append(r.Decisions, d)
-		if d.Reason == ReasonRequested || d.Reason == ReasonSelected {
+		if applies {
 			out = append(out, applying{t, len(r.Decisions) - 1})
 		}
 	}

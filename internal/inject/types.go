@@ -23,6 +23,10 @@ type Request struct {
 	// Templates are the candidates, in any order. Templates outside the pod's namespace and the injector's
 	// namespace are ignored, whatever the caller passes (tenancy is enforced here, not only by the caller).
 	Templates []*Template
+	// OmitNotApplicable leaves NotApplicable decisions out of the result. The webhook sets it: with many
+	// cluster-wide templates, a decision for each one that does not apply is most of the engine's work, and
+	// nothing on the admission path reads them. explain and the tests keep them.
+	OmitNotApplicable bool
 }
 
 // Outcome is what happened to one template for one pod.

@@ -128,6 +128,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		NamespaceLabels:   nsLabels,
 		InjectorNamespace: h.InjectorNamespace,
 		Templates:         h.Templates.Candidates(req.Namespace),
+		OmitNotApplicable: true, // metrics, Events and logs read only the templates that apply
 	})
 	metrics.ObserveAdmission(res, err, time.Since(start))
 	if err != nil {
