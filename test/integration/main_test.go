@@ -60,8 +60,9 @@ var (
 	// can run).
 	manifestProblems []string
 
-	srv        *runningServer
-	healthAddr string
+	srv         *runningServer
+	healthAddr  string
+	metricsAddr string // the server's Prometheus endpoint, scraped by the metrics story
 )
 
 func TestMain(m *testing.M) {
@@ -145,6 +146,10 @@ func run(m *testing.M) (code int) {
 		return fail("%v", err)
 	}
 	healthAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if port, err = testenv.FreePort(); err != nil {
+		return fail("%v", err)
+	}
+	metricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	if srv, err = startServer(); err != nil {
 		return fail("%v", err)
 	}
@@ -277,7 +282,7 @@ func startServer() (*runningServer, error) {
 		CertDir:                testEnv.WebhookInstallOptions.LocalServingCertDir,
 		WebhookHost:            testEnv.WebhookInstallOptions.LocalServingHost,
 		WebhookPort:            testEnv.WebhookInstallOptions.LocalServingPort,
-		MetricsBindAddress:     "0",
+		MetricsBindAddress:     metricsAddr,
 		HealthProbeBindAddress: healthAddr,
 		Namespace:              injectorNS,
 	}
