@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -59,8 +60,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer r.Body.Close()
-	limited := &io.LimitedReader{R: r.Body, N: MaxRequestBytes + 1}
-	body, err := io.ReadAll(limited)
+	buf := bodyBuffers.Get().(*[]byte)
+	defer putBody(buf)
+	body, err := readBody(r, *buf)
+	*buf = body[:0]
 	switch {
 	case err != nil:
 		fail(http.StatusBadRequest, fmt.Errorf("cannot read the request body: %w", err))
@@ -88,6 +91,38 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := s.wh.Handle(r.Context(), req)
 	writeReview(w, rev.TypeMeta, &resp.AdmissionResponse)
+}
+
+// bodyBuffers recycles request bodies: the review decoder copies what it keeps (request.object included), so a
+// body is garbage once the answer is written. Without it every admission allocated its body several times over
+// while io.ReadAll grew its buffer.
+var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func putBody(b *[]byte) {
+	if cap(*b) <= 1<<20 { // a rare huge body is not kept alive
+		bodyBuffers.Put(b)
+	}
+}
+
+// readBody reads at most MaxRequestBytes+1 bytes into buf, sized from Content-Length when the client sent one.
+func readBody(r *http.Request, buf []byte) ([]byte, error) {
+	if n := r.ContentLength; n > 0 && n <= MaxRequestBytes && int(n) > cap(buf) {
+		buf = make([]byte, 0, n+1)
+	}
+	limited := &io.LimitedReader{R: r.Body, N: MaxRequestBytes + 1}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := limited.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // writeReview answers with an AdmissionReview of the request's version (v1 when unknown).
