@@ -14,10 +14,10 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
 )
 
-// NewServeCommand returns the `serve` command: the admission webhook server.
 // defaultGCPercent is serve's garbage-collection target when $GOGC is not set.
 const defaultGCPercent = 50
 
+// NewServeCommand returns the `serve` command: the admission webhook server.
 func NewServeCommand() *cobra.Command {
 	opts := server.Options{}
 	zapOpts := zap.Options{}
