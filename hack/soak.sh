@@ -19,25 +19,18 @@ if [[ ! -x "$KUBEBUILDER_ASSETS/kube-apiserver" || ! -x "$KUBEBUILDER_ASSETS/etc
   exit 2
 fi
 # The go test timeout: the soak plus the peak measurement, the other stories and the control plane.
-secs=$(go run - "$duration" <<'GO'
-package main
-
-import (
-	"fmt"
-	"os"
-	"time"
-)
-
-func main() {
-	d, err := time.ParseDuration(os.Args[1])
-	if err != nil || d <= 0 {
-		fmt.Fprintf(os.Stderr, "soak.sh: %q is not a duration (e.g. 5m, 90s)\n", os.Args[1])
-		os.Exit(2)
-	}
-	fmt.Println(int(d.Seconds()))
-}
-GO
-)
+# Durations as Go writes them: 90s, 5m, 1h, 1m30s.
+secs=0
+rest=$duration
+while [[ $rest =~ ^([0-9]+)(h|m|s)(.*)$ ]]; do
+  n=${BASH_REMATCH[1]}
+  case ${BASH_REMATCH[2]} in h) secs=$((secs + n * 3600)) ;; m) secs=$((secs + n * 60)) ;; s) secs=$((secs + n)) ;; esac
+  rest=${BASH_REMATCH[3]}
+done
+if [[ -n $rest || $secs -le 0 ]]; then
+  echo "soak.sh: \"$duration\" is not a duration (e.g. 5m, 90s, 1m30s)" >&2
+  exit 2
+fi
 timeout="$((secs + 600))s"
 echo "soak: ${duration} at half the measured peak rate, then shutdown, rotation and API server faults under load (go test -timeout ${timeout})"
 HARDENING_SOAK="$duration" go test -count=1 -v -timeout "$timeout" \
