@@ -6,6 +6,7 @@
 package metrics
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -131,9 +132,14 @@ func (m *Metrics) ObserveAdmission(res *inject.Result, err error, d time.Duratio
 		if dec.Namespace == "" { // a requested name that matched nothing: chosen by the pod, not a template
 			name = notFoundTemplate
 		}
-		m.decisions.WithLabelValues(dec.Namespace, name, string(dec.Outcome), string(dec.Reason)).Inc()
+		m.decisions.WithLabelValues(labelValue(dec.Namespace), labelValue(name), string(dec.Outcome), string(dec.Reason)).Inc()
 	}
 }
+
+// labelValue makes a label value valid UTF-8, which Prometheus requires (it panics otherwise). Names of templates
+// read through the API server always are; templates read from files by the offline commands, or fuzzed, need
+// not be (found by FuzzTemplates in CI).
+func labelValue(v string) string { return strings.ToValidUTF8(v, "\uFFFD") }
 
 // SetTemplateReady records whether the template namespace/name is Ready; the templates gauge counts them.
 func (m *Metrics) SetTemplateReady(namespace, name string, ready bool) {
@@ -147,7 +153,7 @@ func (m *Metrics) SetTemplateReady(namespace, name string, ready bool) {
 // series stay bounded by the templates that exist) and it no longer counts in the templates gauge. Safe to call
 // on every replica (from the template informer's delete handler) as well as from the controller.
 func (m *Metrics) ForgetTemplate(namespace, name string) {
-	m.decisions.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "template": name})
+	m.decisions.DeletePartialMatch(prometheus.Labels{"namespace": labelValue(namespace), "template": labelValue(name)})
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key := namespace + "/" + name

@@ -180,3 +180,15 @@ func TestDefaultIsOnControllerRuntimeRegistry(t *testing.T) {
 		t.Errorf("controller-runtime registry has %d series of ours, want %d", n, len(Results)+1)
 	}
 }
+
+// A template name that is not valid UTF-8 (possible in a template read from a file) must not panic the
+// admission: Prometheus refuses such label values.
+func TestAnInvalidUTF8TemplateNameDoesNotPanic(t *testing.T) {
+	m := New(prometheus.NewRegistry())
+	res := &inject.Result{Decisions: []inject.Decision{{Namespace: "team-a", Name: "bad\xc2", Outcome: inject.OutcomeInjected, Reason: inject.ReasonRequested}}}
+	m.ObserveAdmission(res, nil, time.Millisecond)
+	if got := testutil.ToFloat64(m.decisions.WithLabelValues("team-a", "bad\uFFFD", "Injected", "Requested")); got != 1 {
+		t.Errorf("decision counted %v times under the repaired name, want 1", got)
+	}
+	m.ForgetTemplate("team-a", "bad\xc2")
+}
