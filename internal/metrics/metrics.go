@@ -6,6 +6,7 @@
 package metrics
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +39,8 @@ type Metrics struct {
 	decisions  *prometheus.CounterVec
 	duration   prometheus.Histogram
 	templates  *prometheus.GaugeVec
+	requests   *prometheus.CounterVec
+	latency    prometheus.Histogram
 
 	mu    sync.Mutex
 	ready map[string]bool // template key -> Ready, behind the templates gauge
@@ -66,9 +69,21 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "SidecarTemplates known to the status controller, by their Ready condition (true or false). " +
 				"Exported by the replica that runs the controller (the leader).",
 		}, []string{"ready"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecar_injector_webhook_requests_total",
+			Help: "Requests to the webhook path, by the status code of the answer: 200 for every admission decided " +
+				"(denials included), otherwise the AdmissionReview's status.code: 4xx for a body that is not an " +
+				"AdmissionReview request or a pod that cannot be read, 500 for a recovered panic.",
+		}, []string{"code"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sidecar_injector_webhook_request_duration_seconds",
+			Help: "Time from reading a webhook request to writing its answer (body read, decoding, engine, encoding).",
+			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+				2.5, 5, 10},
+		}),
 		ready: map[string]bool{},
 	}
-	reg.MustRegister(m.admissions, m.decisions, m.duration, m.templates)
+	reg.MustRegister(m.admissions, m.decisions, m.duration, m.templates, m.requests, m.latency)
 	for _, r := range Results {
 		m.admissions.WithLabelValues(r) // every result is exported from the start, so that rate() sees the first one
 	}
@@ -81,6 +96,16 @@ var Default = New(crmetrics.Registry)
 // ObserveAdmission records one admission on Default. See (*Metrics).ObserveAdmission.
 func ObserveAdmission(res *inject.Result, err error, d time.Duration) {
 	Default.ObserveAdmission(res, err, d)
+}
+
+// ObserveRequest records one HTTP request to the webhook path: the status code of the answer and how long it
+// took.
+func ObserveRequest(code int, d time.Duration) { Default.ObserveRequest(code, d) }
+
+// ObserveRequest: see the package-level function.
+func (m *Metrics) ObserveRequest(code int, d time.Duration) {
+	m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	m.latency.Observe(d.Seconds())
 }
 
 // SetTemplateReady records a template's Ready condition on Default. See (*Metrics).SetTemplateReady.

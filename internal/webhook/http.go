@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -14,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
 )
 
 // MaxRequestBytes bounds the body of an admission request, as controller-runtime does.
@@ -45,10 +48,14 @@ type admissionReview struct {
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	code := http.StatusOK
+	defer func() { metrics.ObserveRequest(code, time.Since(start)) }()
 	log := logf.Log.WithName("admission")
 	var rev admissionReview
-	fail := func(code int32, err error) {
-		resp := admission.Errored(code, err)
+	fail := func(status int32, err error) {
+		code = int(status)
+		resp := admission.Errored(status, err)
 		if rev.Request != nil {
 			resp.UID = rev.Request.UID // whatever could be read of the request, the answer names it
 		}
@@ -90,6 +97,9 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.AdmissionRequest = *rev.Request
 	}
 	resp := s.wh.Handle(r.Context(), req)
+	if resp.Result != nil && resp.Result.Code >= 400 && !resp.Allowed && resp.Result.Reason != metav1.StatusReasonForbidden {
+		code = int(resp.Result.Code) // an error answer (bad request, recovered panic), not a denial
+	}
 	writeReview(w, rev.TypeMeta, &resp.AdmissionResponse)
 }
 

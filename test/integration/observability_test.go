@@ -189,6 +189,14 @@ func TestKnownAdmissionsShowInTheMetricsEndpoint(t *testing.T) {
 	if got := delta("sidecar_injector_engine_duration_seconds_count"); got != 4 {
 		t.Errorf("engine_duration_seconds observed %v admissions, want 4", got)
 	}
+	// Every request the API server sent was answered (denial included) and timed. Only this test admits pods
+	// meanwhile; the API server may retry, so at least 4.
+	if got := delta(`sidecar_injector_webhook_requests_total{code="200"}`); got < 4 {
+		t.Errorf(`webhook_requests_total{code="200"} went up by %v, want at least 4`, got)
+	}
+	if got := delta("sidecar_injector_webhook_request_duration_seconds_count"); got < 4 {
+		t.Errorf("webhook_request_duration_seconds observed %v requests, want at least 4", got)
+	}
 	for series := range after {
 		if strings.Contains(series, "injected-1") || strings.Contains(series, "plain") {
 			t.Errorf("a pod name appears in a metric label: %s", series)
