@@ -8,41 +8,13 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/sidecar-dev/sidecar-injector/internal/fixtures"
 	"github.com/sidecar-dev/sidecar-injector/internal/patchtest"
 )
-
-// benchContainer is a realistic application container: resources, probes, env, mounts, ports.
-func benchContainer(name string, envs int) corev1.Container {
-	c := corev1.Container{
-		Name:            name,
-		Image:           "registry.example.com/team-a/" + name + ":1.42.7@sha256:" + strings.Repeat("ab", 32),
-		ImagePullPolicy: corev1.PullIfNotPresent,
-		Args:            []string{"--config=/etc/" + name + "/config.yaml", "--log-level=info", "--listen=:8080"},
-		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}, {Name: "metrics", ContainerPort: 9090, Protocol: corev1.ProtocolTCP}},
-		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("256Mi")},
-			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("512Mi")},
-		},
-		LivenessProbe:            &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http"), Scheme: corev1.URISchemeHTTP}}, InitialDelaySeconds: 10, PeriodSeconds: 10, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3},
-		ReadinessProbe:           &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http"), Scheme: corev1.URISchemeHTTP}}, PeriodSeconds: 5, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3},
-		VolumeMounts:             []corev1.VolumeMount{{Name: "config", MountPath: "/etc/" + name}, {Name: "kube-api-access-x7k2p", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true}},
-		TerminationMessagePath:   "/dev/termination-log",
-		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-		SecurityContext:          &corev1.SecurityContext{RunAsNonRoot: ptr(true), AllowPrivilegeEscalation: ptr(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
-	}
-	c.Env = append(c.Env, corev1.EnvVar{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}})
-	for i := range envs {
-		c.Env = append(c.Env, corev1.EnvVar{Name: fmt.Sprintf("SETTING_%02d", i), Value: fmt.Sprintf("value-%02d-%s", i, strings.Repeat("v", 20))})
-	}
-	return c
-}
 
 func ptr[T any](v T) *T { return &v }
 
@@ -52,59 +24,9 @@ func benchPod(size string, n int) []byte {
 	for i := range n {
 		names = append(names, fmt.Sprintf("bench-%02d", i))
 	}
-	pod := corev1.Pod{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "shop-7d9f8b6c4-",
-			Namespace:    "team-a",
-			Labels:       map[string]string{"app.kubernetes.io/name": "shop", "pod-template-hash": "7d9f8b6c4", "tier": "web"},
-			Annotations:  map[string]string{"sidecar.dev/inject": strings.Join(names, ", ")},
-		},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "shop:1"}}},
-	}
-	if size == "small" {
-		return mustMarshal(pod)
-	}
-	pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "shop-7d9f8b6c4", UID: types.UID("3f0e8c9a-5b1d-4c2e-9f7a-1b2c3d4e5f60"), Controller: ptr(true), BlockOwnerDeletion: ptr(true)}}
-	pod.Annotations["kubectl.kubernetes.io/restartedAt"] = "2024-06-01T10:00:00Z"
-	pod.Spec = corev1.PodSpec{
-		Containers:                    []corev1.Container{benchContainer("app", 22), benchContainer("worker", 14), benchContainer("cache", 4)},
-		RestartPolicy:                 corev1.RestartPolicyAlways,
-		TerminationGracePeriodSeconds: ptr(int64(30)),
-		DNSPolicy:                     corev1.DNSClusterFirst,
-		ServiceAccountName:            "shop",
-		SecurityContext:               &corev1.PodSecurityContext{FSGroup: ptr(int64(2000))},
-		SchedulerName:                 "default-scheduler",
-		Tolerations: []corev1.Toleration{
-			{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr(int64(300))},
-			{Key: "node.kubernetes.io/unreachable", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr(int64(300))},
-		},
-		Volumes: []corev1.Volume{
-			{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "shop-config"}, DefaultMode: ptr(int32(420))}}},
-			{Name: "kube-api-access-x7k2p", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{DefaultMode: ptr(int32(420)), Sources: []corev1.VolumeProjection{
-				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{ExpirationSeconds: ptr(int64(3607)), Path: "token"}},
-				{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"}, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
-				{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}}}},
-			}}}},
-		},
-		EnableServiceLinks: ptr(true),
-		PreemptionPolicy:   ptr(corev1.PreemptLowerPriority),
-		Priority:           ptr(int32(0)),
-	}
-	if size == "realistic" {
-		return mustMarshal(pod)
-	}
-	// large: managedFields as big as real ones after many updates
-	for i := range 40 {
-		fields := map[string]any{}
-		for j := range 40 {
-			fields[fmt.Sprintf(`f:metadata.f:annotations.f:example.com/key-%02d-%02d`, i, j)] = map[string]any{}
-		}
-		raw, _ := json.Marshal(fields)
-		pod.ManagedFields = append(pod.ManagedFields, metav1.ManagedFieldsEntry{
-			Manager: fmt.Sprintf("controller-%02d", i), Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
-			FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(string(raw)),
-		})
+	pod, err := fixtures.PodObject(size, strings.Join(names, ", "))
+	if err != nil {
+		panic(err)
 	}
 	return mustMarshal(pod)
 }

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sidecar-dev/sidecar-injector/test/bench/fixtures"
+	"github.com/sidecar-dev/sidecar-injector/internal/fixtures"
 	"github.com/sidecar-dev/sidecar-injector/test/bench/loadgen"
 )
 

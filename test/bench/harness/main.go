@@ -42,8 +42,8 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/sidecar-dev/sidecar-injector/internal/fixtures"
 	"github.com/sidecar-dev/sidecar-injector/internal/server"
-	"github.com/sidecar-dev/sidecar-injector/test/bench/fixtures"
 	"github.com/sidecar-dev/sidecar-injector/test/bench/loadgen"
 )
 

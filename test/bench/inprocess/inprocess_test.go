@@ -16,9 +16,9 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/fixtures"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
-	"github.com/sidecar-dev/sidecar-injector/test/bench/fixtures"
 )
 
 type templates []*inject.Template

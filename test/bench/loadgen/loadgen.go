@@ -42,7 +42,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/sidecar-dev/sidecar-injector/test/bench/fixtures"
+	"github.com/sidecar-dev/sidecar-injector/internal/fixtures"
 )
 
 // Options configures Run.

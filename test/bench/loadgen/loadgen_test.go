@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sidecar-dev/sidecar-injector/test/bench/fixtures"
+	"github.com/sidecar-dev/sidecar-injector/internal/fixtures"
 )
 
 const uid = "0a1b2c3d-0000-4000-8000-000000000001"
