@@ -376,11 +376,10 @@ func (s *state) plan(t *Template, in *instance) (*plan, string) {
 	if e := s.owned[t.Key()]; e != nil {
 		owned = e.Added
 	}
-	ownedBy := func(list []string, name string) bool { return slices.Contains(list, name) }
 
 	for _, c := range in.containers {
 		switch {
-		case s.containers.has(c.key) && s.containers.names[c.key] == "" && ownedBy(owned.Containers, c.key):
+		case s.containers.has(c.key) && s.containers.names[c.key] == "" && slices.Contains(owned.Containers, c.key):
 			p.kept.Containers = append(p.kept.Containers, c.key)
 		case s.containers.has(c.key):
 			conflicts = append(conflicts, fmt.Sprintf("container name %q already exists in pod", c.key)+s.unverified(t, "containers", c.key))
@@ -392,7 +391,7 @@ func (s *state) plan(t *Template, in *instance) (*plan, string) {
 	}
 	for i, c := range in.initContainers {
 		switch {
-		case s.inits.has(c.key) && s.inits.names[c.key] == "" && ownedBy(owned.InitContainers, c.key):
+		case s.inits.has(c.key) && s.inits.names[c.key] == "" && slices.Contains(owned.InitContainers, c.key):
 			p.kept.InitContainers = append(p.kept.InitContainers, c.key)
 		case s.inits.has(c.key):
 			conflicts = append(conflicts, fmt.Sprintf("init container name %q already exists in pod", c.key)+s.unverified(t, "initContainers", c.key))
@@ -405,7 +404,7 @@ func (s *state) plan(t *Template, in *instance) (*plan, string) {
 	}
 	for _, v := range in.volumes {
 		switch {
-		case s.volumes.has(v.key) && s.volumes.names[v.key] == "" && ownedBy(owned.Volumes, v.key):
+		case s.volumes.has(v.key) && s.volumes.names[v.key] == "" && slices.Contains(owned.Volumes, v.key):
 			p.kept.Volumes = append(p.kept.Volumes, v.key)
 		case s.volumes.has(v.key):
 			conflicts = append(conflicts, fmt.Sprintf("volume name %q already exists in pod", v.key)+s.unverified(t, "volumes", v.key))
