@@ -3,8 +3,9 @@
 // creates the two SidecarTemplates the benchmark pods receive, starts the real `sidecar-injector serve` and the
 // two floor servers as separate processes pinned to CPU 0 with GOMAXPROCS=1, and drives each of them in turn
 // with the load tool pinned to CPU 1: every pod size at every concurrency, the three servers interleaved. It
-// then profiles the realistic case, creates the scale scenario's templates and measures the injector again
-// from a cold start. It prints one table, the engine's Go benchmarks, and a PASS/FAIL line per goal.
+// then profiles the realistic case, creates the scale scenario's templates, measures the injector again
+// from a cold start and profiles it at that scale. It prints one table, the engine's Go benchmarks, and a
+// PASS/FAIL line per goal.
 package main
 
 import (
@@ -78,7 +79,7 @@ func main() {
 	flag.IntVar(&cfg.scaleNamespaces, "scale-namespaces", 0, "scale scenario: namespaces with templates (default 1000, quick 100; -1 skips the scenario)")
 	flag.IntVar(&cfg.scalePerNS, "scale-per-namespace", 10, "scale scenario: templates per namespace")
 	flag.IntVar(&cfg.scaleCluster, "scale-cluster", 100, "scale scenario: cluster-wide templates with selectors and namespace selectors")
-	flag.BoolVar(&cfg.profile, "profile", true, "collect CPU and allocation profiles of the realistic case at c=8 (not in quick mode)")
+	flag.BoolVar(&cfg.profile, "profile", true, "collect CPU and allocation profiles of the realistic pod at c=8, with 2 templates and at scale (not in quick mode)")
 	flag.DurationVar(&cfg.profileDuration, "profile-duration", 10*time.Second, "length of the profiled run")
 	flag.BoolVar(&cfg.goBench, "go-bench", true, "run the engine's Go benchmarks (BenchmarkInject)")
 	flag.StringVar(&cfg.goBenchTime, "go-benchtime", "", "-benchtime of the Go benchmarks (default 1s, quick 100ms)")
@@ -260,7 +261,7 @@ func (h *harness) run(ctx context.Context) error {
 
 	var profiles []string
 	if cfg.profile {
-		p, err := h.profileRealistic(ctx)
+		p, err := h.profile(ctx, "realistic", "2 templates")
 		if err != nil {
 			h.note("profiles: %v", err)
 		} else {
@@ -274,6 +275,15 @@ func (h *harness) run(ctx context.Context) error {
 		scale, err = h.runScale(ctx, review)
 		if err != nil {
 			return err
+		}
+		if cfg.profile {
+			// The same profile with every scale template in the cache: what the scale goal's gap is made of.
+			p, err := h.profile(ctx, "scale", fmt.Sprintf("%d templates", scale.Templates+len(fixtures.Templates())))
+			if err != nil {
+				h.note("scale profiles: %v", err)
+			} else {
+				profiles = append(profiles, p...)
+			}
 		}
 	}
 
@@ -603,13 +613,16 @@ func (h *harness) find(pod string, c int, server string) *loadgen.Result {
 
 // ---------------------------------------------------------------- profiles
 
-func (h *harness) profileRealistic(ctx context.Context) ([]string, error) {
+// profile runs pprofserve (the injector plus /debug/pprof) against the templates in the API server now, loads
+// it with the realistic pod at c=8, and writes a CPU profile and an allocation profile of that window into
+// profiles/ with tag in the file names. It returns the top of both, titled with scenario.
+func (h *harness) profile(ctx context.Context, tag, scenario string) ([]string, error) {
 	pprofAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	bin := filepath.Join(h.cfg.binDir, "pprofserve")
-	p, _, err := h.startInjector(ctx, "pprofserve", bin, pprofAddr)
+	p, _, err := h.startInjector(ctx, "pprofserve-"+tag, bin, pprofAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -619,7 +632,7 @@ func (h *harness) profileRealistic(ctx context.Context) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	h.logf("profiling the realistic pod at c=8 for %s (pprofserve = serve + /debug/pprof)", h.cfg.profileDuration)
+	h.logf("profiling the realistic pod at c=8, %s, for %s (pprofserve = serve + /debug/pprof)", scenario, h.cfg.profileDuration)
 	d := h.cfg.profileDuration
 	loadDone := make(chan error, 1)
 	go func() {
@@ -645,7 +658,7 @@ func (h *harness) profileRealistic(ctx context.Context) ([]string, error) {
 		_, err = io.Copy(f, resp.Body)
 		return err
 	}
-	allocs0, allocs1, cpu := filepath.Join(dir, "allocs-before.pb.gz"), filepath.Join(dir, "allocs-after.pb.gz"), filepath.Join(dir, "cpu.pb.gz")
+	allocs0, allocs1, cpu := filepath.Join(dir, tag+"-allocs-before.pb.gz"), filepath.Join(dir, tag+"-allocs-after.pb.gz"), filepath.Join(dir, tag+"-cpu.pb.gz")
 	if err := fetch(base+"allocs", allocs0); err != nil {
 		return nil, err
 	}
@@ -663,8 +676,8 @@ func (h *harness) profileRealistic(ctx context.Context) ([]string, error) {
 		title, file string
 		args        []string
 	}{
-		{"CPU (realistic pod, 2 templates, c=8)", "cpu-top.txt", []string{"-top", "-nodecount=20", bin, cpu}},
-		{"alloc_space (same run)", "alloc-space-top.txt", []string{"-top", "-nodecount=20", "-sample_index=alloc_space", "-base", allocs0, bin, allocs1}},
+		{"CPU (realistic pod, " + scenario + ", c=8)", tag + "-cpu-top.txt", []string{"-top", "-nodecount=20", bin, cpu}},
+		{"alloc_space (same run)", tag + "-alloc-space-top.txt", []string{"-top", "-nodecount=20", "-sample_index=alloc_space", "-base", allocs0, bin, allocs1}},
 	} {
 		cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "pprof"}, q.args...)...)
 		text, err := cmd.CombinedOutput()
@@ -745,6 +758,7 @@ func (h *harness) runScale(ctx context.Context, review *proc) (*scaleResult, err
 	if rss, err := loadgen.ProcessRSSKiB(inj.cmd.Process.Pid); err == nil {
 		sr.RSSKiB = rss
 	}
+	h.stop(inj) // CPU 0 is the profile's next
 	return sr, nil
 }
 
