@@ -21,7 +21,14 @@ import (
 // its failurePolicy; finally the committed additions are written as add operations.
 func Inject(req Request) (*Result, error) {
 	res := &Result{}
-	templates := inOrder(req.Templates)
+	idx := req.Index
+	var templates []*Template
+	switch {
+	case idx == nil:
+		templates = inOrder(req.Templates)
+	case !req.OmitNotApplicable || !idx.serves(req):
+		templates, idx = idx.Templates(), nil // every decision is wanted, or the index is not for this namespace
+	}
 
 	if reason := namespaceSkip(req); reason != "" {
 		res.skipAll(req, templates, reason)
@@ -40,7 +47,15 @@ func Inject(req Request) (*Result, error) {
 
 	st := newState(req.Pod, pod)
 	if raw, ok := pv.annotations[v1alpha1.AnnotationStatus]; ok {
-		st.loadStatus(raw, inScope(req, templates), pv)
+		known := inScope(req, templates)
+		if idx != nil {
+			known = idx.inScope
+		}
+		st.loadStatus(raw, known, pv)
+	}
+	if idx != nil {
+		// Only what the pod requests or may be selected by: the rest would be NotApplicable, and is omitted.
+		templates = idx.candidates(pv.labels, requested)
 	}
 	applying := res.resolve(req, templates, requested, labels.Set(pv.labels))
 
@@ -85,44 +100,44 @@ func Inject(req Request) (*Result, error) {
 	return res, nil
 }
 
-// inOrder returns the templates in injection order: order, then namespace, then name; the hash breaks ties
+// injectionOrder is the order templates are applied in: order, then namespace, then name; the hash breaks ties
 // between two objects for the same template so the result never depends on the order of the cache.
+func injectionOrder(a, b *Template) int {
+	return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.Namespace, b.Namespace),
+		cmp.Compare(a.Name, b.Name), cmp.Compare(a.Hash, b.Hash))
+}
+
+// inOrder returns a copy of the templates in injection order, nil entries and duplicates removed. It is not on
+// the webhook's path (an Index is sorted once, when built).
 func inOrder(in []*Template) []*Template {
-	order := func(a, b *Template) int {
-		return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.Namespace, b.Namespace),
-			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Hash, b.Hash))
-	}
-	// The store hands its candidates over in this order already: then they are used as they are (the engine
-	// never modifies the slice), without a copy or a sort per admission.
-	sorted := true
-	for i, t := range in {
-		if t == nil || (i > 0 && order(in[i-1], t) >= 0) {
-			sorted = false
-			break
-		}
-	}
-	if sorted {
-		return in
-	}
 	out := make([]*Template, 0, len(in))
 	for _, t := range in {
 		if t != nil {
 			out = append(out, t)
 		}
 	}
-	slices.SortFunc(out, order)
-	return slices.CompactFunc(out, func(a, b *Template) bool { return a.Namespace == b.Namespace && a.Name == b.Name })
+	slices.SortFunc(out, injectionOrder)
+	// Two objects for one template (possible offline, from files): the first in injection order counts, wherever
+	// the other one sorts (a different spec.order puts them apart).
+	seen := make(map[[2]string]bool, len(out))
+	return slices.DeleteFunc(out, func(t *Template) bool {
+		k := [2]string{t.Namespace, t.Name}
+		dup := seen[k]
+		seen[k] = true
+		return dup
+	})
 }
 
-// inScope indexes the templates that may serve the pod's namespace: its own and the cluster-wide ones.
-func inScope(req Request, templates []*Template) map[string]*Template {
+// inScope returns a lookup of the templates that may serve the pod's namespace: its own and the cluster-wide
+// ones.
+func inScope(req Request, templates []*Template) func(namespace, name string) *Template {
 	out := make(map[string]*Template, len(templates))
 	for _, t := range templates {
 		if t.Namespace == req.Namespace || (req.InjectorNamespace != "" && t.Namespace == req.InjectorNamespace) {
 			out[t.Key()] = t
 		}
 	}
-	return out
+	return func(namespace, name string) *Template { return out[namespace+"/"+name] }
 }
 
 func namespaceSkip(req Request) Reason {

@@ -162,7 +162,7 @@ func newState(raw []byte, pod *podView) *state {
 // Everything else is dropped, so a forged record can neither hide a sidecar the pod should get nor make an
 // application container pass for a sidecar. A record that is not valid JSON is treated as empty. The record
 // alone never makes a template count as injected.
-func (s *state) loadStatus(raw string, known map[string]*Template, pv *podValues) {
+func (s *state) loadStatus(raw string, known func(namespace, name string) *Template, pv *podValues) {
 	s.statusRaw, s.statusPresent = raw, true
 	var st Status
 	if err := kjson.UnmarshalCaseSensitivePreserveInts([]byte(raw), &st); err != nil {
@@ -182,7 +182,7 @@ func (s *state) loadStatus(raw string, known map[string]*Template, pv *podValues
 	}
 	for _, e := range st.Templates {
 		key := e.Namespace + "/" + e.Name
-		t := known[key]
+		t := known(e.Namespace, e.Name)
 		if _, dup := s.owned[key]; t == nil || dup {
 			continue
 		}

@@ -23,6 +23,11 @@ type Request struct {
 	// Templates are the candidates, in any order. Templates outside the pod's namespace and the injector's
 	// namespace are ignored, whatever the caller passes (tenancy is enforced here, not only by the caller).
 	Templates []*Template
+	// Index, when set, replaces Templates: the candidates indexed for the pod's namespace (NewIndex; the store
+	// keeps one per namespace). With OmitNotApplicable the engine then looks only at the templates the pod
+	// requests or whose selector it may match; without it (every decision wanted), or when the index was built
+	// for another namespace, it goes through all of the index's templates as it would through Templates.
+	Index *Index
 	// OmitNotApplicable leaves NotApplicable decisions out of the result. The webhook sets it: with many
 	// cluster-wide templates, a decision for each one that does not apply is most of the engine's work, and
 	// nothing on the admission path reads them. explain and the tests keep them.

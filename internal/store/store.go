@@ -38,14 +38,23 @@ type namespaceTemplates struct {
 	byName map[string]*inject.Template
 	// own is this namespace's templates in injection order; replaced, never modified.
 	own []*inject.Template
-	// combined caches own plus the cluster-wide templates for Candidates; rebuilt lazily when either changes.
-	combined atomic.Pointer[snapshot]
+	// indexed caches the namespace's Index: own over the cluster-wide templates; rebuilt lazily when either
+	// side changes.
+	indexed atomic.Pointer[versionedIndex]
 }
 
 // snapshot is an immutable list of templates. version identifies the cluster-wide snapshot it was built with.
 type snapshot struct {
 	version   uint64
 	templates []*inject.Template
+	// index is the cluster-wide snapshot's inject.Index, built on first use.
+	index atomic.Pointer[inject.Index]
+}
+
+// versionedIndex is a namespace's index and the version of the cluster-wide snapshot under it.
+type versionedIndex struct {
+	version uint64
+	index   *inject.Index
 }
 
 // NewTemplates returns an empty store. injectorNamespace is the injector's own namespace: its templates are
@@ -61,31 +70,31 @@ func NewTemplates(injectorNamespace string) *Templates {
 // InjectorNamespace returns the namespace whose templates are cluster-wide.
 func (s *Templates) InjectorNamespace() string { return s.injectorNamespace }
 
-// Candidates returns the templates that may apply to a pod in namespace: that namespace's templates and the
-// cluster-wide ones, in injection order (order, namespace, name). Other namespaces are never looked at. In the steady state it allocates nothing: the returned slice is shared and callers must not modify it.
-func (s *Templates) Candidates(namespace string) []*inject.Template {
+// Index returns the candidates for a pod in namespace indexed for admission (inject.Index): the namespace's own
+// templates over the cluster-wide ones, whose index all namespaces share. It is built at most once per change of
+// either side, and only for namespaces that see pods; the returned index is read-only.
+func (s *Templates) Index(namespace string) *inject.Index {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	cluster := s.cluster
-	if namespace == s.injectorNamespace {
-		return cluster.templates
+	// Built under the read lock, which holds back only the event handlers: a handler's change cannot slip in
+	// between reading the templates and caching the index built from them.
+	cluster := s.cluster.index.Load()
+	if cluster == nil {
+		cluster = inject.NewClusterIndex(s.injectorNamespace, s.cluster.templates)
+		if !s.cluster.index.CompareAndSwap(nil, cluster) {
+			cluster = s.cluster.index.Load()
+		}
 	}
 	ns := s.byNamespace[namespace]
-	if ns == nil {
-		return cluster.templates
+	if ns == nil || namespace == s.injectorNamespace {
+		return cluster
 	}
-	if len(cluster.templates) == 0 {
-		return ns.own
+	if c := ns.indexed.Load(); c != nil && c.version == s.cluster.version {
+		return c.index
 	}
-	if c := ns.combined.Load(); c != nil && c.version == cluster.version {
-		return c.templates
-	}
-	// Built at most once per change of either side; concurrent readers may build it twice, identically.
-	all := make([]*inject.Template, 0, len(ns.own)+len(cluster.templates))
-	all = append(append(all, ns.own...), cluster.templates...)
-	slices.SortFunc(all, injectionOrder)
-	ns.combined.Store(&snapshot{version: cluster.version, templates: all})
-	return all
+	x := cluster.ForNamespace(namespace, ns.own)
+	ns.indexed.Store(&versionedIndex{version: s.cluster.version, index: x})
+	return x
 }
 
 // Get returns the compiled template namespace/name, or nil.
@@ -149,7 +158,7 @@ func (s *Templates) rebuildLocked(namespace string, ns *namespaceTemplates) {
 	}
 	slices.SortFunc(own, injectionOrder)
 	ns.own = own
-	ns.combined.Store(nil)
+	ns.indexed.Store(nil)
 	if namespace == s.injectorNamespace {
 		// Every namespace's combined list is now stale; they notice by the version and rebuild on next use.
 		s.cluster = &snapshot{version: s.cluster.version + 1, templates: own}

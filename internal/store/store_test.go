@@ -39,8 +39,8 @@ func keys(ts []*inject.Template) []string {
 
 func assertCandidates(t *testing.T, s *Templates, namespace string, want ...string) {
 	t.Helper()
-	if got := keys(s.Candidates(namespace)); !slices.Equal(got, want) {
-		t.Errorf("Candidates(%q) = %q, want %q", namespace, got, want)
+	if got := keys(s.Index(namespace).Templates()); !slices.Equal(got, want) {
+		t.Errorf("Index(%q).Templates() = %q, want %q", namespace, got, want)
 	}
 }
 
@@ -121,14 +121,14 @@ func TestUpdateRecompilesOnlyWhenTheSpecChanged(t *testing.T) {
 	}
 }
 
-func TestUpdateOfAClusterWideTemplateReachesNamespacesThatCachedTheirCandidates(t *testing.T) {
+func TestUpdateOfAClusterWideTemplateReachesNamespacesThatCachedTheirIndex(t *testing.T) {
 	s := NewTemplates(injectorNS)
 	s.OnAdd(tmpl(injectorNS, "metrics", 1, 0), true)
 	s.OnAdd(tmpl("team-a", "log-shipper", 1, 0), true)
-	before := s.Candidates("team-a") // caches the combined list
+	before := s.Index("team-a").Templates() // caches the namespace's index
 
 	s.OnUpdate(tmpl(injectorNS, "metrics", 1, 0), tmpl(injectorNS, "metrics", 2, 0))
-	after := s.Candidates("team-a")
+	after := s.Index("team-a").Templates()
 	if after[0] == before[0] || after[0].Generation != 2 {
 		t.Errorf("team-a still sees generation %d of the cluster-wide template, want 2", after[0].Generation)
 	}
@@ -204,13 +204,13 @@ func TestEventsOfOtherTypesAreIgnored(t *testing.T) {
 func TestNamespacesNeverSeeEachOthersTemplatesAtScale(t *testing.T) {
 	s := fill(1000, 10)
 	for _, ns := range []string{"ns-0", "ns-500", "ns-999"} {
-		got := s.Candidates(ns)
+		got := s.Index(ns).Templates()
 		if len(got) != 10+3 {
-			t.Fatalf("Candidates(%s) has %d templates, want 13", ns, len(got))
+			t.Fatalf("Index(%s) has %d templates, want 13", ns, len(got))
 		}
 		for _, c := range got {
 			if c.Namespace != ns && c.Namespace != injectorNS {
-				t.Errorf("Candidates(%s) includes %s", ns, c.Key())
+				t.Errorf("Index(%s) includes %s", ns, c.Key())
 			}
 		}
 	}
@@ -218,12 +218,12 @@ func TestNamespacesNeverSeeEachOthersTemplatesAtScale(t *testing.T) {
 		"sidecar-injector/cluster-0", "sidecar-injector/cluster-1", "sidecar-injector/cluster-2")
 }
 
-func TestCandidatesAllocateNothingOnceBuilt(t *testing.T) {
+func TestIndexAllocatesNothingOnceBuilt(t *testing.T) {
 	s := fill(100, 10)
-	s.Candidates("ns-7")
+	s.Index("ns-7")
 	for _, ns := range []string{"ns-7", "no-templates-here", injectorNS} {
-		if n := testing.AllocsPerRun(100, func() { s.Candidates(ns) }); n != 0 {
-			t.Errorf("Candidates(%q) allocates %v times per call, want 0", ns, n)
+		if n := testing.AllocsPerRun(100, func() { s.Index(ns) }); n != 0 {
+			t.Errorf("Index(%q) allocates %v times per call, want 0", ns, n)
 		}
 	}
 }
@@ -240,7 +240,7 @@ func TestConcurrentReadersAndWritersAgree(t *testing.T) {
 					return
 				default:
 				}
-				for _, c := range s.Candidates("ns-3") {
+				for _, c := range s.Index("ns-3").Templates() {
 					if c.Namespace != "ns-3" && c.Namespace != injectorNS {
 						t.Errorf("ns-3 got %s", c.Key())
 						return
@@ -256,7 +256,7 @@ func TestConcurrentReadersAndWritersAgree(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	if got := len(s.Candidates("ns-3")); got != 5+5+3+7 {
+	if got := len(s.Index("ns-3").Templates()); got != 5+5+3+7 {
 		t.Errorf("ns-3 has %d candidates after the writes, want 20", got)
 	}
 }
@@ -275,8 +275,8 @@ func fill(namespaces, perNS int) *Templates {
 	return s
 }
 
-// BenchmarkCandidates is the admission path's lookup with 10,000 templates across 1,000 namespaces.
-func BenchmarkCandidates(b *testing.B) {
+// BenchmarkIndex is the admission path's lookup with 10,000 templates across 1,000 namespaces.
+func BenchmarkIndex(b *testing.B) {
 	s := fill(1000, 10)
 	names := make([]string, 1000)
 	for i := range names {
@@ -285,7 +285,7 @@ func BenchmarkCandidates(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		_ = s.Candidates(names[i%len(names)])
+		_ = s.Index(names[i%len(names)])
 		i++
 	}
 }

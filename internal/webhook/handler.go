@@ -30,8 +30,8 @@ const ReadPodErrorPrefix = "sidecar-injector: cannot read pod: "
 
 // Templates gives the candidate templates for a pod's namespace (internal/store.Templates implements it).
 type Templates interface {
-	// Candidates returns the namespace's templates and the cluster-wide ones; the slice is read-only.
-	Candidates(namespace string) []*inject.Template
+	// Index returns the namespace's templates and the cluster-wide ones, indexed (inject.Index); read-only.
+	Index(namespace string) *inject.Index
 }
 
 // Namespaces gives a namespace's labels (internal/store.Namespaces implements it).
@@ -127,7 +127,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		Namespace:         req.Namespace,
 		NamespaceLabels:   nsLabels,
 		InjectorNamespace: h.InjectorNamespace,
-		Templates:         h.Templates.Candidates(req.Namespace),
+		Index:             h.Templates.Index(req.Namespace),
 		OmitNotApplicable: true, // metrics, Events and logs read only the templates that apply
 	})
 	metrics.ObserveAdmission(res, err, time.Since(start))

@@ -78,14 +78,14 @@ func compiledTemplates(t testing.TB) []*inject.Template {
 // fakeTemplates serves the pod namespace's templates and the injector namespace's, like the store.
 type fakeTemplates []*inject.Template
 
-func (f fakeTemplates) Candidates(namespace string) []*inject.Template {
+func (f fakeTemplates) Index(namespace string) *inject.Index {
 	var out []*inject.Template
 	for _, t := range f {
 		if t.Namespace == namespace || t.Namespace == injectorNS {
 			out = append(out, t)
 		}
 	}
-	return out
+	return inject.NewIndex(namespace, injectorNS, out)
 }
 
 // fakeNamespaces knows the labels of a few namespaces.
@@ -548,7 +548,7 @@ func TestTheEngineGetsTheRawPodTheNamespaceLabelsAndOnlyTheNamespacesCandidates(
 		t.Errorf("engine got namespace %q, injector namespace %q, labels %v", got.Namespace, got.InjectorNamespace, got.NamespaceLabels)
 	}
 	var keys []string
-	for _, c := range got.Templates {
+	for _, c := range got.Index.Templates() {
 		keys = append(keys, c.Key())
 	}
 	slices.Sort(keys)

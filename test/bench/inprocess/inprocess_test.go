@@ -6,11 +6,9 @@ package inprocess
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -21,9 +19,9 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
 )
 
-type templates []*inject.Template
+type templates struct{ index *inject.Index }
 
-func (t templates) Candidates(string) []*inject.Template { return t }
+func (t templates) Index(string) *inject.Index { return t.index }
 
 type namespaces struct{}
 
@@ -44,15 +42,13 @@ func review(tb testing.TB, size string) []byte {
 }
 
 func injector(extra ...*v1alpha1.SidecarTemplate) http.Handler {
-	var ts templates
+	var ts []*inject.Template
 	for _, t := range append(fixtures.Templates(), extra...) {
 		ts = append(ts, inject.Compile(t, fixtures.InjectorNamespace))
 	}
-	// The store hands candidates over in injection order.
-	slices.SortFunc(ts, func(a, b *inject.Template) int {
-		return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	return webhook.Serve(webhook.NewWebhook(&webhook.Handler{Templates: ts, Namespaces: namespaces{}, InjectorNamespace: fixtures.InjectorNamespace}))
+	// Indexed once, as the store does.
+	idx := templates{inject.NewIndex(fixtures.Namespace, fixtures.InjectorNamespace, ts)}
+	return webhook.Serve(webhook.NewWebhook(&webhook.Handler{Templates: idx, Namespaces: namespaces{}, InjectorNamespace: fixtures.InjectorNamespace}))
 }
 
 // reviewFloor is what the review floor server does per request.

@@ -1,0 +1,248 @@
+package inject
+
+import (
+	"slices"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+)
+
+// Index holds the candidate templates of one namespace (its own and the cluster-wide ones) arranged so that an
+// admission looks only at the templates that can apply to its pod: those the pod requests by name, and those
+// whose selector the pod's labels can satisfy. Everything else would be NotApplicable, which the webhook does
+// not report (Request.OmitNotApplicable), so with an Index the cost of an admission follows the templates that
+// concern the pod, not the number of templates in scope.
+//
+// Each selectable template is filed under one anchor: a requirement that a pod must meet for the selector to
+// match and that a pod's labels can be looked up by. `key in (v1, v2)` and `key = v` file it under each value of
+// key, `key exists` (and `gt`/`lt`) under key. A selector with no such requirement (empty, or only `notin`,
+// `!=`, `!key`) is tried for every pod. Among a selector's requirements the anchor is the one the fewest
+// templates share, so that a label most selectors mention (`tier: web`) does not pull them all in.
+//
+// An Index is two layers: the namespace's own templates and the cluster-wide ones. The cluster-wide layer is
+// shared by every namespace's index (NewClusterIndex, then ForNamespace), so that a thousand namespaces do not
+// hold a thousand copies of it. Indexes are read-only once built and safe for concurrent use.
+type Index struct {
+	// namespace is the namespace whose pods the index serves; "" for an index of cluster-wide templates only,
+	// which serves any namespace that has no templates of its own.
+	namespace         string
+	injectorNamespace string
+	own, cluster      *layer
+	// outside is what NewIndex was given that is in neither namespace: never offered, reported by the scan.
+	outside []*Template
+}
+
+// layer is one namespace's templates, in injection order, indexed; positions point into templates.
+type layer struct {
+	templates []*Template
+	byName    map[string][]int32
+	// byValue and byKey are the selectable templates filed under their anchor; always are those without one.
+	byValue map[string]map[string][]int32
+	byKey   map[string][]int32
+	always  []int32
+}
+
+// NewIndex indexes templates for the pods of namespace. injectorNamespace is the injector's own namespace (its
+// templates are cluster-wide). Templates outside both namespaces are kept (explain reports them OutOfScope) but
+// never offered to a pod. With namespace "", only the cluster-wide templates are offered: the index then serves
+// every namespace without templates of its own.
+func NewIndex(namespace, injectorNamespace string, templates []*Template) *Index {
+	var own, cluster, outside []*Template
+	for _, t := range templates {
+		switch {
+		case t == nil:
+		case injectorNamespace != "" && t.Namespace == injectorNamespace:
+			cluster = append(cluster, t)
+		case namespace != "" && t.Namespace == namespace:
+			own = append(own, t)
+		default:
+			outside = append(outside, t)
+		}
+	}
+	x := NewClusterIndex(injectorNamespace, cluster).ForNamespace(namespace, own)
+	x.outside = inOrder(outside)
+	return x
+}
+
+// NewClusterIndex indexes the cluster-wide templates (those of injectorNamespace; any other is left out). The
+// result serves every namespace without templates of its own, and is the shared layer of ForNamespace.
+func NewClusterIndex(injectorNamespace string, templates []*Template) *Index {
+	var cluster []*Template
+	for _, t := range templates {
+		if t != nil && injectorNamespace != "" && t.Namespace == injectorNamespace {
+			cluster = append(cluster, t)
+		}
+	}
+	return &Index{injectorNamespace: injectorNamespace, own: newLayer(nil), cluster: newLayer(cluster)}
+}
+
+// ForNamespace returns the index of namespace: its own templates (those of another namespace are left out) over
+// the cluster-wide layer of x, which is shared, not copied.
+func (x *Index) ForNamespace(namespace string, own []*Template) *Index {
+	var mine []*Template
+	for _, t := range own {
+		if t != nil && namespace != "" && t.Namespace == namespace && t.Namespace != x.injectorNamespace {
+			mine = append(mine, t)
+		}
+	}
+	return &Index{namespace: namespace, injectorNamespace: x.injectorNamespace, own: newLayer(mine), cluster: x.cluster}
+}
+
+func newLayer(templates []*Template) *layer {
+	l := &layer{
+		templates: inOrder(templates),
+		byName:    map[string][]int32{},
+		byValue:   map[string]map[string][]int32{},
+		byKey:     map[string][]int32{},
+	}
+	// How many selectors mention each label value and each label key: the anchor is the least shared one.
+	valueUse, keyUse := map[[2]string]int{}, map[string]int{}
+	for _, t := range l.templates {
+		for _, r := range selectable(t) {
+			keyUse[r.Key()]++
+			if equality(r.Operator()) {
+				for _, v := range r.ValuesUnsorted() {
+					valueUse[[2]string{r.Key(), v}]++
+				}
+			}
+		}
+	}
+	for i, t := range l.templates {
+		pos := int32(i)
+		l.byName[t.Name] = append(l.byName[t.Name], pos)
+		if !t.HasSelector || t.selector == nil || t.selectorsBroken {
+			continue // applies only when requested by name (a broken selector selects nothing)
+		}
+		if _, ok := t.selector.Requirements(); !ok {
+			continue // a selector that matches nothing
+		}
+		r, ok := anchor(selectable(t), valueUse, keyUse)
+		switch {
+		case !ok:
+			l.always = append(l.always, pos)
+		case equality(r.Operator()):
+			byValue := l.byValue[r.Key()]
+			if byValue == nil {
+				byValue = map[string][]int32{}
+				l.byValue[r.Key()] = byValue
+			}
+			for _, v := range r.ValuesUnsorted() {
+				byValue[v] = append(byValue[v], pos)
+			}
+		default:
+			l.byKey[r.Key()] = append(l.byKey[r.Key()], pos)
+		}
+	}
+	return l
+}
+
+// candidates appends to out the templates of l a pod with podLabels requesting requested may get, in
+// injection order, leaving out those skip names.
+func (l *layer) candidates(out []*Template, podLabels map[string]string, requested []string, skip *layer) []*Template {
+	pos := make([]int32, 0, len(l.always)+len(requested)+4)
+	pos = append(pos, l.always...)
+	for _, n := range requested {
+		pos = append(pos, l.byName[n]...)
+	}
+	for k, v := range podLabels {
+		if byValue := l.byValue[k]; byValue != nil {
+			pos = append(pos, byValue[v]...)
+		}
+		pos = append(pos, l.byKey[k]...)
+	}
+	slices.Sort(pos)
+	pos = slices.Compact(pos)
+	for _, p := range pos {
+		if t := l.templates[p]; skip == nil || skip.byName[t.Name] == nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// lookup returns the template of l named name, or nil.
+func (l *layer) lookup(name string) *Template {
+	if p := l.byName[name]; len(p) > 0 {
+		return l.templates[p[0]]
+	}
+	return nil
+}
+
+// Templates returns every template of the index in injection order.
+func (x *Index) Templates() []*Template {
+	all := make([]*Template, 0, len(x.own.templates)+len(x.cluster.templates)+len(x.outside))
+	return inOrder(append(append(append(all, x.own.templates...), x.cluster.templates...), x.outside...))
+}
+
+// inScope returns the template namespace/name if it may serve the index's namespace (for the pod's status
+// record), or nil.
+func (x *Index) inScope(namespace, name string) *Template {
+	switch {
+	case namespace == "":
+		return nil
+	case namespace == x.namespace:
+		return x.own.lookup(name)
+	case namespace == x.injectorNamespace:
+		return x.cluster.lookup(name)
+	}
+	return nil
+}
+
+// serves reports whether the index was built for the request's namespace and injector namespace.
+func (x *Index) serves(req Request) bool {
+	return (x.namespace == req.Namespace || x.namespace == "") && x.injectorNamespace == req.InjectorNamespace
+}
+
+// candidates returns, in injection order, the templates that may apply to a pod with podLabels that requests
+// the names requested: a superset of those resolve finds applying, made only of the templates it requests and
+// those filed under an anchor the pod meets. A cluster-wide template that a template of the namespace shadows
+// is never one of them.
+func (x *Index) candidates(podLabels map[string]string, requested []string) []*Template {
+	out := x.own.candidates(nil, podLabels, requested, nil)
+	n := len(out)
+	out = x.cluster.candidates(out, podLabels, requested, x.own)
+	if n > 0 && n < len(out) {
+		slices.SortFunc(out, injectionOrder) // two runs in order: merged
+	}
+	return out
+}
+
+// selectable returns the requirements of t's selector that a pod must meet, or nil when t does not select by
+// label.
+func selectable(t *Template) labels.Requirements {
+	if !t.HasSelector || t.selector == nil || t.selectorsBroken {
+		return nil
+	}
+	reqs, _ := t.selector.Requirements()
+	return reqs
+}
+
+func equality(op selection.Operator) bool {
+	return op == selection.In || op == selection.Equals || op == selection.DoubleEquals
+}
+
+// anchor picks the requirement to file a selector under: one a pod can only meet by carrying the label (with
+// one of the values, for equality), shared by the fewest selectors of the index; false when there is none.
+func anchor(reqs labels.Requirements, valueUse map[[2]string]int, keyUse map[string]int) (labels.Requirement, bool) {
+	best, bestCost := -1, 0
+	for i, r := range reqs {
+		cost := 0
+		switch op := r.Operator(); {
+		case equality(op):
+			for _, v := range r.ValuesUnsorted() {
+				cost += valueUse[[2]string{r.Key(), v}]
+			}
+		case op == selection.Exists || op == selection.GreaterThan || op == selection.LessThan:
+			cost = keyUse[r.Key()]
+		default:
+			continue // notin, !=, !key: met by pods without the label
+		}
+		if best < 0 || cost < bestCost {
+			best, bestCost = i, cost
+		}
+	}
+	if best < 0 {
+		return labels.Requirement{}, false
+	}
+	return reqs[best], true
+}
