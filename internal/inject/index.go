@@ -36,10 +36,16 @@ type Index struct {
 type layer struct {
 	templates []*Template
 	byName    map[string][]int32
-	// byValue and byKey are the selectable templates filed under their anchor; always are those without one.
-	byValue map[string]map[string][]int32
-	byKey   map[string][]int32
+	// byLabel files the selectable templates under the label key of their anchor; always holds those without
+	// one.
+	byLabel map[string]*anchored
 	always  []int32
+}
+
+// anchored is what is filed under one label key: by value (equality anchors) and for any value (key anchors).
+type anchored struct {
+	byValue  map[string][]int32
+	anyValue []int32
 }
 
 // NewIndex indexes templates for the pods of namespace. injectorNamespace is the injector's own namespace (its
@@ -92,8 +98,7 @@ func newLayer(templates []*Template) *layer {
 	l := &layer{
 		templates: inOrder(templates),
 		byName:    map[string][]int32{},
-		byValue:   map[string]map[string][]int32{},
-		byKey:     map[string][]int32{},
+		byLabel:   map[string]*anchored{},
 	}
 	// How many selectors mention each label value and each label key: the anchor is the least shared one.
 	valueUse, keyUse := map[[2]string]int{}, map[string]int{}
@@ -117,20 +122,21 @@ func newLayer(templates []*Template) *layer {
 			continue // a selector that matches nothing
 		}
 		r, ok := anchor(selectable(t), valueUse, keyUse)
-		switch {
-		case !ok:
+		if !ok {
 			l.always = append(l.always, pos)
-		case equality(r.Operator()):
-			byValue := l.byValue[r.Key()]
-			if byValue == nil {
-				byValue = map[string][]int32{}
-				l.byValue[r.Key()] = byValue
-			}
-			for _, v := range r.ValuesUnsorted() {
-				byValue[v] = append(byValue[v], pos)
-			}
-		default:
-			l.byKey[r.Key()] = append(l.byKey[r.Key()], pos)
+			continue
+		}
+		a := l.byLabel[r.Key()]
+		if a == nil {
+			a = &anchored{byValue: map[string][]int32{}}
+			l.byLabel[r.Key()] = a
+		}
+		if !equality(r.Operator()) {
+			a.anyValue = append(a.anyValue, pos)
+			continue
+		}
+		for _, v := range r.ValuesUnsorted() {
+			a.byValue[v] = append(a.byValue[v], pos)
 		}
 	}
 	return l
@@ -139,16 +145,17 @@ func newLayer(templates []*Template) *layer {
 // candidates appends to out the templates of l a pod with podLabels requesting requested may get, in
 // injection order, leaving out those skip names.
 func (l *layer) candidates(out []*Template, podLabels map[string]string, requested []string, skip *layer) []*Template {
-	pos := make([]int32, 0, len(l.always)+len(requested)+4)
-	pos = append(pos, l.always...)
+	var buf [32]int32 // most pods meet a handful of templates: no allocation for them
+	pos := append(buf[:0], l.always...)
 	for _, n := range requested {
 		pos = append(pos, l.byName[n]...)
 	}
-	for k, v := range podLabels {
-		if byValue := l.byValue[k]; byValue != nil {
-			pos = append(pos, byValue[v]...)
+	if len(l.byLabel) > 0 {
+		for k, v := range podLabels {
+			if a := l.byLabel[k]; a != nil {
+				pos = append(append(pos, a.byValue[v]...), a.anyValue...)
+			}
 		}
-		pos = append(pos, l.byKey[k]...)
 	}
 	slices.Sort(pos)
 	pos = slices.Compact(pos)
@@ -198,13 +205,21 @@ func (x *Index) serves(req Request) bool {
 // those filed under an anchor the pod meets. A cluster-wide template that a template of the namespace shadows
 // is never one of them.
 func (x *Index) candidates(podLabels map[string]string, requested []string) []*Template {
-	out := x.own.candidates(nil, podLabels, requested, nil)
-	n := len(out)
-	out = x.cluster.candidates(out, podLabels, requested, x.own)
-	if n > 0 && n < len(out) {
-		slices.SortFunc(out, injectionOrder) // two runs in order: merged
+	own := x.own.candidates(nil, podLabels, requested, nil)
+	cluster := x.cluster.candidates(nil, podLabels, requested, x.own)
+	if len(own) == 0 || len(cluster) == 0 {
+		return append(own, cluster...)
 	}
-	return out
+	// Two runs in injection order: merged.
+	out := make([]*Template, 0, len(own)+len(cluster))
+	for len(own) > 0 && len(cluster) > 0 {
+		if injectionOrder(own[0], cluster[0]) <= 0 {
+			out, own = append(out, own[0]), own[1:]
+		} else {
+			out, cluster = append(out, cluster[0]), cluster[1:]
+		}
+	}
+	return append(append(out, own...), cluster...)
 }
 
 // selectable returns the requirements of t's selector that a pod must meet, or nil when t does not select by
