@@ -44,7 +44,8 @@ type Namespaces interface {
 type Engine func(inject.Request) (*inject.Result, error)
 
 // Recorder is told about every admission that is not a dry run, after the engine decided; it is the seam for
-// side effects (Events, ...). Implementations must not block the admission for long.
+// side effects (Events, ...). Implementations must not block the admission for long, nor keep req.Object.Raw
+// after they return: it is part of a request body that is recycled once the answer is written.
 type Recorder interface {
 	Record(ctx context.Context, req admission.Request, res *inject.Result)
 }
