@@ -3,9 +3,9 @@
 package store
 
 import (
-	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -17,9 +17,12 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 )
 
-// Templates is an index of compiled templates by namespace, then name. It is safe for concurrent use: event
-// handlers write, admissions read. Each template is compiled once per change (inject.Compile), when the event
-// arrives, never on the admission path.
+// Templates is an index of templates by namespace, then name. It is safe for concurrent use: event handlers
+// write, admissions read. Each template is compiled (inject.Compile) once per change of its spec, the first time
+// a pod of a namespace it serves is admitted: the informer's initial list is taken in without compiling ten
+// thousand templates before the webhook is ready, and templates of namespaces that never see a pod are never
+// compiled. The first admission in a namespace after a change pays for compiling that namespace's templates
+// (about 30 µs each).
 //
 // It implements toolscache.ResourceEventHandler for *v1alpha1.SidecarTemplate objects.
 type Templates struct {
@@ -33,20 +36,40 @@ type Templates struct {
 	cluster *snapshot
 }
 
+// entry is one template: the informer's current object, and what it compiles to once asked for.
+type entry struct {
+	// obj is the object in the informer's cache (shared and read-only): the store keeps no copy. Replaced
+	// under the write lock on every update, so that an old version is never kept alive.
+	obj      *v1alpha1.SidecarTemplate
+	compiled atomic.Pointer[inject.Template]
+}
+
+// template returns the compiled template, compiling it on first use.
+func (e *entry) template(injectorNamespace string) *inject.Template {
+	if t := e.compiled.Load(); t != nil {
+		return t
+	}
+	t := inject.Compile(e.obj, injectorNamespace)
+	if !e.compiled.CompareAndSwap(nil, t) {
+		return e.compiled.Load() // another admission compiled it meanwhile: the same result, shared
+	}
+	return t
+}
+
 // namespaceTemplates is one namespace's templates.
 type namespaceTemplates struct {
-	byName map[string]*inject.Template
-	// own is this namespace's templates in injection order; replaced, never modified.
-	own []*inject.Template
+	byName map[string]*entry
+	// own is this namespace's templates, in no order; replaced, never modified.
+	own []*entry
 	// indexed caches the namespace's Index: own over the cluster-wide templates; rebuilt lazily when either
 	// side changes.
 	indexed atomic.Pointer[versionedIndex]
 }
 
-// snapshot is an immutable list of templates. version identifies the cluster-wide snapshot it was built with.
+// snapshot is an immutable list of the cluster-wide templates; version counts its changes.
 type snapshot struct {
 	version   uint64
-	templates []*inject.Template
+	templates []*entry
 	// index is the cluster-wide snapshot's inject.Index, built on first use.
 	index atomic.Pointer[inject.Index]
 }
@@ -80,7 +103,7 @@ func (s *Templates) Index(namespace string) *inject.Index {
 	// between reading the templates and caching the index built from them.
 	cluster := s.cluster.index.Load()
 	if cluster == nil {
-		cluster = inject.NewClusterIndex(s.injectorNamespace, s.cluster.templates)
+		cluster = inject.NewClusterIndex(s.injectorNamespace, s.compile(s.cluster.templates))
 		if !s.cluster.index.CompareAndSwap(nil, cluster) {
 			cluster = s.cluster.index.Load()
 		}
@@ -92,9 +115,18 @@ func (s *Templates) Index(namespace string) *inject.Index {
 	if c := ns.indexed.Load(); c != nil && c.version == s.cluster.version {
 		return c.index
 	}
-	x := cluster.ForNamespace(namespace, ns.own)
+	x := cluster.ForNamespace(namespace, s.compile(ns.own))
 	ns.indexed.Store(&versionedIndex{version: s.cluster.version, index: x})
 	return x
+}
+
+// compile returns the compiled templates of entries, compiling those not compiled yet.
+func (s *Templates) compile(entries []*entry) []*inject.Template {
+	out := make([]*inject.Template, len(entries))
+	for i, e := range entries {
+		out[i] = e.template(s.injectorNamespace)
+	}
+	return out
 }
 
 // Get returns the compiled template namespace/name, or nil.
@@ -102,7 +134,9 @@ func (s *Templates) Get(namespace, name string) *inject.Template {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if ns := s.byNamespace[namespace]; ns != nil {
-		return ns.byName[name]
+		if e := ns.byName[name]; e != nil {
+			return e.template(s.injectorNamespace)
+		}
 	}
 	return nil
 }
@@ -118,18 +152,33 @@ func (s *Templates) Len() int {
 	return n
 }
 
-// Set compiles t and stores it, replacing the template of the same namespace and name.
+// Set stores t (not a copy: t must not be modified afterwards, as for any object of an informer's cache),
+// replacing the template of the same namespace and name. It is compiled when first needed.
 func (s *Templates) Set(t *v1alpha1.SidecarTemplate) {
-	compiled := inject.Compile(t, s.injectorNamespace) // outside the lock: readers are never held up by it
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ns := s.byNamespace[t.Namespace]
 	if ns == nil {
-		ns = &namespaceTemplates{byName: map[string]*inject.Template{}}
+		ns = &namespaceTemplates{byName: map[string]*entry{}}
 		s.byNamespace[t.Namespace] = ns
 	}
-	ns.byName[t.Name] = compiled
+	ns.byName[t.Name] = &entry{obj: t}
 	s.rebuildLocked(t.Namespace, ns)
+}
+
+// refresh points the entry of t at t, the informer's newer object for the same spec (a status or metadata
+// change): the compiled template stays, and the older object is not kept alive. It reports false when the store
+// has no entry for t.
+func (s *Templates) refresh(t *v1alpha1.SidecarTemplate) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ns := s.byNamespace[t.Namespace]; ns != nil {
+		if e := ns.byName[t.Name]; e != nil {
+			e.obj = t
+			return true
+		}
+	}
+	return false
 }
 
 // Delete removes the template namespace/name, if present.
@@ -152,34 +201,21 @@ func (s *Templates) Delete(namespace, name string) {
 
 // rebuildLocked replaces the snapshot of namespace after a change. s.mu must be held for writing.
 func (s *Templates) rebuildLocked(namespace string, ns *namespaceTemplates) {
-	own := make([]*inject.Template, 0, len(ns.byName))
-	for _, t := range ns.byName {
-		own = append(own, t)
-	}
-	slices.SortFunc(own, injectionOrder)
-	ns.own = own
+	ns.own = slices.Collect(maps.Values(ns.byName))
 	ns.indexed.Store(nil)
 	if namespace == s.injectorNamespace {
-		// Every namespace's combined list is now stale; they notice by the version and rebuild on next use.
-		s.cluster = &snapshot{version: s.cluster.version + 1, templates: own}
+		// Every namespace's index is now stale; they notice by the version and rebuild on next use.
+		s.cluster = &snapshot{version: s.cluster.version + 1, templates: ns.own}
 	}
 }
 
-// injectionOrder is the engine's order: spec.order, then namespace, then name.
-func injectionOrder(a, b *inject.Template) int {
-	return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-}
-
-// unchanged reports whether an update event carries nothing that Compile would see differently: a resync, or
-// a change of status or metadata only (the spec changes the generation).
-func unchanged(prev *inject.Template, oldT, newT *v1alpha1.SidecarTemplate) bool {
-	if prev == nil {
-		return false
-	}
+// sameSpec reports whether an update event carries nothing that Compile would see differently: a resync, or a
+// change of status or metadata only (a change of the spec changes the generation).
+func sameSpec(oldT, newT *v1alpha1.SidecarTemplate) bool {
 	if oldT.ResourceVersion != "" && oldT.ResourceVersion == newT.ResourceVersion {
 		return true
 	}
-	return newT.Generation != 0 && newT.Generation == oldT.Generation && prev.Generation == newT.Generation
+	return newT.Generation != 0 && newT.Generation == oldT.Generation
 }
 
 // OnAdd implements toolscache.ResourceEventHandler.
@@ -195,7 +231,7 @@ func (s *Templates) OnUpdate(oldObj, newObj any) {
 	if !ok {
 		return
 	}
-	if oldT, ok := oldObj.(*v1alpha1.SidecarTemplate); ok && unchanged(s.Get(newT.Namespace, newT.Name), oldT, newT) {
+	if oldT, ok := oldObj.(*v1alpha1.SidecarTemplate); ok && sameSpec(oldT, newT) && s.refresh(newT) {
 		return
 	}
 	s.Set(newT)

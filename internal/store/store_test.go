@@ -289,3 +289,69 @@ func BenchmarkIndex(b *testing.B) {
 		i++
 	}
 }
+
+// compiledCount counts the store's templates that have been compiled.
+func compiledCount(s *Templates) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, ns := range s.byNamespace {
+		for _, e := range ns.byName {
+			if e.compiled.Load() != nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func TestTemplatesAreCompiledWhenAPodOfTheirNamespaceNeedsThemNotWhenTheyArrive(t *testing.T) {
+	s := fill(1000, 10) // 10,003 templates
+	if n := compiledCount(s); n != 0 {
+		t.Fatalf("%d templates compiled before any admission, want 0", n)
+	}
+	if got := len(s.Index("ns-7").Templates()); got != 13 {
+		t.Fatalf("ns-7 has %d templates, want 13", got)
+	}
+	if n := compiledCount(s); n != 13 {
+		t.Errorf("%d templates compiled after an admission in ns-7, want its 10 and the 3 cluster-wide ones", n)
+	}
+	s.Index("no-templates-here")
+	if n := compiledCount(s); n != 13 {
+		t.Errorf("%d templates compiled after an admission in a namespace without templates, want still 13", n)
+	}
+}
+
+// The informer replaces its object on every update; the store must follow it rather than keep an older version
+// alive beside it (ten thousand status writes would double the memory of the templates).
+func TestAStatusUpdateMovesTheStoreToTheInformersNewObjectAndKeepsTheCompiledTemplate(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	v1 := tmpl("team-a", "log-shipper", 1, 0)
+	s.OnAdd(v1, true)
+	compiled := s.Get("team-a", "log-shipper")
+	statusOnly := v1.DeepCopy()
+	statusOnly.ResourceVersion = "1a"
+	statusOnly.Status.ObservedGeneration = 1
+	s.OnUpdate(v1, statusOnly)
+	s.mu.RLock()
+	e := s.byNamespace["team-a"].byName["log-shipper"]
+	s.mu.RUnlock()
+	if e.obj != statusOnly {
+		t.Error("the store still points at the object the informer replaced")
+	}
+	if e.compiled.Load() != compiled {
+		t.Error("a status-only update dropped the compiled template")
+	}
+
+	// Not compiled yet: the newer object is the one compiled later.
+	s.OnAdd(tmpl("team-a", "proxy", 1, 0), true)
+	newer := tmpl("team-a", "proxy", 1, 0)
+	newer.ResourceVersion = "1b"
+	s.OnUpdate(tmpl("team-a", "proxy", 1, 0), newer)
+	s.mu.RLock()
+	e = s.byNamespace["team-a"].byName["proxy"]
+	s.mu.RUnlock()
+	if e.obj != newer || e.compiled.Load() != nil {
+		t.Errorf("entry points at %p (want the newer %p), compiled %v (want not yet)", e.obj, newer, e.compiled.Load() != nil)
+	}
+}
