@@ -59,6 +59,7 @@ type config struct {
 	scaleCluster         int
 	profile              bool
 	profileDuration      time.Duration
+	profileConcurrency   int
 	goBench              bool
 	goBenchTime          string
 	pin                  bool
@@ -79,7 +80,8 @@ func main() {
 	flag.IntVar(&cfg.scaleNamespaces, "scale-namespaces", 0, "scale scenario: namespaces with templates (default 1000, quick 100; -1 skips the scenario)")
 	flag.IntVar(&cfg.scalePerNS, "scale-per-namespace", 10, "scale scenario: templates per namespace")
 	flag.IntVar(&cfg.scaleCluster, "scale-cluster", 100, "scale scenario: cluster-wide templates with selectors and namespace selectors")
-	flag.BoolVar(&cfg.profile, "profile", true, "collect CPU and allocation profiles of the realistic pod at c=8, with 2 templates and at scale (not in quick mode)")
+	flag.BoolVar(&cfg.profile, "profile", true, "collect CPU and allocation profiles of the realistic pod, with 2 templates and at scale (not in quick mode)")
+	flag.IntVar(&cfg.profileConcurrency, "profile-concurrency", 8, "concurrency of the profiled runs")
 	flag.DurationVar(&cfg.profileDuration, "profile-duration", 10*time.Second, "length of the profiled run")
 	flag.BoolVar(&cfg.goBench, "go-bench", true, "run the engine's Go benchmarks (BenchmarkInject)")
 	flag.StringVar(&cfg.goBenchTime, "go-benchtime", "", "-benchtime of the Go benchmarks (default 1s, quick 100ms)")
@@ -614,7 +616,7 @@ func (h *harness) find(pod string, c int, server string) *loadgen.Result {
 // ---------------------------------------------------------------- profiles
 
 // profile runs pprofserve (the injector plus /debug/pprof) against the templates in the API server now, loads
-// it with the realistic pod at c=8, and writes a CPU profile and an allocation profile of that window into
+// it with the realistic pod at -profile-concurrency, and writes a CPU profile and an allocation profile of that window into
 // profiles/ with tag in the file names. It returns the top of both, titled with scenario.
 func (h *harness) profile(ctx context.Context, tag, scenario string) ([]string, error) {
 	pprofAddr, err := freeAddr()
@@ -632,11 +634,11 @@ func (h *harness) profile(ctx context.Context, tag, scenario string) ([]string, 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	h.logf("profiling the realistic pod at c=8, %s, for %s (pprofserve = serve + /debug/pprof)", scenario, h.cfg.profileDuration)
+	h.logf("profiling the realistic pod at c=%d, %s, for %s (pprofserve = serve + /debug/pprof)", h.cfg.profileConcurrency, scenario, h.cfg.profileDuration)
 	d := h.cfg.profileDuration
 	loadDone := make(chan error, 1)
 	go func() {
-		_, err := h.runLoad(ctx, h.loadArgs("realistic", 8, p, injector, d+2*time.Second))
+		_, err := h.runLoad(ctx, h.loadArgs("realistic", h.cfg.profileConcurrency, p, injector, d+2*time.Second))
 		loadDone <- err
 	}()
 	time.Sleep(h.cfg.warmup + 500*time.Millisecond)
@@ -668,6 +670,17 @@ func (h *harness) profile(ctx context.Context, tag, scenario string) ([]string, 
 	if err := fetch(base+"allocs", allocs1); err != nil {
 		return nil, err
 	}
+	// The runtime's own account of its memory (heap in use, idle, released; stacks; GC metadata), to tell the
+	// resident memory apart.
+	memstats := filepath.Join(dir, tag+"-memstats.txt")
+	if err := fetch(base+"heap?debug=1", memstats); err != nil {
+		return nil, err
+	}
+	if text, err := os.ReadFile(memstats); err == nil {
+		if i := bytes.Index(text, []byte("\n# runtime.MemStats")); i >= 0 {
+			_ = os.WriteFile(memstats, text[i+1:], 0o644)
+		}
+	}
 	if err := <-loadDone; err != nil {
 		return nil, err
 	}
@@ -676,7 +689,7 @@ func (h *harness) profile(ctx context.Context, tag, scenario string) ([]string, 
 		title, file string
 		args        []string
 	}{
-		{"CPU (realistic pod, " + scenario + ", c=8)", tag + "-cpu-top.txt", []string{"-top", "-nodecount=20", bin, cpu}},
+		{fmt.Sprintf("CPU (realistic pod, %s, c=%d)", scenario, h.cfg.profileConcurrency), tag + "-cpu-top.txt", []string{"-top", "-nodecount=20", bin, cpu}},
 		{"alloc_space (same run)", tag + "-alloc-space-top.txt", []string{"-top", "-nodecount=20", "-sample_index=alloc_space", "-base", allocs0, bin, allocs1}},
 	} {
 		cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "pprof"}, q.args...)...)
