@@ -2,9 +2,11 @@ package cli
 
 import (
 	goflag "flag"
+	"math"
 	"os"
-	"runtime/debug"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -14,8 +16,9 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
 )
 
-// defaultGCPercent is serve's garbage-collection target when $GOGC is not set.
-const defaultGCPercent = 50
+// memoryLimitRatio is the share of the container's memory limit given to the Go runtime as GOMEMLIMIT; the
+// rest is for what the runtime does not count (the binary's pages, C allocations) and headroom.
+const memoryLimitRatio = 0.9
 
 // NewServeCommand returns the `serve` command: the admission webhook server.
 func NewServeCommand() *cobra.Command {
@@ -29,15 +32,10 @@ func NewServeCommand() *cobra.Command {
 			"--health-probe-bind-address, Prometheus metrics on --metrics-bind-address.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if os.Getenv("GOGC") == "" {
-				// The template cache makes most of the heap; the default (100) lets the heap grow to twice it
-				// before collecting. Measured with 10,100 templates: RSS 201 -> 141 MiB for no measurable cost
-				// per admission. GOGC in the environment still wins.
-				debug.SetGCPercent(defaultGCPercent)
-			}
 			logger := zap.New(zap.UseFlagOptions(&zapOpts))
 			ctrllog.SetLogger(logger)
 			klog.SetLogger(logger)
+			setMemoryLimit(logger, memlimit.FromCgroup)
 			return server.Run(cmd.Context(), opts)
 		},
 	}
@@ -72,4 +70,18 @@ func NewServeCommand() *cobra.Command {
 	zapOpts.BindFlags(zfs)
 	f.AddGoFlagSet(zfs)
 	return cmd
+}
+
+// setMemoryLimit sets GOMEMLIMIT to memoryLimitRatio of the limit provider reads (the container's cgroup), unless
+// GOMEMLIMIT is set or AUTOMEMLIMIT=off. The garbage collector runs at Go's default pace (GOGC=100: the heap
+// may grow to twice what is live); near the limit it collects harder instead of the container being
+// OOM-killed. Without a limit, nothing changes.
+func setMemoryLimit(log logr.Logger, provider memlimit.Provider) {
+	limit, err := memlimit.Set(memlimit.WithRatio(memoryLimitRatio), memlimit.WithProvider(provider))
+	switch {
+	case err != nil:
+		log.Info("GOMEMLIMIT not set from the container's memory limit", "reason", err.Error())
+	case limit != math.MaxInt64:
+		log.Info("GOMEMLIMIT in effect", "bytes", limit)
+	}
 }

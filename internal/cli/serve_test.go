@@ -1,0 +1,38 @@
+package cli
+
+import (
+	"math"
+	"runtime/debug"
+	"testing"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/go-logr/logr"
+)
+
+func TestServeGivesTheRuntimeNineTenthsOfTheContainersMemoryLimit(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+
+	for _, c := range []struct {
+		name     string
+		env      map[string]string
+		provider memlimit.Provider
+		want     int64
+	}{
+		{"a 256 MiB container limit", nil, memlimit.Limit(256 << 20), 256 << 20 * 9 / 10},
+		{"no container limit", nil, func() (uint64, error) { return 0, memlimit.ErrNoLimit }, math.MaxInt64},
+		{"GOMEMLIMIT set by the user wins", map[string]string{"GOMEMLIMIT": "100MiB"}, memlimit.Limit(256 << 20), 12345},
+		{"AUTOMEMLIMIT=off leaves it alone", map[string]string{"AUTOMEMLIMIT": "off"}, memlimit.Limit(256 << 20), 12345},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			debug.SetMemoryLimit(12345)
+			setMemoryLimit(logr.Discard(), c.provider)
+			if got := debug.SetMemoryLimit(-1); got != c.want {
+				t.Errorf("GOMEMLIMIT = %d, want %d", got, c.want)
+			}
+		})
+	}
+}
