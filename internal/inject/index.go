@@ -1,7 +1,9 @@
 package inject
 
 import (
+	"maps"
 	"slices"
+	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
@@ -30,7 +32,19 @@ type Index struct {
 	own, cluster      *layer
 	// outside is what NewIndex was given that is in neither namespace: never offered, reported by the scan.
 	outside []*Template
+	// offered remembers, for the namespace labels last seen, which cluster-wide templates their
+	// namespaceSelector keeps away from the namespace: labels rarely change, pods arrive all the time.
+	offered atomic.Pointer[nsVerdict]
 }
+
+// nsVerdict is, for one set of namespace labels, a bit per cluster-wide template (by position) set when its
+// namespaceSelector does not select the namespace.
+type nsVerdict struct {
+	labels   map[string]string
+	excluded []uint64
+}
+
+func (v *nsVerdict) has(p int32) bool { return v.excluded[p/64]&(1<<(p%64)) != 0 }
 
 // layer is one namespace's templates, in injection order, indexed; positions point into templates.
 type layer struct {
@@ -143,19 +157,23 @@ func newLayer(templates []*Template) *layer {
 }
 
 // candidates appends to out the templates of l a pod with podLabels requesting requested may get, in
-// injection order, leaving out those skip names.
-func (l *layer) candidates(out []*Template, podLabels map[string]string, requested []string, skip *layer) []*Template {
+// injection order, leaving out those skip names and, among those it may be selected by, those excluded
+// marks (a requested template is always offered: asked for by name, it fails if not allowed here).
+func (l *layer) candidates(out []*Template, podLabels map[string]string, requested []string, skip *layer, excluded *nsVerdict) []*Template {
 	var buf [32]int32 // most pods meet a handful of templates: no allocation for them
 	pos := append(buf[:0], l.always...)
-	for _, n := range requested {
-		pos = append(pos, l.byName[n]...)
-	}
 	if len(l.byLabel) > 0 {
 		for k, v := range podLabels {
 			if a := l.byLabel[k]; a != nil {
 				pos = append(append(pos, a.byValue[v]...), a.anyValue...)
 			}
 		}
+	}
+	if excluded != nil {
+		pos = slices.DeleteFunc(pos, excluded.has)
+	}
+	for _, n := range requested {
+		pos = append(pos, l.byName[n]...)
 	}
 	slices.Sort(pos)
 	pos = slices.Compact(pos)
@@ -204,9 +222,9 @@ func (x *Index) serves(req Request) bool {
 // the names requested: a superset of those resolve finds applying, made only of the templates it requests and
 // those filed under an anchor the pod meets. A cluster-wide template that a template of the namespace shadows
 // is never one of them.
-func (x *Index) candidates(podLabels map[string]string, requested []string) []*Template {
-	own := x.own.candidates(nil, podLabels, requested, nil)
-	cluster := x.cluster.candidates(nil, podLabels, requested, x.own)
+func (x *Index) candidates(podLabels, nsLabels map[string]string, requested []string) []*Template {
+	own := x.own.candidates(nil, podLabels, requested, nil, nil)
+	cluster := x.cluster.candidates(nil, podLabels, requested, x.own, x.verdict(nsLabels))
 	if len(own) == 0 || len(cluster) == 0 {
 		return append(own, cluster...)
 	}
@@ -220,6 +238,23 @@ func (x *Index) candidates(podLabels map[string]string, requested []string) []*T
 		}
 	}
 	return append(append(out, own...), cluster...)
+}
+
+// verdict returns which cluster-wide templates nsLabels keep away, from the last verdict when the labels are
+// the same, else computed (and kept) now.
+func (x *Index) verdict(nsLabels map[string]string) *nsVerdict {
+	if v := x.offered.Load(); v != nil && maps.Equal(v.labels, nsLabels) {
+		return v
+	}
+	v := &nsVerdict{labels: nsLabels, excluded: make([]uint64, (len(x.cluster.templates)+63)/64)}
+	set := labels.Set(nsLabels)
+	for i, t := range x.cluster.templates {
+		if t.namespaceSelector != nil && !t.namespaceSelector.Matches(set) {
+			v.excluded[i/64] |= 1 << (i % 64)
+		}
+	}
+	x.offered.Store(v)
+	return v
 }
 
 // selectable returns the requirements of t's selector that a pod must meet, or nil when t does not select by

@@ -151,6 +151,26 @@ spec:
 		req := Request{Pod: pod, Namespace: ns, NamespaceLabels: randomLabels(), InjectorNamespace: injectorNS, Templates: templates}
 		checkIndexed(t, fmt.Sprintf("case %d", i), req)
 		checked++
+		// One index serving the namespace while its labels change: what it remembers of the last labels must
+		// never decide for the new ones.
+		shared := NewIndex(ns, injectorNS, templates)
+		for j := range 3 {
+			req.NamespaceLabels = randomLabels()
+			scan := req
+			scan.OmitNotApplicable = true
+			want, errWant := Inject(scan)
+			indexed := scan
+			indexed.Templates, indexed.Index = nil, shared
+			got, errGot := Inject(indexed)
+			if (errWant == nil) != (errGot == nil) {
+				t.Fatalf("case %d, labels %d: error %v, want %v", i, j, errGot, errWant)
+			}
+			if errWant == nil {
+				if diff := sameResult(want, got); diff != "" {
+					t.Fatalf("case %d, namespace labels %v: %s", i, req.NamespaceLabels, diff)
+				}
+			}
+		}
 		if res, err := Inject(Request{Pod: pod, Namespace: ns, NamespaceLabels: req.NamespaceLabels, InjectorNamespace: injectorNS,
 			Index: NewIndex(ns, injectorNS, templates), OmitNotApplicable: true}); err == nil && len(res.Decisions) > 0 {
 			applied++
@@ -214,7 +234,7 @@ func TestAnIndexOffersAPodOnlyTheTemplatesItsLabelsOrItsRequestCanSelect(t *test
 			[]string{"team-a/by-name-only", "team-a/not-web"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got := keys(x.candidates(c.labels, c.requested))
+			got := keys(x.candidates(c.labels, nil, c.requested))
 			slices.Sort(got)
 			if !slices.Equal(got, c.want) {
 				t.Errorf("candidates %v, want %v", got, c.want)

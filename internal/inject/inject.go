@@ -55,7 +55,7 @@ func Inject(req Request) (*Result, error) {
 	}
 	if idx != nil {
 		// Only what the pod requests or may be selected by: the rest would be NotApplicable, and is omitted.
-		templates = idx.candidates(pv.labels, requested)
+		templates = idx.candidates(pv.labels, req.NamespaceLabels, requested)
 	}
 	applying := res.resolve(req, templates, requested, labels.Set(pv.labels))
 

@@ -34,7 +34,15 @@ type Templates struct {
 	// cluster is the snapshot of the injector namespace's templates (the cluster-wide ones); replaced, never
 	// modified, on every change there.
 	cluster *snapshot
+
+	// bare holds the indexes of namespaces without templates of their own that have seen pods: each shares the
+	// cluster-wide layer but remembers its own namespace's verdict on namespaceSelectors. Bounded: emptied when
+	// it reaches maxBare (namespaces come and go; this store does not watch them).
+	bareMu sync.Mutex
+	bare   map[string]*versionedIndex
 }
+
+const maxBare = 4096
 
 // entry is one template: the informer's current object, and what it compiles to once asked for.
 type entry struct {
@@ -87,6 +95,7 @@ func NewTemplates(injectorNamespace string) *Templates {
 		injectorNamespace: injectorNamespace,
 		byNamespace:       map[string]*namespaceTemplates{},
 		cluster:           &snapshot{},
+		bare:              map[string]*versionedIndex{},
 	}
 }
 
@@ -109,14 +118,33 @@ func (s *Templates) Index(namespace string) *inject.Index {
 		}
 	}
 	ns := s.byNamespace[namespace]
-	if ns == nil || namespace == s.injectorNamespace {
+	if namespace == s.injectorNamespace {
 		return cluster
+	}
+	if ns == nil {
+		return s.bareIndex(namespace, cluster)
 	}
 	if c := ns.indexed.Load(); c != nil && c.version == s.cluster.version {
 		return c.index
 	}
 	x := cluster.ForNamespace(namespace, s.compile(ns.own))
 	ns.indexed.Store(&versionedIndex{version: s.cluster.version, index: x})
+	return x
+}
+
+// bareIndex returns the index of namespace, which has no templates of its own: the cluster-wide layer, with its
+// own memory of the namespace's labels. s.mu must be held (for reading).
+func (s *Templates) bareIndex(namespace string, cluster *inject.Index) *inject.Index {
+	s.bareMu.Lock()
+	defer s.bareMu.Unlock()
+	if c := s.bare[namespace]; c != nil && c.version == s.cluster.version {
+		return c.index
+	}
+	if len(s.bare) >= maxBare {
+		clear(s.bare)
+	}
+	x := cluster.ForNamespace(namespace, nil)
+	s.bare[namespace] = &versionedIndex{version: s.cluster.version, index: x}
 	return x
 }
 

@@ -355,3 +355,28 @@ func TestAStatusUpdateMovesTheStoreToTheInformersNewObjectAndKeepsTheCompiledTem
 		t.Errorf("entry points at %p (want the newer %p), compiled %v (want not yet)", e.obj, newer, e.compiled.Load() != nil)
 	}
 }
+
+// Namespaces without templates of their own share the cluster-wide layer but not the memory of their labels;
+// the store keeps a bounded number of them.
+func TestNamespacesWithoutTemplatesGetTheirOwnIndexUpToABound(t *testing.T) {
+	s := fill(2, 1)
+	a, b := s.Index("bare-a"), s.Index("bare-b")
+	if a == b {
+		t.Fatal("two namespaces without templates share one index (and one memory of namespace labels)")
+	}
+	if s.Index("bare-a") != a {
+		t.Error("the index of a namespace without templates is rebuilt on every admission")
+	}
+	for i := range maxBare + 10 {
+		s.Index(fmt.Sprintf("churn-%d", i))
+	}
+	s.bareMu.Lock()
+	n := len(s.bare)
+	s.bareMu.Unlock()
+	if n > maxBare {
+		t.Errorf("%d indexes kept for namespaces without templates, want at most %d", n, maxBare)
+	}
+	s.OnAdd(tmpl(injectorNS, "new-cluster-wide", 1, 0), true)
+	assertCandidates(t, s, "bare-a", "sidecar-injector/cluster-0", "sidecar-injector/cluster-1",
+		"sidecar-injector/cluster-2", "sidecar-injector/new-cluster-wide")
+}
