@@ -156,10 +156,10 @@ func newLayer(templates []*Template) *layer {
 	return l
 }
 
-// candidates appends to out the templates of l a pod with podLabels requesting requested may get, in
+// candidates returns the templates of l a pod with podLabels requesting requested may get, in
 // injection order, leaving out those skip names and, among those it may be selected by, those excluded
 // marks (a requested template is always offered: asked for by name, it fails if not allowed here).
-func (l *layer) candidates(out []*Template, podLabels map[string]string, requested []string, skip *layer, excluded *nsVerdict) []*Template {
+func (l *layer) candidates(podLabels map[string]string, requested []string, skip *layer, excluded *nsVerdict) []*Template {
 	var buf [32]int32 // most pods meet a handful of templates: no allocation for them
 	pos := append(buf[:0], l.always...)
 	if len(l.byLabel) > 0 {
@@ -177,6 +177,7 @@ func (l *layer) candidates(out []*Template, podLabels map[string]string, request
 	}
 	slices.Sort(pos)
 	pos = slices.Compact(pos)
+	var out []*Template
 	for _, p := range pos {
 		if t := l.templates[p]; skip == nil || skip.byName[t.Name] == nil {
 			out = append(out, t)
@@ -223,8 +224,8 @@ func (x *Index) serves(req Request) bool {
 // those filed under an anchor the pod meets. A cluster-wide template that a template of the namespace shadows
 // is never one of them.
 func (x *Index) candidates(podLabels, nsLabels map[string]string, requested []string) []*Template {
-	own := x.own.candidates(nil, podLabels, requested, nil, nil)
-	cluster := x.cluster.candidates(nil, podLabels, requested, x.own, x.verdict(nsLabels))
+	own := x.own.candidates(podLabels, requested, nil, nil)
+	cluster := x.cluster.candidates(podLabels, requested, x.own, x.verdict(nsLabels))
 	if len(own) == 0 || len(cluster) == 0 {
 		return append(own, cluster...)
 	}
