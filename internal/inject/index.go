@@ -161,23 +161,31 @@ func newLayer(templates []*Template) *layer {
 // marks (a requested template is always offered: asked for by name, it fails if not allowed here).
 func (l *layer) candidates(podLabels map[string]string, requested []string, skip *layer, excluded *nsVerdict) []*Template {
 	var buf [32]int32 // most pods meet a handful of templates: no allocation for them
-	pos := append(buf[:0], l.always...)
+	// The namespace's exclusions are left out as positions are collected, not after: a label many selectors
+	// share (tier: web) may file dozens of templates that this namespace never gets, and collecting them
+	// first would outgrow buf on every admission.
+	keep := func(pos []int32, add []int32) []int32 {
+		for _, p := range add {
+			if excluded == nil || !excluded.has(p) {
+				pos = append(pos, p)
+			}
+		}
+		return pos
+	}
+	pos := keep(buf[:0], l.always)
 	if len(l.byLabel) > 0 {
 		for k, v := range podLabels {
 			if a := l.byLabel[k]; a != nil {
-				pos = append(append(pos, a.byValue[v]...), a.anyValue...)
+				pos = keep(keep(pos, a.byValue[v]), a.anyValue)
 			}
 		}
-	}
-	if excluded != nil {
-		pos = slices.DeleteFunc(pos, excluded.has)
 	}
 	for _, n := range requested {
 		pos = append(pos, l.byName[n]...)
 	}
 	slices.Sort(pos)
 	pos = slices.Compact(pos)
-	var out []*Template
+	out := make([]*Template, 0, len(pos))
 	for _, p := range pos {
 		if t := l.templates[p]; skip == nil || skip.byName[t.Name] == nil {
 			out = append(out, t)
