@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -45,7 +46,8 @@ func Inject(req Request) (*Result, error) {
 		return res, nil
 	}
 
-	st := newState(req.Pod, pod)
+	var st state
+	st.init(req.Pod, pod)
 	if raw, ok := pv.annotations[v1alpha1.AnnotationStatus]; ok {
 		known := inScope(req, templates)
 		if idx != nil {
@@ -58,22 +60,25 @@ func Inject(req Request) (*Result, error) {
 		templates = idx.candidates(pv.labels, req.NamespaceLabels, requested)
 	}
 	applying := res.resolve(req, templates, requested, labels.Set(pv.labels))
+	// Each applying template adds at most one entry to the record: make room once.
+	st.entries = slices.Grow(st.entries, len(applying))
 
 	for _, a := range applying {
 		d := &res.Decisions[a.decision]
 		t := a.t
 		msg, reason := "", ReasonConflict
 		var in *instance
+		var rendered instance // the template's additions for this pod, when it has per-pod values
 		if t.Err != nil {
 			msg, reason = fmt.Sprintf("sidecar template %q is invalid: %v", t.Name, t.Err), ReasonInvalid
-		} else if in, msg = t.instanceFor(pv); msg != "" {
+		} else if in, msg = t.instanceFor(pv, &rendered); msg != "" {
 			msg, reason = fmt.Sprintf("sidecar template %q: %s", t.Name, msg), ReasonMissingParameter
 		} else {
-			var p *plan
-			p, msg = st.plan(t, in)
-			if msg == "" {
+			// The plan, like rendered, lives on the stack: nothing keeps either beyond this template.
+			var p plan
+			if msg = st.plan(t, in, &p); msg == "" {
 				res.Warnings = append(res.Warnings, p.warnings...)
-				d.Added = st.commit(t, p)
+				d.Added = st.commit(t, in, &p)
 				if p.empty() && st.recorded(t) {
 					d.Outcome, d.Reason = OutcomeAlreadyInjected, ReasonAlreadyInjected
 				} else {
@@ -131,13 +136,13 @@ func inOrder(in []*Template) []*Template {
 // inScope returns a lookup of the templates that may serve the pod's namespace: its own and the cluster-wide
 // ones.
 func inScope(req Request, templates []*Template) func(namespace, name string) *Template {
-	out := make(map[string]*Template, len(templates))
+	out := make(map[templateKey]*Template, len(templates))
 	for _, t := range templates {
 		if t.Namespace == req.Namespace || (req.InjectorNamespace != "" && t.Namespace == req.InjectorNamespace) {
-			out[t.Key()] = t
+			out[templateKey{t.Namespace, t.Name}] = t
 		}
 	}
-	return func(namespace, name string) *Template { return out[namespace+"/"+name] }
+	return func(namespace, name string) *Template { return out[templateKey{namespace, name}] }
 }
 
 func namespaceSkip(req Request) Reason {
@@ -158,7 +163,7 @@ func parseInject(v string) (names []string, optOut bool) {
 	if strings.EqualFold(strings.TrimSpace(v), v1alpha1.OptOutValue) {
 		return nil, true
 	}
-	for _, n := range strings.Split(v, ",") {
+	for n := range strings.SplitSeq(v, ",") {
 		if n = strings.TrimSpace(n); n != "" && !slices.Contains(names, n) {
 			names = append(names, n)
 		}
@@ -224,29 +229,39 @@ type applying struct {
 // injection order.
 func (r *Result) resolve(req Request, templates []*Template, requested []string, podLabels labels.Set) []applying {
 	nsLabels := labels.Set(req.NamespaceLabels)
-	local := map[string]bool{}
-	for _, t := range templates {
-		if t.Namespace == req.Namespace {
-			local[t.Name] = true
+	// local names the templates of the pod's own namespace, which shadow cluster-wide ones of the same name;
+	// built when the first cluster-wide template comes up (many requests have none).
+	var local map[string]bool
+	shadowed := func(name string) bool {
+		if local == nil {
+			local = make(map[string]bool, len(templates))
+			for _, t := range templates {
+				if t.Namespace == req.Namespace {
+					local[t.Name] = true
+				}
+			}
 		}
+		return local[name]
 	}
-	found := map[string]bool{}
+	found := make([]bool, len(requested)) // by position in requested, which has no repeats
 	var out []applying
 	if !req.OmitNotApplicable {
-		r.Decisions = make([]Decision, 0, len(templates)+len(requested))
+		// A requested name that matches nothing adds one more, but that is rare (it denies the pod).
+		r.Decisions = make([]Decision, 0, len(templates))
 	}
 	for _, t := range templates {
 		d := Decision{Namespace: t.Namespace, Name: t.Name, Outcome: OutcomeNotApplicable}
-		isRequested := slices.Contains(requested, t.Name)
+		requestedAt := slices.Index(requested, t.Name)
+		isRequested := requestedAt >= 0
 		switch {
 		case t.Namespace != req.Namespace && (t.Namespace != req.InjectorNamespace || req.InjectorNamespace == ""):
 			d.Reason = ReasonOutOfScope
-		case t.Namespace != req.Namespace && local[t.Name]:
+		case t.Namespace != req.Namespace && shadowed(t.Name):
 			d.Reason = ReasonShadowed
 		case t.Namespace != req.Namespace && t.namespaceSelector != nil && !t.namespaceSelector.Matches(nsLabels):
 			d.Reason = ReasonNamespaceSelectorMismatch
 			if isRequested { // asked for by name, but not offered here: a failure under the template's policy
-				found[t.Name] = true
+				found[requestedAt] = true
 				r.Decisions = append(r.Decisions, d)
 				r.fail(&r.Decisions[len(r.Decisions)-1], t.FailurePolicy, ReasonNotFound, fmt.Sprintf(
 					"sidecar template %q is cluster-wide but its namespaceSelector does not select namespace %q", t.Name, req.Namespace))
@@ -258,7 +273,7 @@ func (r *Result) resolve(req Request, templates []*Template, requested []string,
 			d.Reason = ReasonInvalid
 		case isRequested:
 			d.Reason = ReasonRequested
-			found[t.Name] = true
+			found[requestedAt] = true
 		case t.HasSelector && t.selector != nil && t.selector.Matches(podLabels):
 			d.Reason = ReasonSelected
 		case t.HasSelector:
@@ -275,8 +290,8 @@ func (r *Result) resolve(req Request, templates []*Template, requested []string,
 			out = append(out, applying{t, len(r.Decisions) - 1})
 		}
 	}
-	for _, n := range requested {
-		if found[n] {
+	for i, n := range requested {
+		if found[i] {
 			continue
 		}
 		r.Decisions = append(r.Decisions, Decision{Name: n})
@@ -289,15 +304,87 @@ func (r *Result) resolve(req Request, templates []*Template, requested []string,
 
 // recorded reports whether the pod's status record names the template.
 func (s *state) recorded(t *Template) bool {
-	_, ok := s.owned[t.Key()]
-	return ok
+	return s.record(t.Namespace, t.Name) != nil
 }
 
-// encodeStatus renders the record deterministically.
-func encodeStatus(entries []StatusEntry) string {
-	if entries == nil {
-		entries = []StatusEntry{} // the record always has a list, never null
+// encodeStatus renders the record deterministically, naming the entries that are present: exactly what
+// encoding/json writes for Status{Templates: those entries} (none written as an empty list: the record always
+// has a list, never null). It is written by hand, straight into the string it returns, because every injected
+// pod gets one and json.Marshal plus the conversion to a string allocated it three times over.
+func encodeStatus(entries []record) string {
+	n := len(`{"templates":[]}`)
+	for i := range entries {
+		e := &entries[i]
+		if !e.present {
+			continue
+		}
+		n += 80 + len(e.Namespace) + len(e.Name) + len(e.Hash)
+		for _, names := range [][]string{e.Containers, e.InitContainers, e.Volumes} {
+			n += 20
+			for _, name := range names {
+				n += len(name) + 3
+			}
+		}
 	}
-	b, _ := json.Marshal(Status{Templates: entries}) // plain strings and ints always encode
-	return string(b)
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(`{"templates":[`)
+	first := true
+	for i := range entries {
+		e := &entries[i]
+		if !e.present {
+			continue
+		}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		b.WriteString(`{"namespace":`)
+		writeJSONString(&b, e.Namespace)
+		b.WriteString(`,"name":`)
+		writeJSONString(&b, e.Name)
+		b.WriteString(`,"generation":`)
+		var num [20]byte
+		b.Write(strconv.AppendInt(num[:0], e.Generation, 10))
+		b.WriteString(`,"hash":`)
+		writeJSONString(&b, e.Hash)
+		writeJSONStrings(&b, `,"containers":`, e.Containers)
+		writeJSONStrings(&b, `,"initContainers":`, e.InitContainers)
+		writeJSONStrings(&b, `,"volumes":`, e.Volumes)
+		b.WriteByte('}')
+	}
+	b.WriteString(`]}`)
+	return b.String()
+}
+
+// writeJSONStrings writes a list field tagged omitempty: nothing when the list is empty.
+func writeJSONStrings(b *strings.Builder, field string, list []string) {
+	if len(list) == 0 {
+		return
+	}
+	b.WriteString(field)
+	b.WriteByte('[')
+	for i, s := range list {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		writeJSONString(b, s)
+	}
+	b.WriteByte(']')
+}
+
+// writeJSONString writes s as encoding/json does. Names and hashes are plain ASCII, written as they are; any
+// other string goes through encoding/json (HTML characters, control characters, non-ASCII, invalid UTF-8),
+// so the output is always encoding/json's own.
+func writeJSONString(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			enc, _ := json.Marshal(s) // a string always encodes
+			b.Write(enc)
+			return
+		}
+	}
+	b.WriteByte('"')
+	b.WriteString(s)
+	b.WriteByte('"')
 }

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -11,16 +12,21 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 )
 
-var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
+// statusAnnotationPath is where the record is replaced when the pod has one.
+var statusAnnotationPath = memberPath("/metadata/annotations", v1alpha1.AnnotationStatus)
 
 func add(path string, v any) jsonpatch.Operation {
 	return jsonpatch.Operation{Operation: "add", Path: path, Value: v}
 }
 
-func raws(items []item) []json.RawMessage {
-	out := make([]json.RawMessage, len(items))
-	for i, it := range items {
-		out[i] = it.raw
+// raws returns the encodings of before and after, in that order, in one allocation.
+func raws(before, after []item) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(before)+len(after))
+	for _, it := range before {
+		out = append(out, it.raw)
+	}
+	for _, it := range after {
+		out = append(out, it.raw)
 	}
 	return out
 }
@@ -30,7 +36,6 @@ func raws(items []item) []json.RawMessage {
 // refers to the pod as it arrived. An absent (or null) map or array is created whole in one operation, which
 // is why several templates adding to the same absent array all land.
 func (s *state) patch() []jsonpatch.Operation {
-	var ops []jsonpatch.Operation
 	status, writeStatus := s.newStatus()
 
 	needSpec := len(s.containers.before)+len(s.containers.after)+len(s.inits.before)+len(s.inits.after)+
@@ -42,6 +47,11 @@ func (s *state) patch() []jsonpatch.Operation {
 		needSpec = needSpec || len(a.add) > 0 || a.index < 0
 	}
 	needMeta := len(s.addLabels)+len(s.addAnnotations) > 0 || writeStatus
+	var ops []jsonpatch.Operation
+	if n := s.maxOps(needMeta, needSpec, writeStatus); n > 0 {
+		// The patch goes into the Result: sized once rather than grown op by op.
+		ops = make([]jsonpatch.Operation, 0, n)
+	}
 	if needMeta && !s.metaPresent {
 		ops = append(ops, add("/metadata", map[string]any{}))
 	}
@@ -50,33 +60,38 @@ func (s *state) patch() []jsonpatch.Operation {
 	}
 
 	ops = appendMap(ops, "/metadata/labels", s.labelsPresent, s.addLabels)
-	if writeStatus {
-		if s.annotationsPresent && s.statusPresent {
-			ops = appendMap(ops, "/metadata/annotations", true, s.addAnnotations)
-			ops = append(ops, jsonpatch.Operation{Operation: "replace",
-				Path: "/metadata/annotations/" + pointerEscaper.Replace(v1alpha1.AnnotationStatus), Value: status})
-		} else {
-			withStatus := make(map[string]string, len(s.addAnnotations)+1)
-			for k, v := range s.addAnnotations {
-				withStatus[k] = v
-			}
-			withStatus[v1alpha1.AnnotationStatus] = status
-			ops = appendMap(ops, "/metadata/annotations", s.annotationsPresent, withStatus)
-		}
-	} else {
+	switch {
+	case !writeStatus:
 		ops = appendMap(ops, "/metadata/annotations", s.annotationsPresent, s.addAnnotations)
+	case s.annotationsPresent && s.statusPresent:
+		ops = appendMap(ops, "/metadata/annotations", true, s.addAnnotations)
+		ops = append(ops, jsonpatch.Operation{Operation: "replace", Path: statusAnnotationPath, Value: status})
+	case s.annotationsPresent:
+		// One op per key: the status key goes in its sorted place, without copying the map.
+		ops = appendMapKeys(ops, "/metadata/annotations", s.addAnnotations, v1alpha1.AnnotationStatus, status)
+	default:
+		withStatus := make(map[string]string, len(s.addAnnotations)+1)
+		for k, v := range s.addAnnotations {
+			withStatus[k] = v
+		}
+		withStatus[v1alpha1.AnnotationStatus] = status
+		ops = appendMap(ops, "/metadata/annotations", false, withStatus)
 	}
 
-	for _, a := range s.apps {
+	for i := range s.apps {
+		a := &s.apps[i]
+		if len(a.addEnv)+len(a.addMounts)+len(a.addEnvFrom) == 0 {
+			continue // most containers of most pods: no path to build
+		}
 		base := "/spec/containers/" + strconv.Itoa(a.index)
-		ops = appendList(ops, base+"/env", a.envPresent, nil, a.addEnv)
-		ops = appendList(ops, base+"/volumeMounts", a.mountsPresent, nil, a.addMounts)
-		ops = appendList(ops, base+"/envFrom", a.envFromPresent, nil, a.addEnvFrom)
+		ops = appendList(ops, base, "/env", a.envPresent, nil, a.addEnv)
+		ops = appendList(ops, base, "/volumeMounts", a.mountsPresent, nil, a.addMounts)
+		ops = appendList(ops, base, "/envFrom", a.envFromPresent, nil, a.addEnvFrom)
 	}
-	ops = appendList(ops, "/spec/containers", s.containers.present, s.containers.before, s.containers.after)
-	ops = appendList(ops, "/spec/initContainers", s.inits.present, s.inits.before, s.inits.after)
-	ops = appendList(ops, "/spec/volumes", s.volumes.present, nil, s.volumes.after)
-	ops = appendList(ops, "/spec/imagePullSecrets", s.pulls.present, nil, s.pulls.after)
+	ops = appendList(ops, "/spec", "/containers", s.containers.present, s.containers.before, s.containers.after)
+	ops = appendList(ops, "/spec", "/initContainers", s.inits.present, s.inits.before, s.inits.after)
+	ops = appendList(ops, "/spec", "/volumes", s.volumes.present, nil, s.volumes.after)
+	ops = appendList(ops, "/spec", "/imagePullSecrets", s.pulls.present, nil, s.pulls.after)
 
 	var newAliases []corev1.HostAlias
 	for _, a := range s.aliases {
@@ -107,7 +122,70 @@ func (s *state) patch() []jsonpatch.Operation {
 			ops = append(ops, add("/spec/"+b.field, *b.set))
 		}
 	}
+	if len(ops) == 0 {
+		return nil // no patch, not an empty one
+	}
 	return ops
+}
+
+// maxOps is how many operations patch writes: a map or list the pod has gets one operation per addition, one
+// the pod lacks is created whole in one. (Only a template's annotation whose key becomes sidecar.dev/status
+// after substitution makes it one too many.)
+func (s *state) maxOps(needMeta, needSpec, writeStatus bool) int {
+	n := opsFor(s.labelsPresent, len(s.addLabels))
+	switch annotations := len(s.addAnnotations); {
+	case !writeStatus:
+		n += opsFor(s.annotationsPresent, annotations)
+	case s.annotationsPresent && s.statusPresent:
+		n += annotations + 1
+	default:
+		n += opsFor(s.annotationsPresent, annotations+1)
+	}
+	if needMeta && !s.metaPresent {
+		n++
+	}
+	if needSpec && !s.specPresent {
+		n++
+	}
+	for i := range s.apps {
+		a := &s.apps[i]
+		n += opsFor(a.envPresent, len(a.addEnv)) + opsFor(a.mountsPresent, len(a.addMounts)) +
+			opsFor(a.envFromPresent, len(a.addEnvFrom))
+	}
+	n += opsFor(s.containers.present, len(s.containers.before)+len(s.containers.after)) +
+		opsFor(s.inits.present, len(s.inits.before)+len(s.inits.after)) +
+		opsFor(s.volumes.present, len(s.volumes.after)) + opsFor(s.pulls.present, len(s.pulls.after))
+	newAliases := 0
+	for _, a := range s.aliases {
+		if a.index < 0 {
+			newAliases++
+		} else {
+			n += opsFor(a.hostsPresent, len(a.add))
+		}
+	}
+	n += opsFor(s.aliasesPresent, newAliases)
+	switch {
+	case len(s.dnsAddNS)+len(s.dnsAddSearch)+len(s.dnsAddOpts) == 0:
+	case !s.dnsPresent:
+		n++
+	default:
+		n += opsFor(s.dns.Nameservers != nil, len(s.dnsAddNS)) + opsFor(s.dns.Searches != nil, len(s.dnsAddSearch)) +
+			opsFor(s.dns.Options != nil, len(s.dnsAddOpts))
+	}
+	for _, b := range s.bools {
+		if b.set != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// opsFor is how many operations add n elements to a map or list: one each, or one for all when it is created.
+func opsFor(present bool, n int) int {
+	if present {
+		return n
+	}
+	return min(n, 1)
 }
 
 // appendMap adds keys to a string map at path, creating it whole when absent.
@@ -118,26 +196,67 @@ func appendMap(ops []jsonpatch.Operation, path string, present bool, m map[strin
 	if !present {
 		return append(ops, add(path, m)) // encoding/json writes map keys sorted: deterministic
 	}
-	for _, k := range sortedKeys(m) {
-		ops = append(ops, add(path+"/"+pointerEscaper.Replace(k), m[k]))
+	return appendMapKeys(ops, path, m, "", "")
+}
+
+// appendMapKeys adds every key of m to the existing map at path, and extraKey (when not empty) with extraVal,
+// which wins over a value m has for it; in key order.
+func appendMapKeys(ops []jsonpatch.Operation, path string, m map[string]string, extraKey, extraVal string) []jsonpatch.Operation {
+	keys := make([]string, 0, len(m)+1)
+	for k := range m {
+		keys = append(keys, k)
+	}
+	if _, dup := m[extraKey]; extraKey != "" && !dup {
+		keys = append(keys, extraKey)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v := m[k]
+		if extraKey != "" && k == extraKey {
+			v = extraVal
+		}
+		ops = append(ops, add(memberPath(path, k), v))
 	}
 	return ops
 }
 
-// appendList inserts before at the front of the array at path (in order) and appends after, creating the array
-// whole when absent.
-func appendList(ops []jsonpatch.Operation, path string, present bool, before, after []item) []jsonpatch.Operation {
+// memberPath is the JSON pointer to member key of the object at path, the key escaped as RFC 6901 says (~ as
+// ~0, / as ~1). Built in one allocation: a strings.Replacer then a concatenation took two per key.
+func memberPath(path, key string) string {
+	var b strings.Builder
+	b.Grow(len(path) + 1 + len(key) + strings.Count(key, "~") + strings.Count(key, "/"))
+	b.WriteString(path)
+	b.WriteByte('/')
+	for i := 0; i < len(key); i++ {
+		switch c := key[i]; c {
+		case '~':
+			b.WriteString("~0")
+		case '/':
+			b.WriteString("~1")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// appendList inserts before at the front of the array at base+field (in order) and appends after, creating the
+// array whole when absent. The path is given in two parts so that it is built once per list, with its suffix.
+func appendList(ops []jsonpatch.Operation, base, field string, present bool, before, after []item) []jsonpatch.Operation {
 	if len(before)+len(after) == 0 {
 		return ops
 	}
 	if !present {
-		return append(ops, add(path, raws(append(append([]item{}, before...), after...))))
+		return append(ops, add(base+field, raws(before, after)))
 	}
 	for i, it := range before {
-		ops = append(ops, add(path+"/"+strconv.Itoa(i), it.raw))
+		ops = append(ops, add(base+field+"/"+strconv.Itoa(i), it.raw))
 	}
-	for _, it := range after {
-		ops = append(ops, add(path+"/-", it.raw))
+	if len(after) > 0 {
+		end := base + field + "/-" // every append shares one path string
+		for _, it := range after {
+			ops = append(ops, add(end, it.raw))
+		}
 	}
 	return ops
 }
@@ -183,13 +302,7 @@ func (s *state) newStatus() (string, bool) {
 	if !s.injected {
 		return "", false
 	}
-	var entries []StatusEntry
-	for _, e := range s.entries {
-		if s.present[e.Namespace+"/"+e.Name] {
-			entries = append(entries, e)
-		}
-	}
-	enc := encodeStatus(entries)
+	enc := encodeStatus(s.entries)
 	if s.statusPresent && enc == s.statusRaw {
 		return "", false
 	}

@@ -80,20 +80,46 @@ func quote(b []byte, s string) []byte {
 	return append(b, enc...)
 }
 
-// patchSizeHint estimates the encoded size, to allocate once.
+// patchSizeHint is the size of the encoded patch, to allocate once: exact for the values appendValue writes
+// itself, an estimate for the rare ones encoding/json writes (a doubling of a patch-sized buffer cost more than
+// counting).
 func patchSizeHint(ops []jsonpatch.Operation) int {
-	n := 2
+	n := len(`[]`) + max(len(ops)-1, 0) // brackets and commas
 	for _, op := range ops {
-		n += 40 + len(op.Path)
+		n += len(`{"op":,"path":,"value":}`) + quotedSize(op.Operation) + quotedSize(op.Path)
 		switch v := op.Value.(type) {
 		case json.RawMessage:
 			n += len(v)
 		case []json.RawMessage:
+			n += len(`[]`) + max(len(v)-1, 0)
 			for _, r := range v {
-				n += len(r) + 1
+				n += len(r)
 			}
-		default:
-			n += 64
+		case string:
+			n += quotedSize(v)
+		case bool:
+			n += len("false")
+		case map[string]string:
+			n += len(`{}`) + max(len(v)-1, 0)
+			for k, val := range v {
+				n += quotedSize(k) + len(`:`) + quotedSize(val)
+			}
+		default: // hostAliases and dnsConfig: rare, and small
+			n += 128
+		}
+	}
+	return n
+}
+
+// quotedSize is the size of s quoted as a JSON string by quote (at most: a control character may take less).
+func quotedSize(s string) int {
+	n := len(s) + 2
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			n++
+		case c < 0x20:
+			n += len(`\u0000`) - 1
 		}
 	}
 	return n

@@ -156,8 +156,10 @@ func substituteJSON(js []byte, resolve func(string) string) []byte {
 			return append(out, js[last:]...)
 		}
 		out = append(out, js[last:start]...)
-		enc := quote(nil, resolve(string(expr)))
-		out = append(out, enc[1:len(enc)-1]...)
+		// Quoted in place, then the quotes dropped: no buffer of its own for each value.
+		at := len(out)
+		out = quote(out, resolve(string(expr)))
+		out = append(out[:at], out[at+1:len(out)-1]...)
 		last = end
 	}
 }
@@ -181,9 +183,10 @@ func substituteString(s string, resolve func(string) string) string {
 	}
 }
 
-// instanceFor returns the template's additions for one pod. Only the items that hold per-pod values are
-// rewritten, on their encoded bytes: nothing is decoded per pod.
-func (t *Template) instanceFor(pv *podValues) (*instance, string) {
+// instanceFor returns the template's additions for one pod: t.base itself when it has no per-pod values, else
+// rendered, filled in (the caller's, so that it can live on the caller's stack). Only the items that hold
+// per-pod values are rewritten, on their encoded bytes: nothing is decoded per pod.
+func (t *Template) instanceFor(pv *podValues, rendered *instance) (*instance, string) {
 	params, msg := t.resolveParams(pv)
 	if msg != "" {
 		return nil, msg
@@ -192,7 +195,8 @@ func (t *Template) instanceFor(pv *podValues) (*instance, string) {
 		return t.base, ""
 	}
 	resolve := resolver(pv, params)
-	in := *t.base
+	in := rendered
+	*in = *t.base
 	items := func(list []item) []item {
 		if !slices.ContainsFunc(list, func(it item) bool { return it.dyn }) {
 			return list
@@ -234,7 +238,7 @@ func (t *Template) instanceFor(pv *podValues) (*instance, string) {
 		}
 		in.hostAliases, in.dnsConfig = ns.HostAliases, ns.DNSConfig
 	}
-	return &in, ""
+	return in, ""
 }
 
 func hasPlaceholder[T ~string | ~[]byte](s T) bool {

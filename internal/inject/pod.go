@@ -31,18 +31,18 @@ type podView struct {
 
 // specView is the part of spec the engine reads.
 type specView struct {
-	Containers            []*containerView     `json:"containers"`
-	InitContainers        []*containerView     `json:"initContainers"`
-	Volumes               []namedView          `json:"volumes"`
-	ImagePullSecrets      []namedView          `json:"imagePullSecrets"`
-	ServiceAccountName    string               `json:"serviceAccountName"`
-	ServiceAccount        string               `json:"serviceAccount"`
-	ShareProcessNamespace *bool                `json:"shareProcessNamespace"`
-	HostNetwork           *bool                `json:"hostNetwork"`
-	HostPID               *bool                `json:"hostPID"`
-	HostIPC               *bool                `json:"hostIPC"`
-	HostAliases           []*corev1.HostAlias  `json:"hostAliases"`
-	DNSConfig             *corev1.PodDNSConfig `json:"dnsConfig"`
+	Containers            viewList[*containerView] `json:"containers"`
+	InitContainers        viewList[*containerView] `json:"initContainers"`
+	Volumes               viewList[namedView]      `json:"volumes"`
+	ImagePullSecrets      viewList[namedView]      `json:"imagePullSecrets"`
+	ServiceAccountName    string                   `json:"serviceAccountName"`
+	ServiceAccount        string                   `json:"serviceAccount"`
+	ShareProcessNamespace *bool                    `json:"shareProcessNamespace"`
+	HostNetwork           *bool                    `json:"hostNetwork"`
+	HostPID               *bool                    `json:"hostPID"`
+	HostIPC               *bool                    `json:"hostIPC"`
+	HostAliases           []*corev1.HostAlias      `json:"hostAliases"`
+	DNSConfig             *corev1.PodDNSConfig     `json:"dnsConfig"`
 }
 
 type namedView struct {
@@ -50,12 +50,50 @@ type namedView struct {
 }
 
 type containerView struct {
-	Name         string           `json:"name"`
-	Env          []namedView      `json:"env"`
-	EnvFrom      []jsontext.Value `json:"envFrom"` // decoded only when a template adds envFrom
-	VolumeMounts []struct {
-		MountPath string `json:"mountPath"`
-	} `json:"volumeMounts"`
+	Name         string              `json:"name"`
+	Env          viewList[namedView] `json:"env"`
+	EnvFrom      []jsontext.Value    `json:"envFrom"` // decoded only when a template adds envFrom
+	VolumeMounts viewList[mountView] `json:"volumeMounts"`
+}
+
+type mountView struct {
+	MountPath string `json:"mountPath"`
+}
+
+// viewList is a list of the pod's that the engine reads. json v2 grows a slice one element at a time, doubling
+// as it goes, which for a container's few dozen env vars allocated about three times what they hold (and
+// readPod was then the largest part of what an admission allocates). This decodes the elements into a buffer on
+// the stack and copies them out once, at their exact length. Errors are json v2's own: anything that is not a
+// list, and each element, is decoded by json v2.
+type viewList[T any] []T
+
+// viewListBuffer is how many elements are decoded on the stack; a longer list spills to the heap once.
+const viewListBuffer = 32
+
+func (l *viewList[T]) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	if dec.PeekKind() != '[' {
+		return jsonv2.UnmarshalDecode(dec, (*[]T)(l)) // null (nil), or json v2's error for what is not a list
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	var buf [viewListBuffer]T
+	elems := buf[:0]
+	var e T // one variable for all elements: decoding into it moves it to the heap
+	for dec.PeekKind() != ']' {
+		var zero T
+		e = zero // each element from scratch: json v2 merges into a non-zero value
+		if err := jsonv2.UnmarshalDecode(dec, &e); err != nil {
+			return err
+		}
+		elems = append(elems, e)
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	*l = make([]T, len(elems)) // [] is an empty list, not an absent one: never nil
+	copy(*l, elems)
+	return nil
 }
 
 // PodError is returned for a pod the engine cannot read.

@@ -16,23 +16,57 @@ import (
 )
 
 // namedList tracks one named list of the pod (containers, init containers, volumes, image pull secrets): what
-// the pod has, and what templates add in front of it and behind it.
+// the pod has, and what templates add in front of it and behind it. Names are searched, not mapped: a pod has
+// a handful of each, and building a map per list for every admission cost more than the searches.
 type namedList struct {
-	present bool              // the pod has the array (absent or null means the patch creates it whole)
-	names   map[string]string // name -> "" for the pod's own, or the key of the template that added it
+	present bool        // the pod has the array (absent or null means the patch creates it whole)
+	own     []namedView // the pod's names (for volumes and pull secrets, the decoded view itself: not copied)
 	before  []item
 	after   []item
 }
 
-func newNamedList[T any](elems []T, present bool, name func(*T) string) *namedList {
-	l := &namedList{present: present, names: make(map[string]string, len(elems))}
-	for i := range elems {
-		l.names[name(&elems[i])] = ""
-	}
-	return l
+// has reports whether the pod has the name or a template added it.
+func (l *namedList) has(name string) bool {
+	return l.isOwn(name) || hasKey(l.before, name) || hasKey(l.after, name)
 }
 
-func (l *namedList) has(name string) bool { _, ok := l.names[name]; return ok }
+// isOwn reports whether the name is one of the pod's own (a template never adds a name the pod has).
+func (l *namedList) isOwn(name string) bool {
+	return slices.ContainsFunc(l.own, func(v namedView) bool { return v.Name == name })
+}
+
+func hasKey(items []item, key string) bool {
+	return slices.ContainsFunc(items, func(it item) bool { return it.key == key })
+}
+
+// appendItems appends what a template adds to a list of the state. The first template's items become the list
+// itself instead of a copy: planned items are never written to, and the clipped capacity makes a later append
+// copy instead of writing into the template's (or the plan's) array.
+func appendItems(list, items []item) []item {
+	if len(list) == 0 {
+		return slices.Clip(items)
+	}
+	return append(list, items...)
+}
+
+// subsequence returns the elements of all that keep accepts, in order; keep is called once per element, in
+// order. While every element is kept — the usual case: nothing a template adds is in the pod yet — it is all
+// itself (clipped, see appendItems), so a plan copies nothing.
+func subsequence[T any](all []T, keep func(i int, e T) bool) []T {
+	for i := range all {
+		if !keep(i, all[i]) {
+			out := make([]T, i, len(all)-1)
+			copy(out, all[:i])
+			for j := i + 1; j < len(all); j++ {
+				if keep(j, all[j]) {
+					out = append(out, all[j])
+				}
+			}
+			return out
+		}
+	}
+	return slices.Clip(all)
+}
 
 // appContainer is one of the pod's own containers and what templates add to it.
 type appContainer struct {
@@ -40,12 +74,24 @@ type appContainer struct {
 	name                                      string
 	sidecar                                   bool // recorded as injected by a template: never an app container
 	envPresent, mountsPresent, envFromPresent bool
-	// What the container has, the pod's and what templates added. Slices: a container has a few dozen at
-	// most, and building maps for every container of every pod costs more than searching them.
-	env, mounts                   []string
-	envFrom                       []string         // canonical encodings; computed on first use
+	// What the container has: the pod's entries (the decoded view, not copied) and what templates added
+	// (add*). Searched, not mapped: a container has a few dozen at most, and building maps for every container
+	// of every pod costs more than searching them.
+	env                           []namedView
+	mounts                        []mountView
+	envFrom                       []string         // canonical encodings of the pod's entries; computed on first use
 	rawEnvFrom                    []jsontext.Value // the pod's entries, as they arrived
 	addEnv, addMounts, addEnvFrom []item
+}
+
+// hasEnv reports whether the container has an env var of that name, its own or added by a template.
+func (a *appContainer) hasEnv(name string) bool {
+	return slices.ContainsFunc(a.env, func(e namedView) bool { return e.Name == name }) || hasKey(a.addEnv, name)
+}
+
+// hasMount reports whether the container has a volume mount at that path, its own or added by a template.
+func (a *appContainer) hasMount(path string) bool {
+	return slices.ContainsFunc(a.mounts, func(m mountView) bool { return m.MountPath == path }) || hasKey(a.addMounts, path)
 }
 
 // envFromKeys returns the canonical encodings of the container's envFrom entries, decoding the pod's on first
@@ -88,27 +134,49 @@ type state struct {
 	metaPresent, specPresent          bool
 	labelsPresent, annotationsPresent bool
 	labels, annotations               map[string]string // the pod's
-	addLabels, addAnnotations         map[string]string
-	containers, inits, volumes, pulls *namedList
-	apps                              []*appContainer
-	bools                             []*boolSetting
+	addLabels, addAnnotations         map[string]string // nil until a template adds some
+	containers, inits, volumes, pulls namedList
+	apps                              []appContainer // one per pod container, by index; never appended to
+	bools                             [4]boolSetting // shareProcessNamespace, hostNetwork, hostPID, hostIPC
 	aliasesPresent                    bool
 	aliases                           []*hostAliasEntry
 	dnsPresent                        bool
 	dns                               *corev1.PodDNSConfig // the pod's, read only
 	dnsAddNS, dnsAddSearch            []string
 	dnsAddOpts                        []corev1.PodDNSConfigOption
-	owned                             map[string]*StatusEntry // the record's entries, checked against the pod
-	entries                           []StatusEntry
+	entries                           []record // the record's entries (checked against the pod), then new ones
 	statusRaw                         string
 	statusPresent                     bool
-	injected                          bool             // a template added something in this run
-	present                           map[string]bool  // templates injected now or found already injected
-	claimed                           map[string]Added // names the record gave each template, before checking
+	injected                          bool                  // a template added something in this run
+	claimed                           map[templateKey]Added // names the record gave each template, before checking
+	// targetsBuf is the array of plan.targets, reused from template to template: a plan's targets are read by
+	// its plan and commit only, never after the next template is planned.
+	targetsBuf []targetAdds
 }
 
-func newState(raw []byte, pod *podView) *state {
-	s := &state{raw: raw, owned: map[string]*StatusEntry{}, present: map[string]bool{}, claimed: map[string]Added{}, addLabels: map[string]string{}, addAnnotations: map[string]string{}}
+// templateKey identifies a template as a map key, without building "namespace/name".
+type templateKey struct{ namespace, name string }
+
+// record is one entry of the pod's status record.
+type record struct {
+	StatusEntry
+	present bool // the template was injected now or found already injected: the new record names it
+}
+
+// record returns the record's entry for the template, nil when there is none. A pod's record names a few
+// templates: searching it costs less than keeping a map. The pointer is valid until entries grows.
+func (s *state) record(namespace, name string) *record {
+	for i := range s.entries {
+		if e := &s.entries[i]; e.Namespace == namespace && e.Name == name {
+			return e
+		}
+	}
+	return nil
+}
+
+// init sets the state to the pod as it arrived. (The caller's state can then live on its stack.)
+func (s *state) init(raw []byte, pod *podView) {
+	s.raw = raw
 	if m := pod.Metadata; m != nil {
 		s.metaPresent = true
 		s.labels, s.labelsPresent = m.Labels, m.Labels != nil
@@ -120,26 +188,17 @@ func newState(raw []byte, pod *podView) *state {
 	} else {
 		s.specPresent = true
 	}
-	cname := func(c **containerView) string { return (*c).Name }
-	s.containers = newNamedList(spec.Containers, spec.Containers != nil, cname)
-	s.inits = newNamedList(spec.InitContainers, spec.InitContainers != nil, cname)
-	s.volumes = newNamedList(spec.Volumes, spec.Volumes != nil, func(v *namedView) string { return v.Name })
-	s.pulls = newNamedList(spec.ImagePullSecrets, spec.ImagePullSecrets != nil, func(v *namedView) string { return v.Name })
-	for i := range spec.Containers {
-		c := spec.Containers[i]
-		a := &appContainer{index: i, name: c.Name, envPresent: c.Env != nil, mountsPresent: c.VolumeMounts != nil,
-			envFromPresent: c.EnvFrom != nil, rawEnvFrom: c.EnvFrom}
-		a.env = make([]string, len(c.Env))
-		for i, e := range c.Env {
-			a.env[i] = e.Name
-		}
-		a.mounts = make([]string, len(c.VolumeMounts))
-		for i, m := range c.VolumeMounts {
-			a.mounts[i] = m.MountPath
-		}
-		s.apps = append(s.apps, a)
+	s.containers = namedList{present: spec.Containers != nil, own: containerViewNames(spec.Containers)}
+	s.inits = namedList{present: spec.InitContainers != nil, own: containerViewNames(spec.InitContainers)}
+	s.volumes = namedList{present: spec.Volumes != nil, own: spec.Volumes}
+	s.pulls = namedList{present: spec.ImagePullSecrets != nil, own: spec.ImagePullSecrets}
+	// All of them in one allocation: the pod's containers are known here and never change.
+	s.apps = make([]appContainer, len(spec.Containers))
+	for i, c := range spec.Containers {
+		s.apps[i] = appContainer{index: i, name: c.Name, envPresent: c.Env != nil, mountsPresent: c.VolumeMounts != nil,
+			envFromPresent: c.EnvFrom != nil, env: c.Env, mounts: c.VolumeMounts, rawEnvFrom: c.EnvFrom}
 	}
-	s.bools = []*boolSetting{
+	s.bools = [4]boolSetting{
 		{field: "shareProcessNamespace", pod: spec.ShareProcessNamespace},
 		{field: "hostNetwork", pod: spec.HostNetwork},
 		{field: "hostPID", pod: spec.HostPID},
@@ -154,7 +213,17 @@ func newState(raw []byte, pod *podView) *state {
 		s.aliases = append(s.aliases, e)
 	}
 	s.dns, s.dnsPresent = spec.DNSConfig, spec.DNSConfig != nil
-	return s
+}
+
+func containerViewNames(cs []*containerView) []namedView {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]namedView, len(cs))
+	for i, c := range cs {
+		out[i].Name = c.Name
+	}
+	return out
 }
 
 // loadStatus reads the pod's record and keeps of it only what can be verified: entries for templates that exist
@@ -181,27 +250,27 @@ func (s *state) loadStatus(raw string, known func(namespace, name string) *Templ
 		return out
 	}
 	for _, e := range st.Templates {
-		key := e.Namespace + "/" + e.Name
 		t := known(e.Namespace, e.Name)
-		if _, dup := s.owned[key]; t == nil || dup {
+		if t == nil || s.record(e.Namespace, e.Name) != nil {
 			continue
 		}
-		s.claimed[key] = Added{Containers: slices.Clone(e.Containers), InitContainers: slices.Clone(e.InitContainers),
-			Volumes: slices.Clone(e.Volumes)}
-		in, msg := t.instanceFor(pv)
+		if s.claimed == nil {
+			s.claimed = map[templateKey]Added{}
+		}
+		s.claimed[templateKey{e.Namespace, e.Name}] = Added{Containers: slices.Clone(e.Containers),
+			InitContainers: slices.Clone(e.InitContainers), Volumes: slices.Clone(e.Volumes)}
+		var rendered instance
+		in, msg := t.instanceFor(pv, &rendered)
 		if t.Err != nil || msg != "" {
 			continue // cannot be rendered for this pod, so nothing of it can be verified
 		}
-		e.Containers = verify(e.Containers, "containers", in.containers, s.containers)
-		e.InitContainers = verify(e.InitContainers, "initContainers", in.initContainers, s.inits)
-		e.Volumes = verify(e.Volumes, "volumes", in.volumes, s.volumes)
-		s.entries = append(s.entries, e)
-		s.owned[key] = nil // placeholder: pointers are taken once the slice stops growing
+		e.Containers = verify(e.Containers, "containers", in.containers, &s.containers)
+		e.InitContainers = verify(e.InitContainers, "initContainers", in.initContainers, &s.inits)
+		e.Volumes = verify(e.Volumes, "volumes", in.volumes, &s.volumes)
+		s.entries = append(s.entries, record{StatusEntry: e})
 	}
-	for i := range s.entries {
-		s.owned[s.entries[i].Namespace+"/"+s.entries[i].Name] = &s.entries[i]
-	}
-	for _, a := range s.apps {
+	for i := range s.apps {
+		a := &s.apps[i]
 		for _, e := range s.entries {
 			if slices.Contains(e.Containers, a.name) {
 				a.sidecar = true
@@ -327,148 +396,152 @@ func contains(want, have any) bool {
 // is not what the template injects (a pod re-created from an exported manifest after the template changed, or a
 // copied record). Empty when the record did not claim the name.
 func (s *state) unverified(t *Template, list, name string) string {
-	c := s.claimed[t.Key()]
-	claimed := map[string][]string{"containers": c.Containers, "initContainers": c.InitContainers, "volumes": c.Volumes}[list]
-	if !slices.Contains(claimed, name) || s.containers.names[name] != "" && list == "containers" {
+	c := s.claimed[templateKey{t.Namespace, t.Name}]
+	var claimed []string
+	switch list {
+	case "containers":
+		claimed = c.Containers
+	case "initContainers":
+		claimed = c.InitContainers
+	case "volumes":
+		claimed = c.Volumes
+	}
+	// A container a template added in this run is not the pod's: the record cannot have vouched for it.
+	addedNow := list == "containers" && s.containers.has(name) && !s.containers.isOwn(name)
+	if !slices.Contains(claimed, name) || addedNow {
 		return ""
 	}
 	return " (its sidecar.dev/status names this template for it, but it is not what the template injects; " +
 		"remove it from the pod to have the template inject its own)"
 }
 
-// plan is what one template would add to the pod in its current state.
+// plan is what one template would add to the pod in its current state. It does not point to the template's
+// instance (plan and commit take it beside the plan): the caller's plan and instance then stay on its stack.
 type plan struct {
-	t                    *Template
-	containers           []item
-	inits                []item
-	initNative           []bool
-	volumes, pulls       []item
-	kept                 Added // names the record attributes to this template that the pod has
-	env, mounts, envFrom map[*appContainer][]item
-	labels, annotations  []string
-	in                   *instance
-	bools                []*boolSetting
-	boolVals             []bool
-	aliasAdds            map[string][]string // ip -> hostnames to add
-	aliasOrder           []string
-	dnsNS, dnsSearch     []string
-	dnsOpts              []corev1.PodDNSConfigOption
-	warnings             []string
+	containers          []item
+	inits               []item
+	initNative          []bool
+	volumes, pulls      []item
+	kept                Added // names the record attributes to this template that the pod has
+	targets             []targetAdds
+	labels, annotations []string
+	bools               []int // indexes into state.bools (not pointers: the state can then live on a stack)
+	boolVals            []bool
+	aliasAdds           map[string][]string // ip -> hostnames to add; nil when the template adds no hostAliases
+	aliasOrder          []string
+	dnsNS, dnsSearch    []string
+	dnsOpts             []corev1.PodDNSConfigOption
+	warnings            []string
+}
+
+// targetAdds is what a template adds to one application container.
+type targetAdds struct {
+	a                    *appContainer
+	env, mounts, envFrom []item
 }
 
 func (p *plan) empty() bool {
 	n := len(p.containers) + len(p.inits) + len(p.volumes) + len(p.pulls) + len(p.labels) + len(p.annotations) +
 		len(p.bools) + len(p.aliasOrder) + len(p.dnsNS) + len(p.dnsSearch) + len(p.dnsOpts)
-	for _, m := range []map[*appContainer][]item{p.env, p.mounts, p.envFrom} {
-		for _, items := range m {
-			n += len(items)
-		}
+	for _, ta := range p.targets {
+		n += len(ta.env) + len(ta.mounts) + len(ta.envFrom)
 	}
 	return n == 0
 }
 
-// plan decides what the template adds, or returns the conflicts that prevent it, without changing the state.
-func (s *state) plan(t *Template, in *instance) (*plan, string) {
-	p := &plan{t: t, in: in, env: map[*appContainer][]item{}, mounts: map[*appContainer][]item{},
-		envFrom: map[*appContainer][]item{}, aliasAdds: map[string][]string{}}
+// plan decides what the template adds (in, rendered for this pod) into p, which must be empty, or returns the
+// conflicts that prevent it, without changing the state. The lists of what it adds share the instance's arrays
+// when everything in them is added (subsequence).
+func (s *state) plan(t *Template, in *instance, p *plan) string {
 	var conflicts []string
 	var owned Added // names the record attributes to this template (already checked against the pod)
-	if e := s.owned[t.Key()]; e != nil {
+	if e := s.record(t.Namespace, t.Name); e != nil {
 		owned = e.Added
 	}
 
-	for _, c := range in.containers {
+	p.containers = subsequence(in.containers, func(_ int, c item) bool {
 		switch {
-		case s.containers.has(c.key) && s.containers.names[c.key] == "" && slices.Contains(owned.Containers, c.key):
+		case s.containers.isOwn(c.key) && slices.Contains(owned.Containers, c.key):
 			p.kept.Containers = append(p.kept.Containers, c.key)
 		case s.containers.has(c.key):
 			conflicts = append(conflicts, fmt.Sprintf("container name %q already exists in pod", c.key)+s.unverified(t, "containers", c.key))
 		case s.inits.has(c.key):
 			conflicts = append(conflicts, fmt.Sprintf("container name %q already exists in pod as an init container", c.key))
 		default:
-			p.containers = append(p.containers, c)
+			return true
 		}
-	}
-	for i, c := range in.initContainers {
+		return false
+	})
+	p.inits = subsequence(in.initContainers, func(i int, c item) bool {
 		switch {
-		case s.inits.has(c.key) && s.inits.names[c.key] == "" && slices.Contains(owned.InitContainers, c.key):
+		case s.inits.isOwn(c.key) && slices.Contains(owned.InitContainers, c.key):
 			p.kept.InitContainers = append(p.kept.InitContainers, c.key)
 		case s.inits.has(c.key):
 			conflicts = append(conflicts, fmt.Sprintf("init container name %q already exists in pod", c.key)+s.unverified(t, "initContainers", c.key))
 		case s.containers.has(c.key):
 			conflicts = append(conflicts, fmt.Sprintf("init container name %q already exists in pod as a container", c.key))
 		default:
-			p.inits = append(p.inits, c)
 			p.initNative = append(p.initNative, in.native[i])
+			return true
 		}
-	}
-	for _, v := range in.volumes {
+		return false
+	})
+	p.volumes = subsequence(in.volumes, func(_ int, v item) bool {
 		switch {
-		case s.volumes.has(v.key) && s.volumes.names[v.key] == "" && slices.Contains(owned.Volumes, v.key):
+		case s.volumes.isOwn(v.key) && slices.Contains(owned.Volumes, v.key):
 			p.kept.Volumes = append(p.kept.Volumes, v.key)
 		case s.volumes.has(v.key):
 			conflicts = append(conflicts, fmt.Sprintf("volume name %q already exists in pod", v.key)+s.unverified(t, "volumes", v.key))
 		default:
-			p.volumes = append(p.volumes, v)
+			return true
 		}
-	}
-	for _, ps := range in.pullSecrets {
-		if !s.pulls.has(ps.key) {
-			p.pulls = append(p.pulls, ps)
-		}
-	}
+		return false
+	})
+	p.pulls = subsequence(in.pullSecrets, func(_ int, ps item) bool { return !s.pulls.has(ps.key) })
 
-	for _, tgt := range s.targets(t, p) {
-		for _, e := range in.env {
-			if !slices.Contains(tgt.env, e.key) {
-				p.env[tgt] = append(p.env[tgt], e)
-			}
-		}
-		for _, m := range in.mounts {
-			if !slices.Contains(tgt.mounts, m.key) {
-				p.mounts[tgt] = append(p.mounts[tgt], m)
-			}
-		}
+	p.targets = s.targets(t, in, p)
+	for i := range p.targets {
+		ta := &p.targets[i]
+		a := ta.a
+		ta.env = subsequence(in.env, func(_ int, e item) bool { return !a.hasEnv(e.key) })
+		ta.mounts = subsequence(in.mounts, func(_ int, m item) bool { return !a.hasMount(m.key) })
 		if len(in.envFrom) > 0 {
-			have := tgt.envFromKeys()
-			for _, e := range in.envFrom {
-				if !slices.Contains(have, e.key) {
-					p.envFrom[tgt] = append(p.envFrom[tgt], e)
-				}
-			}
+			have := a.envFromKeys()
+			ta.envFrom = subsequence(in.envFrom, func(_ int, e item) bool {
+				return !slices.Contains(have, e.key) && !hasKey(a.addEnvFrom, e.key)
+			})
 		}
 	}
 
-	for _, k := range in.labels {
-		if _, has := s.labels[k]; !has {
-			if _, added := s.addLabels[k]; !added {
-				p.labels = append(p.labels, k)
-			}
-		}
-	}
-	for _, k := range in.annotations {
-		if _, has := s.annotations[k]; !has {
-			if _, added := s.addAnnotations[k]; !added {
-				p.annotations = append(p.annotations, k)
-			}
-		}
-	}
+	p.labels = subsequence(in.labels, func(_ int, k string) bool {
+		_, has := s.labels[k]
+		_, added := s.addLabels[k]
+		return !has && !added
+	})
+	p.annotations = subsequence(in.annotations, func(_ int, k string) bool {
+		_, has := s.annotations[k]
+		_, added := s.addAnnotations[k]
+		return !has && !added
+	})
 
 	for i, want := range []*bool{in.share, in.hostNetwork, in.hostPID, in.hostIPC} {
 		if want == nil {
 			continue
 		}
-		b := s.bools[i]
+		b := &s.bools[i]
 		switch {
 		case b.pod != nil && *b.pod != *want:
 			conflicts = append(conflicts, fmt.Sprintf("%s: the pod sets %t, the template sets %t", b.field, *b.pod, *want))
 		case b.set != nil && *b.set != *want:
 			conflicts = append(conflicts, fmt.Sprintf("%s: sidecar template %q sets %t, this template sets %t", b.field, b.by, *b.set, *want))
 		case b.pod == nil && b.set == nil:
-			p.bools, p.boolVals = append(p.bools, b), append(p.boolVals, *want)
+			p.bools, p.boolVals = append(p.bools, i), append(p.boolVals, *want)
 		}
 	}
 
+	if len(in.hostAliases) > 0 {
+		p.aliasAdds = map[string][]string{}
+	}
 	for _, h := range in.hostAliases {
 		have := map[string]bool{}
 		for _, e := range s.aliases {
@@ -517,11 +590,11 @@ func (s *state) plan(t *Template, in *instance) (*plan, string) {
 	// instead of the API server's later "not found" on the pod.
 	for i, m := range in.mounts {
 		vol := in.mountVolumes[i]
-		if s.volumes.has(vol) || slices.ContainsFunc(in.volumes, func(v item) bool { return v.key == vol }) {
+		if s.volumes.has(vol) || hasKey(in.volumes, vol) {
 			continue
 		}
-		for _, items := range p.mounts {
-			if slices.ContainsFunc(items, func(it item) bool { return it.key == m.key }) {
+		for _, ta := range p.targets {
+			if hasKey(ta.mounts, m.key) {
 				conflicts = append(conflicts, fmt.Sprintf("volumeMount %q uses volume %q, which neither the pod nor the template has", m.key, vol))
 				break
 			}
@@ -529,9 +602,9 @@ func (s *state) plan(t *Template, in *instance) (*plan, string) {
 	}
 
 	if len(conflicts) > 0 {
-		return nil, joinConflicts(conflicts)
+		return joinConflicts(conflicts)
 	}
-	return p, ""
+	return ""
 }
 
 func joinConflicts(c []string) string {
@@ -542,29 +615,35 @@ func joinConflicts(c []string) string {
 	return out
 }
 
-// targets returns the application containers that receive the template's mounts and env.
-func (s *state) targets(t *Template, p *plan) []*appContainer {
-	if len(p.in.env)+len(p.in.mounts)+len(p.in.envFrom) == 0 {
+// targets returns the application containers that receive the template's mounts and env, in s.targetsBuf.
+func (s *state) targets(t *Template, in *instance, p *plan) []targetAdds {
+	if len(in.env)+len(in.mounts)+len(in.envFrom) == 0 {
 		return nil
 	}
+	out := s.targetsBuf[:0]
+	if n := max(len(s.apps), len(t.targets)); cap(out) < n {
+		out = make([]targetAdds, 0, n) // room for any template's targets: allocated once per pod
+	}
 	if len(t.targets) == 0 {
-		var out []*appContainer
-		for _, a := range s.apps {
-			if !a.sidecar {
-				out = append(out, a)
+		for i := range s.apps {
+			if a := &s.apps[i]; !a.sidecar {
+				out = append(out, targetAdds{a: a})
 			}
 		}
-		return out
-	}
-	var out []*appContainer
-	for _, name := range t.targets {
-		i := slices.IndexFunc(s.apps, func(a *appContainer) bool { return a.name == name })
-		if i < 0 {
-			p.warnings = append(p.warnings, fmt.Sprintf("sidecar template %q: targetContainers names %q, which the pod does not have", t.Name, name))
-			continue
+	} else {
+		for _, name := range t.targets {
+			i := slices.IndexFunc(s.apps, func(a appContainer) bool { return a.name == name })
+			if i < 0 {
+				p.warnings = append(p.warnings, fmt.Sprintf("sidecar template %q: targetContainers names %q, which the pod does not have", t.Name, name))
+				continue
+			}
+			out = append(out, targetAdds{a: &s.apps[i]})
 		}
-		out = append(out, s.apps[i])
 	}
+	if len(out) == 0 {
+		return nil
+	}
+	s.targetsBuf = out
 	return out
 }
 
@@ -611,20 +690,18 @@ func optString(p *string) string {
 }
 
 // commit applies a plan to the state and returns what the template added, for its decision and the record.
-func (s *state) commit(t *Template, p *plan) *Added {
-	key := t.Key()
-	added := p.kept
-	for _, c := range p.containers {
-		s.containers.names[c.key] = key
-		if t.containerPlace == v1alpha1.ContainerPlacementFirst {
-			s.containers.before = append(s.containers.before, c)
-		} else {
-			s.containers.after = append(s.containers.after, c)
-		}
-		added.Containers = append(added.Containers, c.key)
+func (s *state) commit(t *Template, in *instance, p *plan) *Added {
+	added := Added{
+		Containers:     appendKeys(p.kept.Containers, p.containers),
+		InitContainers: appendKeys(p.kept.InitContainers, p.inits),
+		Volumes:        appendKeys(p.kept.Volumes, p.volumes),
+	}
+	if t.containerPlace == v1alpha1.ContainerPlacementFirst {
+		s.containers.before = appendItems(s.containers.before, p.containers)
+	} else {
+		s.containers.after = appendItems(s.containers.after, p.containers)
 	}
 	for i, c := range p.inits {
-		s.inits.names[c.key] = key
 		first := t.initPlace == v1alpha1.InitContainerPlacementFirst ||
 			(t.initPlace == v1alpha1.InitContainerPlacementAuto && p.initNative[i])
 		if first {
@@ -632,45 +709,29 @@ func (s *state) commit(t *Template, p *plan) *Added {
 		} else {
 			s.inits.after = append(s.inits.after, c)
 		}
-		added.InitContainers = append(added.InitContainers, c.key)
 	}
-	for _, v := range p.volumes {
-		s.volumes.names[v.key] = key
-		s.volumes.after = append(s.volumes.after, v)
-		added.Volumes = append(added.Volumes, v.key)
+	s.volumes.after = appendItems(s.volumes.after, p.volumes)
+	s.pulls.after = appendItems(s.pulls.after, p.pulls)
+	for _, ta := range p.targets {
+		ta.a.addEnv = appendItems(ta.a.addEnv, ta.env)
+		ta.a.addMounts = appendItems(ta.a.addMounts, ta.mounts)
+		ta.a.addEnvFrom = appendItems(ta.a.addEnvFrom, ta.envFrom)
 	}
-	for _, ps := range p.pulls {
-		s.pulls.names[ps.key] = key
-		s.pulls.after = append(s.pulls.after, ps)
-	}
-	for a, items := range p.env {
-		for _, e := range items {
-			a.env = append(a.env, e.key)
-		}
-		a.addEnv = append(a.addEnv, items...)
-	}
-	for a, items := range p.mounts {
-		for _, m := range items {
-			a.mounts = append(a.mounts, m.key)
-		}
-		a.addMounts = append(a.addMounts, items...)
-	}
-	for a, items := range p.envFrom {
-		a.envFrom = a.envFromKeys()
-		for _, e := range items {
-			a.envFrom = append(a.envFrom, e.key)
-		}
-		a.addEnvFrom = append(a.addEnvFrom, items...)
+	if len(p.labels) > 0 && s.addLabels == nil {
+		s.addLabels = make(map[string]string, len(p.labels))
 	}
 	for _, k := range p.labels {
-		s.addLabels[k] = p.in.labelVals[k]
+		s.addLabels[k] = in.labelVals[k]
+	}
+	if len(p.annotations) > 0 && s.addAnnotations == nil {
+		s.addAnnotations = make(map[string]string, len(p.annotations))
 	}
 	for _, k := range p.annotations {
-		s.addAnnotations[k] = p.in.annotationVals[k]
+		s.addAnnotations[k] = in.annotationVals[k]
 	}
 	for i, b := range p.bools {
 		v := p.boolVals[i]
-		b.set, b.by = &v, t.Name
+		s.bools[b].set, s.bools[b].by = &v, t.Name
 	}
 	for _, ip := range p.aliasOrder {
 		i := slices.IndexFunc(s.aliases, func(e *hostAliasEntry) bool { return e.ip == ip })
@@ -687,21 +748,33 @@ func (s *state) commit(t *Template, p *plan) *Added {
 	s.dnsAddSearch = append(s.dnsAddSearch, p.dnsSearch...)
 	s.dnsAddOpts = append(s.dnsAddOpts, p.dnsOpts...)
 
-	s.present[key] = true
+	old := s.record(t.Namespace, t.Name)
+	if old != nil {
+		old.present = true
+	}
 	// The record keeps the old entry of a template that added nothing now, so its generation and hash still
 	// say which version the pod runs (drift); anything added now is recorded with the current version.
-	if old := s.owned[key]; old != nil && p.empty() {
+	if old != nil && p.empty() {
 		return &added
 	}
 	entry := StatusEntry{Namespace: t.Namespace, Name: t.Name, Generation: t.Generation, Hash: t.Hash, Added: added}
-	if old := s.owned[key]; old != nil {
-		*old = entry
+	if old != nil {
+		old.StatusEntry = entry
 	} else {
-		s.entries = append(s.entries, entry)
-		for i := range s.entries {
-			s.owned[s.entries[i].Namespace+"/"+s.entries[i].Name] = &s.entries[i]
-		}
+		s.entries = append(s.entries, record{StatusEntry: entry, present: true})
 	}
 	s.injected = true
 	return &added
+}
+
+// appendKeys appends the keys of items to keys, growing it once.
+func appendKeys(keys []string, items []item) []string {
+	if len(items) == 0 {
+		return keys
+	}
+	keys = slices.Grow(keys, len(items))
+	for _, it := range items {
+		keys = append(keys, it.key)
+	}
+	return keys
 }
