@@ -53,3 +53,25 @@ func TestPatchJSONMeansWhatEncodingJSONMeans(t *testing.T) {
 		}
 	})
 }
+
+// TestPatchSizedOnce: the patch's operations and its encoding are allocated once at their final size. A
+// miscount would change no output, only what every admission allocates, so nothing else would notice it.
+func TestPatchSizedOnce(t *testing.T) {
+	checked := 0
+	for _, c := range allPropertyCases(t) {
+		r, err := Inject(c.req)
+		if err != nil || len(r.Patch) == 0 {
+			continue
+		}
+		checked++
+		if cap(r.Patch) != len(r.Patch) {
+			t.Errorf("%s: %d operations in a slice made for %d (maxOps miscounts)", c.name, len(r.Patch), cap(r.Patch))
+		}
+		if enc, hint := mustPatchJSON(t, r), patchSizeHint(r.Patch); len(enc) > hint {
+			t.Errorf("%s: encoded patch is %d bytes, sized for %d (patchSizeHint undercounts)", c.name, len(enc), hint)
+		}
+	}
+	if checked < 50 {
+		t.Fatalf("only %d cases produced a patch", checked)
+	}
+}
