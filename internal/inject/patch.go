@@ -294,17 +294,3 @@ func (s *state) appendDNS(ops []jsonpatch.Operation) []jsonpatch.Operation {
 	}
 	return ops
 }
-
-// newStatus returns the record to write and whether it must be written: only when a template was injected in
-// this run (a pod that receives nothing gets no patch at all), and then naming exactly the templates the pod
-// now contains, which also corrects a forged or stale record.
-func (s *state) newStatus() (string, bool) {
-	if !s.injected {
-		return "", false
-	}
-	enc := encodeStatus(s.entries)
-	if s.statusPresent && enc == s.statusRaw {
-		return "", false
-	}
-	return enc, true
-}

@@ -1,10 +1,14 @@
 package inject
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -66,6 +70,18 @@ type payload struct {
 	HostIPC               *bool                         `json:"hostIPC,omitempty"`
 }
 
+// payloadOf copies into a payload the spec fields it names (by Go field name). By reflection, so that a field
+// declared in payload cannot be left out here; TestEverySpecFieldIsAddedOrSelects makes every spec field either
+// a payload field or one that only decides which pods get the template and where it goes.
+func payloadOf(spec *v1alpha1.SidecarTemplateSpec) *payload {
+	var pl payload
+	dst, src := reflect.ValueOf(&pl).Elem(), reflect.ValueOf(spec).Elem()
+	for i := range dst.NumField() {
+		dst.Field(i).Set(src.FieldByName(dst.Type().Field(i).Name))
+	}
+	return &pl
+}
+
 // Key returns "namespace/name".
 func (t *Template) Key() string { return t.Namespace + "/" + t.Name }
 
@@ -78,22 +94,13 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		Name:           st.Name,
 		Generation:     st.Generation,
 		Order:          spec.Order,
-		FailurePolicy:  spec.FailurePolicy,
+		FailurePolicy:  cmp.Or(spec.FailurePolicy, v1alpha1.FailurePolicyFail),
 		ClusterWide:    injectorNamespace != "" && st.Namespace == injectorNamespace,
 		HasSelector:    spec.Selector != nil,
 		params:         spec.Parameters,
-		containerPlace: spec.ContainerPlacement,
-		initPlace:      spec.InitContainerPlacement,
+		containerPlace: cmp.Or(spec.ContainerPlacement, v1alpha1.ContainerPlacementLast),
+		initPlace:      cmp.Or(spec.InitContainerPlacement, v1alpha1.InitContainerPlacementAuto),
 		targets:        spec.TargetContainers,
-	}
-	if t.FailurePolicy == "" {
-		t.FailurePolicy = v1alpha1.FailurePolicyFail
-	}
-	if t.containerPlace == "" {
-		t.containerPlace = v1alpha1.ContainerPlacementLast
-	}
-	if t.initPlace == "" {
-		t.initPlace = v1alpha1.InitContainerPlacementAuto
 	}
 	specJSON, err := json.Marshal(spec)
 	if err != nil { // cannot happen for API types; kept so that a future field cannot panic here
@@ -103,125 +110,154 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	sum := sha256.Sum256(specJSON)
 	t.Hash = hex.EncodeToString(sum[:8])
 
-	var errs []string
-	addErr := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	var c checks
+	t.compileSelectors(spec, &c)
+	t.checkSettings(spec, injectorNamespace, &c)
+	t.names = checkNames(spec, &c)
+	checkReservedKeys(spec, &c)
+	declared := checkParameters(spec, &c)
 
+	pl := payloadOf(spec)
+	payloadJSON, err := json.Marshal(pl)
+	if err != nil {
+		c.add("spec cannot be encoded: %v", err)
+	}
+	refs, refErrs := findPlaceholders(payloadJSON, declared)
+	c = append(c, refErrs...)
+	t.placeholders = refs > 0
+
+	if len(c) > 0 {
+		t.Err = errors.New(strings.Join(c, "; "))
+		return t
+	}
+	t.base = newInstance(pl)
+	return t
+}
+
+// checks collects what is wrong with a template, each a sentence that says what to change.
+type checks []string
+
+func (c *checks) add(format string, args ...any) { *c = append(*c, fmt.Sprintf(format, args...)) }
+
+// compileSelectors parses the selectors; one that cannot be parsed makes the template select nothing.
+func (t *Template) compileSelectors(spec *v1alpha1.SidecarTemplateSpec, c *checks) {
+	var err error
 	if spec.Selector != nil {
 		if t.selector, err = metav1.LabelSelectorAsSelector(spec.Selector); err != nil {
-			addErr("spec.selector is not a valid label selector: %v", err)
+			c.add("spec.selector is not a valid label selector: %v", err)
 			t.selectorsBroken = true
 		}
 	}
 	if spec.NamespaceSelector != nil {
 		if t.namespaceSelector, err = metav1.LabelSelectorAsSelector(spec.NamespaceSelector); err != nil {
-			addErr("spec.namespaceSelector is not a valid label selector: %v", err)
+			c.add("spec.namespaceSelector is not a valid label selector: %v", err)
 			t.selectorsBroken = true
 		}
 	}
+}
+
+// checkSettings checks the enumerations and who may set the host namespaces. The API server's schema checks
+// most of this already; templates read from files by the offline commands are not validated by anyone else.
+func (t *Template) checkSettings(spec *v1alpha1.SidecarTemplateSpec, injectorNamespace string, c *checks) {
 	if !t.ClusterWide {
-		for field, v := range map[string]*bool{"hostNetwork": spec.HostNetwork, "hostPID": spec.HostPID, "hostIPC": spec.HostIPC} {
-			if v != nil {
-				addErr("spec.%s can only be set by a cluster-wide template (one in the injector's namespace %q); remove it or move the template there", field, injectorNamespace)
+		// In field order, so that the message (and the template's status condition) is the same every time.
+		for _, f := range []struct {
+			field string
+			v     *bool
+		}{{"hostNetwork", spec.HostNetwork}, {"hostPID", spec.HostPID}, {"hostIPC", spec.HostIPC}} {
+			if f.v != nil {
+				c.add("spec.%s can only be set by a cluster-wide template (one in the injector's namespace %q); remove it or move the template there", f.field, injectorNamespace)
 			}
 		}
 	}
 	switch t.FailurePolicy {
 	case v1alpha1.FailurePolicyFail, v1alpha1.FailurePolicyIgnore:
 	default:
-		addErr("spec.failurePolicy must be Fail or Ignore, not %q", t.FailurePolicy)
+		c.add("spec.failurePolicy must be Fail or Ignore, not %q", t.FailurePolicy)
 	}
 	switch t.containerPlace {
 	case v1alpha1.ContainerPlacementFirst, v1alpha1.ContainerPlacementLast:
 	default:
-		addErr("spec.containerPlacement must be First or Last, not %q", t.containerPlace)
+		c.add("spec.containerPlacement must be First or Last, not %q", t.containerPlace)
 	}
 	switch t.initPlace {
 	case v1alpha1.InitContainerPlacementAuto, v1alpha1.InitContainerPlacementFirst, v1alpha1.InitContainerPlacementLast:
 	default:
-		addErr("spec.initContainerPlacement must be Auto, First or Last, not %q", t.initPlace)
+		c.add("spec.initContainerPlacement must be Auto, First or Last, not %q", t.initPlace)
 	}
-	// The API server's schema checks most of this already; templates read from files by the offline commands
-	// are not validated by anyone else, so the engine checks again.
-	seen := map[string]string{}
-	checkNames := func(field string, names []string) {
-		for i, n := range names {
-			if msgs := validation.IsDNS1123Label(n); len(msgs) > 0 {
-				addErr("spec.%s[%d].name %q is not a valid name: %s", field, i, n, strings.Join(msgs, "; "))
-			}
-			if prev, dup := seen[field+"/"+n]; dup {
-				addErr("spec.%s[%d].name %q is used twice (also in %s)", field, i, n, prev)
-			}
-			seen[field+"/"+n] = fmt.Sprintf("spec.%s[%d]", field, i)
+}
+
+// checkNames checks the containers, init containers and volumes the template adds, and returns their names.
+func checkNames(spec *v1alpha1.SidecarTemplateSpec, c *checks) Added {
+	var names Added
+	for i, ctr := range spec.Containers {
+		names.Containers = append(names.Containers, ctr.Name)
+		if ctr.Image == "" {
+			c.add("spec.containers[%d] (%q) has no image", i, ctr.Name)
 		}
-	}
-	var cNames, iNames, vNames []string
-	for i, c := range spec.Containers {
-		cNames = append(cNames, c.Name)
-		if c.Image == "" {
-			addErr("spec.containers[%d] (%q) has no image", i, c.Name)
-		}
-		if c.RestartPolicy != nil {
-			addErr("spec.containers[%d] (%q) sets restartPolicy, which only init containers may set", i, c.Name)
+		if ctr.RestartPolicy != nil {
+			c.add("spec.containers[%d] (%q) sets restartPolicy, which only init containers may set", i, ctr.Name)
 		}
 	}
-	for i, c := range spec.InitContainers {
-		iNames = append(iNames, c.Name)
-		if c.Image == "" {
-			addErr("spec.initContainers[%d] (%q) has no image", i, c.Name)
+	for i, ctr := range spec.InitContainers {
+		names.InitContainers = append(names.InitContainers, ctr.Name)
+		if ctr.Image == "" {
+			c.add("spec.initContainers[%d] (%q) has no image", i, ctr.Name)
 		}
-		if c.RestartPolicy != nil && *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
-			addErr("spec.initContainers[%d] (%q) has restartPolicy %q; only Always (a native sidecar) is allowed", i, c.Name, *c.RestartPolicy)
+		if ctr.RestartPolicy != nil && *ctr.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			c.add("spec.initContainers[%d] (%q) has restartPolicy %q; only Always (a native sidecar) is allowed", i, ctr.Name, *ctr.RestartPolicy)
 		}
-		if slices.Contains(cNames, c.Name) {
-			addErr("spec.initContainers[%d].name %q is also a container name; names must be unique across containers and initContainers", i, c.Name)
+		if slices.Contains(names.Containers, ctr.Name) {
+			c.add("spec.initContainers[%d].name %q is also a container name; names must be unique across containers and initContainers", i, ctr.Name)
 		}
 	}
 	for _, v := range spec.Volumes {
-		vNames = append(vNames, v.Name)
+		names.Volumes = append(names.Volumes, v.Name)
 	}
-	t.names = Added{Containers: cNames, InitContainers: iNames, Volumes: vNames}
-	checkNames("containers", cNames)
-	checkNames("initContainers", iNames)
-	checkNames("volumes", vNames)
-	for _, k := range sortedKeys(spec.Annotations) {
+	checkList(c, "containers", names.Containers)
+	checkList(c, "initContainers", names.InitContainers)
+	checkList(c, "volumes", names.Volumes)
+	return names
+}
+
+// checkList checks that the names of one list are valid and unique.
+func checkList(c *checks, field string, names []string) {
+	last := make(map[string]int, len(names)) // where each name was seen last
+	for i, n := range names {
+		if msgs := validation.IsDNS1123Label(n); len(msgs) > 0 {
+			c.add("spec.%s[%d].name %q is not a valid name: %s", field, i, n, strings.Join(msgs, "; "))
+		}
+		if prev, dup := last[n]; dup {
+			c.add("spec.%s[%d].name %q is used twice (also in spec.%s[%d])", field, i, n, field, prev)
+		}
+		last[n] = i
+	}
+}
+
+// checkReservedKeys refuses annotations and labels under the injector's prefix.
+func checkReservedKeys(spec *v1alpha1.SidecarTemplateSpec, c *checks) {
+	for _, k := range slices.Sorted(maps.Keys(spec.Annotations)) {
 		if strings.HasPrefix(k, v1alpha1.ReservedPrefix) {
-			addErr("spec.annotations[%q]: keys under %s are reserved for the injector", k, v1alpha1.ReservedPrefix)
+			c.add("spec.annotations[%q]: keys under %s are reserved for the injector", k, v1alpha1.ReservedPrefix)
 		}
 	}
-	for _, k := range sortedKeys(spec.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(spec.Labels)) {
 		if strings.HasPrefix(k, v1alpha1.ReservedPrefix) {
-			addErr("spec.labels[%q]: keys under %s are reserved for the injector", k, v1alpha1.ReservedPrefix)
+			c.add("spec.labels[%q]: keys under %s are reserved for the injector", k, v1alpha1.ReservedPrefix)
 		}
 	}
-	declared := map[string]bool{}
+}
+
+// checkParameters refuses a parameter declared twice and returns the declared names.
+func checkParameters(spec *v1alpha1.SidecarTemplateSpec, c *checks) map[string]bool {
+	declared := make(map[string]bool, len(spec.Parameters))
 	for i, p := range spec.Parameters {
 		if declared[p.Name] {
-			addErr("spec.parameters[%d]: parameter %q is declared twice", i, p.Name)
+			c.add("spec.parameters[%d]: parameter %q is declared twice", i, p.Name)
 		}
 		declared[p.Name] = true
 	}
-
-	pl := payload{
-		Containers: spec.Containers, InitContainers: spec.InitContainers, Volumes: spec.Volumes,
-		VolumeMounts: spec.VolumeMounts, Env: spec.Env, EnvFrom: spec.EnvFrom, ImagePullSecrets: spec.ImagePullSecrets,
-		Annotations: spec.Annotations, Labels: spec.Labels, ShareProcessNamespace: spec.ShareProcessNamespace,
-		HostAliases: spec.HostAliases, DNSConfig: spec.DNSConfig, HostNetwork: spec.HostNetwork, HostPID: spec.HostPID,
-		HostIPC: spec.HostIPC,
-	}
-	payloadJSON, err := json.Marshal(&pl)
-	if err != nil {
-		addErr("spec cannot be encoded: %v", err)
-	}
-	refs, refErrs := findPlaceholders(payloadJSON, declared)
-	errs = append(errs, refErrs...)
-	t.placeholders = refs > 0
-
-	if len(errs) > 0 {
-		t.Err = fmt.Errorf("%s", strings.Join(errs, "; "))
-		return t
-	}
-	t.base = newInstance(&pl)
-	return t
+	return declared
 }
 
 func sortedKeys[V any](m map[string]V) []string {

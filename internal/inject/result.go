@@ -1,38 +1,12 @@
-// Package inject is the injection engine: a pure function from a pod (as the raw JSON of the admission request)
-// and the candidate SidecarTemplates to an add-only JSON patch, a decision for every template and the admission
-// warnings. It does no I/O; the webhook and the offline commands share it.
 package inject
 
 import (
-	"gomodules.xyz/jsonpatch/v2"
-)
+	"strings"
 
-// Request is everything the engine needs to decide about one pod.
-type Request struct {
-	// Pod is the pod exactly as the admission request carries it (request.object.raw). The patch is computed
-	// against these bytes, so fields unknown to this build's k8s.io/api are never touched.
-	Pod []byte
-	// Namespace is the namespace the pod is created in (the request's namespace; the pod's metadata.namespace
-	// may be empty).
-	Namespace string
-	// NamespaceLabels are the labels of Namespace; nil when unknown.
-	NamespaceLabels map[string]string
-	// InjectorNamespace is the injector's own namespace: its templates are cluster-wide and its pods are never
-	// injected.
-	InjectorNamespace string
-	// Templates are the candidates, in any order. Templates outside the pod's namespace and the injector's
-	// namespace are ignored, whatever the caller passes (tenancy is enforced here, not only by the caller).
-	Templates []*Template
-	// Index, when set, replaces Templates: the candidates indexed for the pod's namespace (NewIndex; the store
-	// keeps one per namespace). With OmitNotApplicable the engine then looks only at the templates the pod
-	// requests or whose selector it may match; without it (every decision wanted), or when the index was built
-	// for another namespace, it goes through all of the index's templates as it would through Templates.
-	Index *Index
-	// OmitNotApplicable leaves NotApplicable decisions out of the result. The webhook sets it: with many
-	// cluster-wide templates, a decision for each one that does not apply is most of the engine's work, and
-	// nothing on the admission path reads them. explain and the tests keep them.
-	OmitNotApplicable bool
-}
+	"gomodules.xyz/jsonpatch/v2"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+)
 
 // Outcome is what happened to one template for one pod.
 type Outcome string
@@ -132,18 +106,35 @@ func (r *Result) Injected() []Decision {
 	return out
 }
 
-// Status is the JSON stored in the pod's sidecar.dev/status annotation.
-type Status struct {
-	Templates []StatusEntry `json:"templates"`
+func (r *Result) skipAll(req Request, templates []*Template, reason Reason) {
+	r.PodSkipReason = reason
+	if req.OmitNotApplicable {
+		return
+	}
+	r.Decisions = make([]Decision, 0, len(templates))
+	for _, t := range templates {
+		r.Decisions = append(r.Decisions, Decision{Namespace: t.Namespace, Name: t.Name, Outcome: OutcomeNotApplicable, Reason: reason})
+	}
 }
 
-// StatusEntry records one injected template.
-type StatusEntry struct {
-	Namespace  string `json:"namespace"`
-	Name       string `json:"name"`
-	Generation int64  `json:"generation"`
-	// Hash is a hash of the template's spec at injection time; a pod whose hash differs from the template's
-	// current one runs an older version of it (drift).
-	Hash string `json:"hash"`
-	Added
+func (r *Result) fail(d *Decision, policy v1alpha1.FailurePolicy, reason Reason, msg string) {
+	d.Reason, d.Message, d.Added = reason, msg, nil
+	if policy == v1alpha1.FailurePolicyIgnore {
+		d.Outcome = OutcomeSkipped
+		r.Warnings = append(r.Warnings, msg+" (failurePolicy Ignore: the pod is admitted without this template)")
+		return
+	}
+	d.Outcome = OutcomeDenied
+	r.Denied = true
+}
+
+// denyMessage names every template that denied the pod, in decision order.
+func (r *Result) denyMessage() string {
+	var msgs []string
+	for _, d := range r.Decisions {
+		if d.Outcome == OutcomeDenied {
+			msgs = append(msgs, d.Message)
+		}
+	}
+	return strings.Join(msgs, "; ")
 }

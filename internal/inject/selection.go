@@ -1,0 +1,160 @@
+package inject
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+)
+
+// injectionOrder is the order templates are applied in: order, then namespace, then name; the hash breaks ties
+// between two objects for the same template so the result never depends on the order of the cache.
+func injectionOrder(a, b *Template) int {
+	return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.Namespace, b.Namespace),
+		cmp.Compare(a.Name, b.Name), cmp.Compare(a.Hash, b.Hash))
+}
+
+// inOrder returns a copy of the templates in injection order, nil entries and duplicates removed. It is not on
+// the webhook's path (an Index is sorted once, when built).
+func inOrder(in []*Template) []*Template {
+	out := make([]*Template, 0, len(in))
+	for _, t := range in {
+		if t != nil {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, injectionOrder)
+	// Two objects for one template (possible offline, from files): the first in injection order counts, wherever
+	// the other one sorts (a different spec.order puts them apart).
+	seen := make(map[[2]string]bool, len(out))
+	return slices.DeleteFunc(out, func(t *Template) bool {
+		k := [2]string{t.Namespace, t.Name}
+		dup := seen[k]
+		seen[k] = true
+		return dup
+	})
+}
+
+func namespaceSkip(req Request) Reason {
+	switch {
+	case slices.Contains(v1alpha1.SystemNamespaces, req.Namespace):
+		return ReasonSystemNamespace
+	case req.Namespace == req.InjectorNamespace:
+		return ReasonInjectorNamespace
+	case req.NamespaceLabels[v1alpha1.LabelInjection] == v1alpha1.LabelInjectionDisabled:
+		return ReasonNamespaceDisabled
+	}
+	return ""
+}
+
+// parseInject reads sidecar.dev/inject: names separated by commas, spaces around them allowed, empty entries
+// and repeats ignored; "false" (any case) alone opts out.
+func parseInject(v string) (names []string, optOut bool) {
+	if strings.EqualFold(strings.TrimSpace(v), v1alpha1.OptOutValue) {
+		return nil, true
+	}
+	for n := range strings.SplitSeq(v, ",") {
+		if n = strings.TrimSpace(n); n != "" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names, false
+}
+
+// inScope returns a lookup of the templates that may serve the pod's namespace: its own and the cluster-wide
+// ones.
+func inScope(req Request, templates []*Template) func(namespace, name string) *Template {
+	out := make(map[templateKey]*Template, len(templates))
+	for _, t := range templates {
+		if t.Namespace == req.Namespace || (req.InjectorNamespace != "" && t.Namespace == req.InjectorNamespace) {
+			out[templateKey{t.Namespace, t.Name}] = t
+		}
+	}
+	return func(namespace, name string) *Template { return out[templateKey{namespace, name}] }
+}
+
+type applying struct {
+	t        *Template
+	decision int // index into Result.Decisions
+}
+
+// resolve records a decision for every template and requested name, and returns the templates that apply, in
+// injection order.
+func (r *Result) resolve(req Request, templates []*Template, requested []string, podLabels labels.Set) []applying {
+	nsLabels := labels.Set(req.NamespaceLabels)
+	// local names the templates of the pod's own namespace, which shadow cluster-wide ones of the same name;
+	// built when the first cluster-wide template comes up (many requests have none).
+	var local map[string]bool
+	shadowed := func(name string) bool {
+		if local == nil {
+			local = make(map[string]bool, len(templates))
+			for _, t := range templates {
+				if t.Namespace == req.Namespace {
+					local[t.Name] = true
+				}
+			}
+		}
+		return local[name]
+	}
+	found := make([]bool, len(requested)) // by position in requested, which has no repeats
+	var out []applying
+	if !req.OmitNotApplicable {
+		// A requested name that matches nothing adds one more, but that is rare (it denies the pod).
+		r.Decisions = make([]Decision, 0, len(templates))
+	}
+	for _, t := range templates {
+		d := Decision{Namespace: t.Namespace, Name: t.Name, Outcome: OutcomeNotApplicable}
+		requestedAt := slices.Index(requested, t.Name)
+		isRequested := requestedAt >= 0
+		switch {
+		case t.Namespace != req.Namespace && (t.Namespace != req.InjectorNamespace || req.InjectorNamespace == ""):
+			d.Reason = ReasonOutOfScope
+		case t.Namespace != req.Namespace && shadowed(t.Name):
+			d.Reason = ReasonShadowed
+		case t.Namespace != req.Namespace && t.namespaceSelector != nil && !t.namespaceSelector.Matches(nsLabels):
+			d.Reason = ReasonNamespaceSelectorMismatch
+			if isRequested { // asked for by name, but not offered here: a failure under the template's policy
+				found[requestedAt] = true
+				r.Decisions = append(r.Decisions, d)
+				r.fail(&r.Decisions[len(r.Decisions)-1], t.FailurePolicy, ReasonNotFound, fmt.Sprintf(
+					"sidecar template %q is cluster-wide but its namespaceSelector does not select namespace %q", t.Name, req.Namespace))
+				continue
+			}
+		case t.selectorsBroken && !isRequested:
+			// A selector that cannot be parsed cannot tell which pods it selects: rather than deny every pod in
+			// scope, the template selects none; its status condition says what is wrong.
+			d.Reason = ReasonInvalid
+		case isRequested:
+			d.Reason = ReasonRequested
+			found[requestedAt] = true
+		case t.HasSelector && t.selector != nil && t.selector.Matches(podLabels):
+			d.Reason = ReasonSelected
+		case t.HasSelector:
+			d.Reason = ReasonSelectorMismatch
+		default:
+			d.Reason = ReasonNotRequested
+		}
+		applies := d.Reason == ReasonRequested || d.Reason == ReasonSelected
+		if !applies && req.OmitNotApplicable {
+			continue
+		}
+		r.Decisions = append(r.Decisions, d)
+		if applies {
+			out = append(out, applying{t, len(r.Decisions) - 1})
+		}
+	}
+	for i, n := range requested {
+		if found[i] {
+			continue
+		}
+		r.Decisions = append(r.Decisions, Decision{Name: n})
+		r.fail(&r.Decisions[len(r.Decisions)-1], v1alpha1.FailurePolicyFail, ReasonNotFound, fmt.Sprintf(
+			"sidecar template %q requested by annotation %s was not found in namespace %q nor among the cluster-wide templates",
+			n, v1alpha1.AnnotationInject, req.Namespace))
+	}
+	return out
+}

@@ -1,0 +1,80 @@
+package inject
+
+import (
+	"cmp"
+	"fmt"
+	"strings"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+)
+
+func valuesOf(pod *podView, namespace string) *podValues {
+	pv := &podValues{namespace: namespace}
+	if m := pod.Metadata; m != nil {
+		pv.name, pv.generateName, pv.labels, pv.annotations = m.Name, m.GenerateName, m.Labels, m.Annotations
+		if m.Namespace != "" && namespace == "" {
+			pv.namespace = m.Namespace
+		}
+	}
+	if s := pod.Spec; s != nil {
+		pv.serviceAccount = cmp.Or(s.ServiceAccountName, s.ServiceAccount)
+	}
+	// The API server's ServiceAccount admission fills in "default" before webhooks run; offline, do the same.
+	pv.serviceAccount = cmp.Or(pv.serviceAccount, "default")
+	return pv
+}
+
+// podValues is what per-pod values resolve against.
+type podValues struct {
+	name, generateName, namespace, serviceAccount string
+	labels, annotations                           map[string]string
+}
+
+// paramAnnotation is the pod annotation that sets parameter param of template tmpl.
+func paramAnnotation(tmpl, param string) string {
+	return tmpl + v1alpha1.ParamAnnotationSuffix + param
+}
+
+// resolveParams returns the value of every declared parameter for this pod, or the message for the first one
+// that has neither a default nor a pod annotation.
+func (t *Template) resolveParams(pv *podValues) (map[string]string, string) {
+	if len(t.params) == 0 {
+		return nil, ""
+	}
+	out := make(map[string]string, len(t.params))
+	for _, p := range t.params {
+		if v, ok := pv.annotations[paramAnnotation(t.Name, p.Name)]; ok {
+			out[p.Name] = v
+			continue
+		}
+		if p.Default == nil {
+			return nil, fmt.Sprintf("parameter %q has no default and the pod does not set it; add the annotation %q to the pod",
+				p.Name, paramAnnotation(t.Name, p.Name))
+		}
+		out[p.Name] = *p.Default
+	}
+	return out, ""
+}
+
+// resolver returns the value of one per-pod expression (already checked by findPlaceholders).
+func resolver(pv *podValues, params map[string]string) func(expr string) string {
+	return func(expr string) string {
+		switch {
+		case expr == "pod.name":
+			return pv.name
+		case expr == "pod.generateName":
+			return pv.generateName
+		case expr == "pod.namespace":
+			return pv.namespace
+		case expr == "pod.serviceAccountName":
+			return pv.serviceAccount
+		case strings.HasPrefix(expr, "pod.labels."):
+			return pv.labels[strings.TrimPrefix(expr, "pod.labels.")]
+		case strings.HasPrefix(expr, "pod.annotations."):
+			return pv.annotations[strings.TrimPrefix(expr, "pod.annotations.")]
+		case strings.HasPrefix(expr, "params."):
+			return params[strings.TrimPrefix(expr, "params.")]
+		}
+		return ""
+	}
+}
