@@ -60,31 +60,7 @@ func Inject(req Request) (*Result, error) {
 	st.entries = slices.Grow(st.entries, len(applying))
 
 	for _, a := range applying {
-		d := &res.Decisions[a.decision]
-		t := a.t
-		msg, reason := "", ReasonConflict
-		var in *instance
-		var rendered instance // the template's additions for this pod, when it has per-pod values
-		if t.Err != nil {
-			msg, reason = fmt.Sprintf("sidecar template %q is invalid: %v", t.Name, t.Err), ReasonInvalid
-		} else if in, msg = t.instanceFor(pv, &rendered); msg != "" {
-			msg, reason = fmt.Sprintf("sidecar template %q: %s", t.Name, msg), ReasonMissingParameter
-		} else {
-			// The plan, like rendered, lives on the stack: nothing keeps either beyond this template.
-			var p plan
-			if msg = st.plan(t, in, &p); msg == "" {
-				res.Warnings = append(res.Warnings, p.warnings...)
-				d.Added = st.commit(t, in, &p)
-				if p.empty() && st.recorded(t) {
-					d.Outcome, d.Reason = OutcomeAlreadyInjected, ReasonAlreadyInjected
-				} else {
-					d.Outcome = OutcomeInjected
-				}
-				continue
-			}
-			msg = fmt.Sprintf("sidecar template %q: %s", t.Name, msg)
-		}
-		res.fail(d, t.FailurePolicy, reason, msg)
+		res.apply(&st, a, pv)
 	}
 	if res.Denied {
 		res.DenyMessage = res.denyMessage()
@@ -99,4 +75,34 @@ func Inject(req Request) (*Result, error) {
 	}
 	res.Patch = st.patch()
 	return res, nil
+}
+
+// apply plans one applying template against the pod as the templates before it left it, and commits it whole
+// or fails it whole under its failurePolicy.
+func (res *Result) apply(st *state, a applying, pv *podValues) {
+	d := &res.Decisions[a.decision]
+	t := a.t
+	msg, reason := "", ReasonConflict
+	var in *instance
+	var rendered instance // the template's additions for this pod, when it has per-pod values
+	if t.Err != nil {
+		msg, reason = fmt.Sprintf("sidecar template %q is invalid: %v", t.Name, t.Err), ReasonInvalid
+	} else if in, msg = t.instanceFor(pv, &rendered); msg != "" {
+		msg, reason = fmt.Sprintf("sidecar template %q: %s", t.Name, msg), ReasonMissingParameter
+	} else {
+		// The plan, like rendered, lives on the stack: nothing keeps either beyond this template.
+		var p plan
+		if msg = st.plan(t, in, &p); msg == "" {
+			res.Warnings = append(res.Warnings, p.warnings...)
+			d.Added = st.commit(t, in, &p)
+			if p.empty() && st.recorded(t) {
+				d.Outcome, d.Reason = OutcomeAlreadyInjected, ReasonAlreadyInjected
+			} else {
+				d.Outcome = OutcomeInjected
+			}
+			return
+		}
+		msg = fmt.Sprintf("sidecar template %q: %s", t.Name, msg)
+	}
+	res.fail(d, t.FailurePolicy, reason, msg)
 }

@@ -47,11 +47,10 @@ func (s *state) patch() []jsonpatch.Operation {
 		needSpec = needSpec || len(a.add) > 0 || a.index < 0
 	}
 	needMeta := len(s.addLabels)+len(s.addAnnotations) > 0 || writeStatus
-	var ops []jsonpatch.Operation
-	if n := s.maxOps(needMeta, needSpec, writeStatus); n > 0 {
-		// The patch goes into the Result: sized once rather than grown op by op.
-		ops = make([]jsonpatch.Operation, 0, n)
-	}
+	// Built in a buffer on the stack and copied out once at its final size: the patch goes into the Result, and
+	// growing it op by op allocated several times. (A bigger patch spills to the heap once; still correct.)
+	var buf [patchBuffer]jsonpatch.Operation
+	ops := buf[:0]
 	if needMeta && !s.metaPresent {
 		ops = append(ops, add("/metadata", map[string]any{}))
 	}
@@ -125,68 +124,14 @@ func (s *state) patch() []jsonpatch.Operation {
 	if len(ops) == 0 {
 		return nil // no patch, not an empty one
 	}
-	return ops
+	out := make([]jsonpatch.Operation, len(ops)) // exactly: append would round up to a size class
+	copy(out, ops)
+	return out
 }
 
-// maxOps is how many operations patch writes: a map or list the pod has gets one operation per addition, one
-// the pod lacks is created whole in one. (Only a template's annotation whose key becomes sidecar.dev/status
-// after substitution makes it one too many.)
-func (s *state) maxOps(needMeta, needSpec, writeStatus bool) int {
-	n := opsFor(s.labelsPresent, len(s.addLabels))
-	switch annotations := len(s.addAnnotations); {
-	case !writeStatus:
-		n += opsFor(s.annotationsPresent, annotations)
-	case s.annotationsPresent && s.statusPresent:
-		n += annotations + 1
-	default:
-		n += opsFor(s.annotationsPresent, annotations+1)
-	}
-	if needMeta && !s.metaPresent {
-		n++
-	}
-	if needSpec && !s.specPresent {
-		n++
-	}
-	for i := range s.apps {
-		a := &s.apps[i]
-		n += opsFor(a.envPresent, len(a.addEnv)) + opsFor(a.mountsPresent, len(a.addMounts)) +
-			opsFor(a.envFromPresent, len(a.addEnvFrom))
-	}
-	n += opsFor(s.containers.present, len(s.containers.before)+len(s.containers.after)) +
-		opsFor(s.inits.present, len(s.inits.before)+len(s.inits.after)) +
-		opsFor(s.volumes.present, len(s.volumes.after)) + opsFor(s.pulls.present, len(s.pulls.after))
-	newAliases := 0
-	for _, a := range s.aliases {
-		if a.index < 0 {
-			newAliases++
-		} else {
-			n += opsFor(a.hostsPresent, len(a.add))
-		}
-	}
-	n += opsFor(s.aliasesPresent, newAliases)
-	switch {
-	case len(s.dnsAddNS)+len(s.dnsAddSearch)+len(s.dnsAddOpts) == 0:
-	case !s.dnsPresent:
-		n++
-	default:
-		n += opsFor(s.dns.Nameservers != nil, len(s.dnsAddNS)) + opsFor(s.dns.Searches != nil, len(s.dnsAddSearch)) +
-			opsFor(s.dns.Options != nil, len(s.dnsAddOpts))
-	}
-	for _, b := range s.bools {
-		if b.set != nil {
-			n++
-		}
-	}
-	return n
-}
-
-// opsFor is how many operations add n elements to a map or list: one each, or one for all when it is created.
-func opsFor(present bool, n int) int {
-	if present {
-		return n
-	}
-	return min(n, 1)
-}
+// patchBuffer is how many operations patch builds on the stack: more than a pod with a handful of templates
+// gets.
+const patchBuffer = 128
 
 // appendMap adds keys to a string map at path, creating it whole when absent.
 func appendMap(ops []jsonpatch.Operation, path string, present bool, m map[string]string) []jsonpatch.Operation {

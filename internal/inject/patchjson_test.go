@@ -65,7 +65,7 @@ func TestPatchSizedOnce(t *testing.T) {
 		}
 		checked++
 		if cap(r.Patch) != len(r.Patch) {
-			t.Errorf("%s: %d operations in a slice made for %d (maxOps miscounts)", c.name, len(r.Patch), cap(r.Patch))
+			t.Errorf("%s: %d operations in a slice made for %d (the patch is not copied out at its final size)", c.name, len(r.Patch), cap(r.Patch))
 		}
 		if enc, hint := mustPatchJSON(t, r), patchSizeHint(r.Patch); len(enc) > hint {
 			t.Errorf("%s: encoded patch is %d bytes, sized for %d (patchSizeHint undercounts)", c.name, len(enc), hint)
