@@ -2,16 +2,13 @@ package cli
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
-	sigsjson "sigs.k8s.io/json"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
@@ -108,7 +105,7 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 		y, err := workload.Encode(obj)
 		if err != nil {
 			failed++
-			fmt.Fprintf(stderr, "%s: cannot encode as YAML: %v\n", o.documentName(doc, obj), err)
+			fmt.Fprintf(stderr, "%s: cannot encode as YAML: %v\n", o.documentName(doc), err)
 			continue
 		}
 		if written > 0 {
@@ -129,7 +126,7 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 // injectDocument injects every pod of one document; the returned error is the message for stderr, naming the
 // file, the document and the object.
 func (o *injectOptions) injectDocument(doc workload.Document, templates []*inject.Template, stderr io.Writer) (map[string]any, error) {
-	docName := o.documentName(doc, doc.Object)
+	docName := o.documentName(doc)
 	if doc.Err != nil {
 		return nil, fmt.Errorf("%s: %v", docName, doc.Err)
 	}
@@ -196,28 +193,16 @@ func (o *injectOptions) displayName(file string) string {
 
 // documentName is `file: document N (Kind "name")`, or `file: document N (starting on line L)` when the document
 // could not be decoded.
-func (o *injectOptions) documentName(doc workload.Document, obj map[string]any) string {
-	return documentName(o.displayName(o.filename), doc, obj)
-}
-
-func documentName(file string, doc workload.Document, obj map[string]any) string {
-	name := fmt.Sprintf("%s: document %d", file, doc.Index)
-	if obj != nil {
-		return name + " (" + workload.Describe(obj) + ")"
-	}
-	return fmt.Sprintf("%s (starting on line %d)", name, doc.Line) // the decoder's line numbers count from there
+func (o *injectOptions) documentName(doc workload.Document) string {
+	return doc.Name(o.displayName(o.filename))
 }
 
 func readDocuments(file string, stdin io.Reader) ([]workload.Document, error) {
-	var r io.Reader = stdin
-	if file != "-" {
-		f, err := os.Open(file)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r = f
+	r, closeFn, err := workload.Open(file, stdin)
+	if err != nil {
+		return nil, err
 	}
+	defer closeFn()
 	docs, err := workload.Split(r)
 	if err != nil {
 		if file == "-" {
@@ -228,104 +213,34 @@ func readDocuments(file string, stdin io.Reader) ([]workload.Document, error) {
 	return docs, nil
 }
 
-// loadTemplates reads and compiles the SidecarTemplates. Every document is decoded strictly: an unknown or
-// duplicated field is an error naming the file, the document and the field. All errors are reported on stderr
-// before the command fails; an invalid but readable template is a warning (the engine then handles it under its
-// failurePolicy, as the webhook would).
+// loadTemplates reads (workload.ReadTemplates: strictly, as the API server would) and compiles the
+// SidecarTemplates. Every error is reported on stderr before the command fails; an invalid but readable
+// template is a warning (the engine then handles it under its failurePolicy, as the webhook would).
 func (o *injectOptions) loadTemplates(stdin io.Reader, stderr io.Writer) ([]*inject.Template, error) {
 	file := o.displayName(o.templates)
-	docs, err := readDocuments(o.templates, stdin)
+	r, closeFn, err := workload.Open(o.templates, stdin)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		out   []*inject.Template
-		errs  []string
-		where = map[string]string{} // namespace/name -> where it was defined
-	)
-	add := func(at string, raw map[string]any) {
-		st, err := decodeTemplate(raw)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", at, err))
-			return
+	defer closeFn()
+	read, err := workload.ReadTemplates(r, file, o.namespace)
+	if err != nil {
+		errs := []error{err}
+		if joined, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = joined.Unwrap()
 		}
-		if st.Namespace == "" {
-			st.Namespace = o.namespace
-		}
-		key := st.Namespace + "/" + st.Name
-		if prev, dup := where[key]; dup {
-			errs = append(errs, fmt.Sprintf("%s: SidecarTemplate %q in namespace %q is also defined at %s", at, st.Name, st.Namespace, prev))
-			return
-		}
-		where[key] = strings.TrimPrefix(at, file+": ")
-		t := inject.Compile(st, o.injectorNamespace)
-		if t.Err != nil {
-			fmt.Fprintf(stderr, "Warning: %s: the template is invalid: %v\n", at, t.Err)
-		}
-		out = append(out, t)
-	}
-	for _, doc := range docs {
-		at := documentName(file, doc, doc.Object)
-		if doc.Err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", at, doc.Err))
-			continue
-		}
-		apiVersion, _ := doc.Object["apiVersion"].(string)
-		kind, _ := doc.Object["kind"].(string)
-		if (kind == "List" && apiVersion == "v1") || (kind == "SidecarTemplateList" && apiVersion == v1alpha1.GroupVersion.String()) {
-			items, ok := doc.Object["items"].([]any)
-			if !ok && doc.Object["items"] != nil {
-				errs = append(errs, fmt.Sprintf("%s: items is not a list", at))
-				continue
-			}
-			for i, it := range items {
-				item, ok := it.(map[string]any)
-				if !ok {
-					errs = append(errs, fmt.Sprintf("%s item %d: not an object", at, i+1))
-					continue
-				}
-				add(fmt.Sprintf("%s item %d (%s)", at, i+1, workload.Describe(item)), item)
-			}
-			continue
-		}
-		add(at, doc.Object)
-	}
-	if len(errs) > 0 {
 		for _, e := range errs {
 			fmt.Fprintln(stderr, e)
 		}
 		return nil, fmt.Errorf("%s: the SidecarTemplates cannot be read (%d errors); nothing was injected", file, len(errs))
 	}
-	return out, nil
-}
-
-// decodeTemplate decodes one SidecarTemplate strictly: unknown and duplicated fields are errors that name the
-// field by its path.
-func decodeTemplate(obj map[string]any) (*v1alpha1.SidecarTemplate, error) {
-	apiVersion, _ := obj["apiVersion"].(string)
-	kind, _ := obj["kind"].(string)
-	if kind != "SidecarTemplate" || apiVersion != v1alpha1.GroupVersion.String() {
-		return nil, fmt.Errorf("kind %q (apiVersion %q) is not a SidecarTemplate (apiVersion %s), a List or a SidecarTemplateList",
-			kind, apiVersion, v1alpha1.GroupVersion.String())
-	}
-	js, err := json.Marshal(obj)
-	if err != nil {
-		return nil, err
-	}
-	st := &v1alpha1.SidecarTemplate{}
-	strict, err := sigsjson.UnmarshalStrict(js, st, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
-	if err != nil {
-		return nil, err
-	}
-	if len(strict) > 0 {
-		msgs := make([]string, len(strict))
-		for i, e := range strict {
-			msgs[i] = e.Error()
+	out := make([]*inject.Template, 0, len(read))
+	for _, rt := range read {
+		t := inject.Compile(rt.Object, o.injectorNamespace)
+		if t.Err != nil {
+			fmt.Fprintf(stderr, "Warning: %s: the template is invalid: %v\n", rt.Where, t.Err)
 		}
-		return nil, errors.New(strings.Join(msgs, "; "))
+		out = append(out, t)
 	}
-	if st.Name == "" {
-		return nil, errors.New("metadata.name is required")
-	}
-	return st, nil
+	return out, nil
 }

@@ -5,20 +5,15 @@
 package explain
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
@@ -113,85 +108,18 @@ type PodInput struct {
 	Namespace string
 }
 
-// documents splits a YAML (or JSON) stream into its non-empty documents, as JSON; duplicate keys are errors.
-func documents(r io.Reader) ([][]byte, error) {
-	yr := utilyaml.NewYAMLReader(bufio.NewReader(r))
-	var out [][]byte
-	for n := 1; ; n++ {
-		doc, err := yr.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", n, err)
-		}
-		js, err := yaml.YAMLToJSONStrict(doc)
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", n, err)
-		}
-		if t := bytes.TrimSpace(js); len(t) == 0 || string(t) == "null" {
-			n-- // empty document (a bare ---, only comments): not counted
-			continue
-		}
-		out = append(out, js)
-	}
-}
-
-type typeMeta struct {
-	APIVersion string            `json:"apiVersion"`
-	Kind       string            `json:"kind"`
-	Items      []json.RawMessage `json:"items"`
-	Metadata   struct {
-		Namespace string `json:"namespace"`
-	} `json:"metadata"`
-}
-
 // ReadTemplates reads SidecarTemplates (and Lists of them, as `kubectl get sct -o yaml` writes) from a YAML or
-// JSON stream, strictly: an unknown or duplicate field, or an object of another kind, is an error. A template
-// without a namespace gets defaultNamespace.
+// JSON stream, as `inject --templates` does (workload.ReadTemplates: strictly, as the API server would take
+// them; every error names the file, the document and the field). A template without a namespace gets
+// defaultNamespace, one without a generation 1.
 func ReadTemplates(r io.Reader, name, defaultNamespace string) ([]v1alpha1.SidecarTemplate, error) {
-	docs, err := documents(r)
+	read, err := workload.ReadTemplates(r, name, defaultNamespace)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, err
 	}
-	var out []v1alpha1.SidecarTemplate
-	var one func(where string, raw []byte) error
-	one = func(where string, raw []byte) error {
-		var tm typeMeta
-		if err := json.Unmarshal(raw, &tm); err != nil {
-			return fmt.Errorf("%s: %w", where, err)
-		}
-		switch {
-		case tm.Kind == "List" || tm.Kind == "SidecarTemplateList":
-			for i, item := range tm.Items {
-				if err := one(fmt.Sprintf("%s, item %d", where, i+1), item); err != nil {
-					return err
-				}
-			}
-			return nil
-		case tm.Kind != "SidecarTemplate" || tm.APIVersion != v1alpha1.GroupVersion.String():
-			return fmt.Errorf("%s: a %s %s, want a %s SidecarTemplate", where, tm.APIVersion, tm.Kind, v1alpha1.GroupVersion)
-		}
-		var st v1alpha1.SidecarTemplate
-		if err := yaml.UnmarshalStrict(raw, &st); err != nil {
-			return fmt.Errorf("%s: %w", where, err)
-		}
-		if st.Name == "" {
-			return fmt.Errorf("%s: the template has no metadata.name", where)
-		}
-		if st.Namespace == "" {
-			st.Namespace = defaultNamespace
-		}
-		if st.Generation == 0 {
-			st.Generation = 1 // as the API server would set it
-		}
-		out = append(out, st)
-		return nil
-	}
-	for i, raw := range docs {
-		if err := one(fmt.Sprintf("%s: document %d", name, i+1), raw); err != nil {
-			return nil, err
-		}
+	out := make([]v1alpha1.SidecarTemplate, len(read))
+	for i, t := range read {
+		out[i] = *t.Object
 	}
 	return out, nil
 }

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/workload"
 )
 
 // DefaultInjectorNamespace is the injector's namespace when --injector-namespace is not given: the namespace
@@ -92,7 +93,7 @@ func Run(ctx context.Context, cfg Config, stdin io.Reader, stdout io.Writer) err
 			src = &labelsOverride{Source: src, labels: nsLabels}
 		}
 	} else {
-		r, closeFn, err := open(cfg.TemplatesFile, stdin)
+		r, closeFn, err := workload.Open(cfg.TemplatesFile, stdin)
 		if err != nil {
 			return err
 		}
@@ -107,7 +108,7 @@ func Run(ctx context.Context, cfg Config, stdin io.Reader, stdout io.Writer) err
 		src = &StaticSource{Items: items, Labels: nsLabels}
 	}
 
-	r, closeFn, err := open(cfg.File, stdin)
+	r, closeFn, err := workload.Open(cfg.File, stdin)
 	if err != nil {
 		return err
 	}
@@ -147,15 +148,4 @@ func displayName(file string) string {
 		return "stdin"
 	}
 	return file
-}
-
-func open(file string, stdin io.Reader) (io.Reader, func(), error) {
-	if file == "-" {
-		return stdin, func() {}, nil
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, nil, err
-	}
-	return f, func() { _ = f.Close() }, nil
 }
