@@ -5,79 +5,50 @@ import (
 	"fmt"
 	"slices"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/tools/cache"
 
-	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 )
 
 // Clashes returns, for a template t with a selector, a sentence for every container, init container or volume
 // name it adds that another template also adds, when both could select the same pod, so that a pod selected by
-// both cannot receive both (the later one in injection order conflicts with the earlier one). candidates are
-// the other templates of t's namespace and the cluster-wide ones (those in injectorNamespace); nsLabels are the
-// labels of t's namespace (nil when unknown).
+// both cannot receive both (the later one in injection order conflicts with the earlier one). offered are the
+// templates that may serve pods of t's namespace, by the engine's rule (inject.Index.Offered: scope, shadowing,
+// namespaceSelector), t among them or not.
 //
 // It is an approximation made without looking at pods:
 //   - only templates that both have a selector count: a template injected on request only clashes with another
 //     in a pod that asks for it, which is that pod's author's choice;
 //   - two selectors "could select the same pod" when the conjunction of their requirements is satisfiable
 //     (an empty selector matches everything; app=a and app=b never meet; app=a and tier=web may);
-//   - in one namespace, the clash is reported on the later template in injection order (order, namespace,
-//     name), which is the one that fails;
+//   - in one namespace, the clash is reported on the later template in injection order (inject.InjectionOrder),
+//     which is the one that fails;
 //   - between a namespaced template and a cluster-wide one, it is reported on the namespaced template only,
-//     whichever comes first: a tenant's template must not change the status of a cluster-wide one. A
-//     cluster-wide template shadowed in t's namespace by a template of the same name, or whose namespaceSelector
-//     does not match nsLabels, is not a candidate;
+//     whichever comes first: a tenant's template must not change the status of a cluster-wide one;
 //   - invalid templates (never injected) are ignored.
-func Clashes(t *v1alpha1.SidecarTemplate, candidates []v1alpha1.SidecarTemplate, injectorNamespace string, nsLabels map[string]string) []string {
-	if t.Spec.Selector == nil {
+func Clashes(t *inject.Template, offered []*inject.Template) []string {
+	self := t.Selector()
+	if self == nil {
 		return nil
 	}
-	self, err := metav1.LabelSelectorAsSelector(t.Spec.Selector)
-	if err != nil {
-		return nil // invalid: reported as such
-	}
-	clusterWide := injectorNamespace != "" && t.Namespace == injectorNamespace
-	local := sets.New[string]()
-	for i := range candidates {
-		if candidates[i].Namespace == t.Namespace {
-			local.Insert(candidates[i].Name)
-		}
-	}
-	others := make([]*v1alpha1.SidecarTemplate, 0, len(candidates))
-	for i := range candidates {
-		o := &candidates[i]
-		if (o.Namespace == t.Namespace && o.Name == t.Name) || o.Spec.Selector == nil {
-			continue
-		}
+	var others []*inject.Template
+	for _, o := range offered {
 		switch {
-		case o.Namespace == t.Namespace:
-			if !before(o, t) {
-				continue // t comes first: the clash is reported on o
-			}
-		case clusterWide || o.Namespace != injectorNamespace || injectorNamespace == "":
-			continue // a cluster-wide template is only compared with cluster-wide ones; other namespaces never meet
-		case local.Has(o.Name):
-			continue // shadowed here
-		case o.Spec.NamespaceSelector != nil && nsLabels != nil:
-			nsSel, err := metav1.LabelSelectorAsSelector(o.Spec.NamespaceSelector)
-			if err != nil || !nsSel.Matches(labels.Set(nsLabels)) {
-				continue
-			}
-		}
-		if inject.Compile(o, injectorNamespace).Err != nil {
+		case o.Namespace == t.Namespace && o.Name == t.Name, o.Err != nil, o.Selector() == nil:
 			continue
+		case o.Namespace == t.Namespace && inject.InjectionOrder(o, t) > 0:
+			continue // t comes first: the clash is reported on o
+		case o.Namespace != t.Namespace && t.ClusterWide:
+			continue // a cluster-wide template is only compared with cluster-wide ones
 		}
-		sel, err := metav1.LabelSelectorAsSelector(o.Spec.Selector)
-		if err != nil || !CouldOverlap(self, sel) {
-			continue
+		if CouldOverlap(self, o.Selector()) {
+			others = append(others, o)
 		}
-		others = append(others, o)
 	}
-	slices.SortFunc(others, func(a, b *v1alpha1.SidecarTemplate) int {
+	slices.SortFunc(others, func(a, b *inject.Template) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 
@@ -91,34 +62,37 @@ func Clashes(t *v1alpha1.SidecarTemplate, candidates []v1alpha1.SidecarTemplate,
 		}
 		for _, n := range mine {
 			if slices.Contains(theirs, n) {
-				out = append(out, fmt.Sprintf("%s %q clashes with %s %s/%s, whose selector can select the same pods: a pod selected by both cannot receive both",
-					n.kind, n.name, where, o.Namespace, o.Name))
+				out = append(out, fmt.Sprintf("%s %q clashes with %s %s, whose selector can select the same pods: a pod selected by both cannot receive both",
+					n.kind, n.name, where, cache.NewObjectName(o.Namespace, o.Name)))
 			}
 		}
 	}
 	return out
 }
 
+// offeredWith returns the templates of all that may serve pods of t's namespace, by the engine's rule
+// (inject.Index.Offered); for a cluster-wide t, the cluster-wide ones.
+func offeredWith(t *inject.Template, all []*inject.Template, injectorNamespace string, nsLabels map[string]string) []*inject.Template {
+	namespace := t.Namespace
+	if t.ClusterWide {
+		namespace = ""
+	}
+	return inject.NewIndex(namespace, injectorNamespace, all).Offered(nsLabels)
+}
+
 type addedName struct{ kind, name string }
 
 // addedNames lists the names a template adds; containers and init containers share one namespace in a pod.
-func addedNames(t *v1alpha1.SidecarTemplate) []addedName {
+func addedNames(t *inject.Template) []addedName {
 	var out []addedName
-	for _, c := range t.Spec.Containers {
-		out = append(out, addedName{"container name", c.Name})
+	adds := t.Adds()
+	for _, c := range slices.Concat(adds.Containers, adds.InitContainers) {
+		out = append(out, addedName{"container name", c})
 	}
-	for _, c := range t.Spec.InitContainers {
-		out = append(out, addedName{"container name", c.Name})
-	}
-	for _, v := range t.Spec.Volumes {
-		out = append(out, addedName{"volume name", v.Name})
+	for _, v := range adds.Volumes {
+		out = append(out, addedName{"volume name", v})
 	}
 	return out
-}
-
-// before reports whether a comes before b in injection order (order, namespace, name).
-func before(a, b *v1alpha1.SidecarTemplate) bool {
-	return cmp.Or(cmp.Compare(a.Spec.Order, b.Spec.Order), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name)) < 0
 }
 
 // CouldOverlap reports whether some set of labels matches both selectors: for every key, the requirements of

@@ -9,6 +9,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 )
 
 func sel(t *testing.T, s string) *metav1.LabelSelector {
@@ -189,20 +190,20 @@ func TestClashes(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var all []v1alpha1.SidecarTemplate
+			var all []*inject.Template
 			for _, x := range tc.templates {
-				all = append(all, x.build(t))
+				st := x.build(t)
+				all = append(all, inject.Compile(&st, injectorNS))
 			}
 			for _, c := range tc.checks {
-				var self *v1alpha1.SidecarTemplate
-				for i := range all {
-					if all[i].Namespace+"/"+all[i].Name == c.name {
-						self = &all[i]
+				var self *inject.Template
+				for _, ct := range all {
+					if ct.Key() == c.name {
+						self = ct
 					}
 				}
-				// The controller passes the template's namespace and the cluster-wide ones; Clashes must ignore
-				// anything else, so pass everything.
-				got := Clashes(self, all, injectorNS, tc.nsLabels)
+				// Everything is passed, other namespaces too: the engine's rule (Index.Offered) leaves them out.
+				got := Clashes(self, offeredWith(self, all, injectorNS, tc.nsLabels))
 				if len(got) != len(c.contains) {
 					t.Fatalf("%s: %d clashes, want %d: %q", c.name, len(got), len(c.contains), got)
 				}

@@ -28,6 +28,7 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/events"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
+	"github.com/sidecar-dev/sidecar-injector/internal/store"
 )
 
 // Name is the controller's name (logs, metrics of controller-runtime).
@@ -55,6 +56,9 @@ type TemplateReconciler struct {
 	Client client.Client
 	// InjectorNamespace is the injector's own namespace (its templates are cluster-wide).
 	InjectorNamespace string
+	// Templates, when set, is the webhook's store: its compiled templates and indexes are reused instead of
+	// compiling every candidate on each reconcile. Nil: the candidates are listed and compiled here.
+	Templates *store.Templates
 	// Events, when set, receives the Ready-changed Events.
 	Events *events.Recorder
 	// Metrics receives each template's readiness; nil means metrics.Default.
@@ -169,7 +173,7 @@ func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, err
 	}
-	compiled := inject.Compile(&t, r.InjectorNamespace)
+	compiled := r.compile(&t)
 	cond, err := r.readiness(ctx, &t, compiled)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -211,18 +215,53 @@ func (r *TemplateReconciler) readiness(ctx context.Context, t *v1alpha1.SidecarT
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonInvalid, compiled.Err.Error()
 		return cond, nil
 	}
-	if t.Spec.Selector != nil {
-		candidates, nsLabels, err := r.candidates(ctx, t)
+	if compiled.Selector() != nil {
+		offered, err := r.offered(ctx, compiled)
 		if err != nil {
 			return cond, err
 		}
-		if clashes := Clashes(t, candidates, r.InjectorNamespace, nsLabels); len(clashes) > 0 {
+		if clashes := Clashes(compiled, offered); len(clashes) > 0 {
 			cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonNameClash, strings.Join(clashes, "; ")
 			return cond, nil
 		}
 	}
 	cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, ReasonReady, ReadyMessage(t)
 	return cond, nil
+}
+
+// compile returns t compiled: the store's copy when it has this very version, else compiled now.
+func (r *TemplateReconciler) compile(t *v1alpha1.SidecarTemplate) *inject.Template {
+	if r.Templates != nil {
+		if c := r.Templates.Get(t.Namespace, t.Name); c != nil && c.Generation == t.Generation && t.Generation != 0 {
+			return c
+		}
+	}
+	return inject.Compile(t, r.InjectorNamespace)
+}
+
+// offered returns the templates that may serve pods of t's namespace, by the engine's rule (Index.Offered):
+// from the store's index when there is a store, else listed and compiled.
+func (r *TemplateReconciler) offered(ctx context.Context, t *inject.Template) ([]*inject.Template, error) {
+	nsLabels, err := r.namespaceLabels(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	if r.Templates != nil {
+		namespace := t.Namespace
+		if t.ClusterWide {
+			namespace = r.InjectorNamespace
+		}
+		return r.Templates.Index(namespace).Offered(nsLabels), nil
+	}
+	candidates, err := r.candidates(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]*inject.Template, len(candidates))
+	for i := range candidates {
+		all[i] = inject.Compile(&candidates[i], r.InjectorNamespace)
+	}
+	return offeredWith(t, all, r.InjectorNamespace, nsLabels), nil
 }
 
 // ReadyMessage is the message of a Ready=True condition; it names the parameters pods must set.
@@ -240,31 +279,40 @@ func ReadyMessage(t *v1alpha1.SidecarTemplate) string {
 	return msg
 }
 
-// candidates returns the templates t may meet in a pod (its namespace's and, for a namespaced template, the
-// cluster-wide ones) and the labels of t's namespace (nil when unknown or not needed).
-func (r *TemplateReconciler) candidates(ctx context.Context, t *v1alpha1.SidecarTemplate) ([]v1alpha1.SidecarTemplate, map[string]string, error) {
+// candidates lists the templates t may meet in a pod: its namespace's and, for a namespaced template, the
+// cluster-wide ones.
+func (r *TemplateReconciler) candidates(ctx context.Context, t *inject.Template) ([]v1alpha1.SidecarTemplate, error) {
 	var own v1alpha1.SidecarTemplateList
 	if err := r.Client.List(ctx, &own, client.InNamespace(t.Namespace)); err != nil {
-		return nil, nil, fmt.Errorf("list templates in %s: %w", t.Namespace, err)
+		return nil, fmt.Errorf("list templates in %s: %w", t.Namespace, err)
 	}
-	if r.InjectorNamespace == "" || t.Namespace == r.InjectorNamespace {
-		return own.Items, nil, nil
+	if r.InjectorNamespace == "" || t.ClusterWide {
+		return own.Items, nil
 	}
 	var cluster v1alpha1.SidecarTemplateList
 	if err := r.Client.List(ctx, &cluster, client.InNamespace(r.InjectorNamespace)); err != nil {
-		return nil, nil, fmt.Errorf("list cluster-wide templates: %w", err)
+		return nil, fmt.Errorf("list cluster-wide templates: %w", err)
+	}
+	return append(own.Items, cluster.Items...), nil
+}
+
+// namespaceLabels returns the labels of a namespaced template's namespace; nil when unknown, or for a
+// cluster-wide template.
+func (r *TemplateReconciler) namespaceLabels(ctx context.Context, t *inject.Template) (map[string]string, error) {
+	if r.InjectorNamespace == "" || t.ClusterWide {
+		return nil, nil
 	}
 	ns := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}}
-	var nsLabels map[string]string
-	if err := r.Client.Get(ctx, types.NamespacedName{Name: t.Namespace}, ns); err == nil {
-		nsLabels = ns.Labels
-		if nsLabels == nil {
-			nsLabels = map[string]string{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: t.Namespace}, ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
 		}
-	} else if !apierrors.IsNotFound(err) {
-		return nil, nil, fmt.Errorf("get namespace %s: %w", t.Namespace, err)
+		return nil, fmt.Errorf("get namespace %s: %w", t.Namespace, err)
 	}
-	return append(own.Items, cluster.Items...), nsLabels, nil
+	if ns.Labels == nil {
+		return map[string]string{}, nil
+	}
+	return ns.Labels, nil
 }
 
 // Drift counts the pods that carry t, and those carrying another version than hash, from the cache's index: it

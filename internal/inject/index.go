@@ -240,7 +240,7 @@ func (x *Index) candidates(podLabels, nsLabels map[string]string, requested []st
 	// Two runs in injection order: merged.
 	out := make([]*Template, 0, len(own)+len(cluster))
 	for len(own) > 0 && len(cluster) > 0 {
-		if injectionOrder(own[0], cluster[0]) <= 0 {
+		if InjectionOrder(own[0], cluster[0]) <= 0 {
 			out, own = append(out, own[0]), own[1:]
 		} else {
 			out, cluster = append(out, cluster[0]), cluster[1:]
@@ -304,4 +304,25 @@ func anchor(reqs labels.Requirements, valueUse map[[2]string]int, keyUse map[str
 		return labels.Requirement{}, false
 	}
 	return reqs[best], true
+}
+
+// Offered returns, in injection order, the templates that may serve a pod of the index's namespace by
+// selector or name: the namespace's own, and the cluster-wide ones that no template of the namespace shadows and
+// whose namespaceSelector selects nsLabels (every one when nsLabels is nil: the labels are unknown). It is the
+// rule Inject applies (resolve), for callers that reason about templates without a pod: the status
+// controller's name clashes.
+func (x *Index) Offered(nsLabels map[string]string) []*Template {
+	out := slices.Clone(x.own.templates)
+	set := labels.Set(nsLabels)
+	for _, t := range x.cluster.templates {
+		if x.own.byName[t.Name] != nil {
+			continue // shadowed
+		}
+		if nsLabels != nil && t.namespaceSelector != nil && !t.namespaceSelector.Matches(set) {
+			continue
+		}
+		out = append(out, t)
+	}
+	slices.SortFunc(out, InjectionOrder)
+	return out
 }

@@ -11,9 +11,10 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 )
 
-// injectionOrder is the order templates are applied in: order, then namespace, then name; the hash breaks ties
-// between two objects for the same template so the result never depends on the order of the cache.
-func injectionOrder(a, b *Template) int {
+// InjectionOrder is the order templates are applied in: order, then namespace, then name; the hash breaks ties
+// between two objects for the same template so the result never depends on the order of the cache. A later
+// template sees what the earlier ones added, and fails where it clashes with them.
+func InjectionOrder(a, b *Template) int {
 	return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.Namespace, b.Namespace),
 		cmp.Compare(a.Name, b.Name), cmp.Compare(a.Hash, b.Hash))
 }
@@ -27,7 +28,7 @@ func inOrder(in []*Template) []*Template {
 			out = append(out, t)
 		}
 	}
-	slices.SortFunc(out, injectionOrder)
+	slices.SortFunc(out, InjectionOrder)
 	// Two objects for one template (possible offline, from files): the first in injection order counts, wherever
 	// the other one sorts (a different spec.order puts them apart).
 	seen := make(map[[2]string]bool, len(out))

@@ -82,6 +82,19 @@ func payloadOf(spec *v1alpha1.SidecarTemplateSpec) *payload {
 	return &pl
 }
 
+// Selector returns the template's pod selector; nil when it selects no pod by label (no spec.selector, or one
+// that cannot be parsed).
+func (t *Template) Selector() labels.Selector {
+	if t.selectorsBroken {
+		return nil
+	}
+	return t.selector
+}
+
+// Adds returns the names of the containers, init containers and volumes the template adds (before per-pod
+// values are substituted).
+func (t *Template) Adds() Added { return t.names }
+
 // Key returns "namespace/name".
 func (t *Template) Key() string { return t.Namespace + "/" + t.Name }
 

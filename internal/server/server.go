@@ -184,7 +184,7 @@ func Run(ctx context.Context, opts Options) error {
 		Recorder:          recorder,
 	})))
 	if !opts.DisableController {
-		r := &controller.TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: opts.Namespace,
+		r := &controller.TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: opts.Namespace, Templates: templates,
 			Events: recorder, Metrics: metrics.Default}
 		if err := r.SetupWithManager(ctx, mgr); err != nil {
 			return fmt.Errorf("cannot set up the template status controller: %w", err)
