@@ -7,8 +7,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 )
@@ -63,7 +63,7 @@ func Clashes(t *inject.Template, offered []*inject.Template) []string {
 		for _, n := range mine {
 			if slices.Contains(theirs, n) {
 				out = append(out, fmt.Sprintf("%s %q clashes with %s %s, whose selector can select the same pods: a pod selected by both cannot receive both",
-					n.kind, n.name, where, cache.NewObjectName(o.Namespace, o.Name)))
+					n.kind, n.name, where, types.NamespacedName{Namespace: o.Namespace, Name: o.Name}))
 			}
 		}
 	}

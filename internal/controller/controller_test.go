@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"k8s.io/client-go/util/retry"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/util/retry"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"

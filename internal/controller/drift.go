@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
@@ -22,7 +23,9 @@ type Drift struct {
 }
 
 // TemplateKey is the index value for a template: "namespace/name".
-func TemplateKey(namespace, name string) string { return namespace + "/" + name }
+func TemplateKey(namespace, name string) string {
+	return types.NamespacedName{Namespace: namespace, Name: name}.String()
+}
 
 // readRecord decodes a pod's sidecar.dev/status annotation; nil when absent or not a record.
 func readRecord(annotations map[string]string) *inject.Status {

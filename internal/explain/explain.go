@@ -10,10 +10,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
@@ -168,10 +168,10 @@ func Explain(ctx context.Context, pods []PodInput, src Source, injectorNamespace
 		if err != nil {
 			return nil, err
 		}
-		byKey := map[string]*v1alpha1.SidecarTemplate{}
+		byKey := map[types.NamespacedName]*v1alpha1.SidecarTemplate{}
 		compiled := make([]*inject.Template, 0, len(sts))
 		for i := range sts {
-			byKey[sts[i].Namespace+"/"+sts[i].Name] = &sts[i]
+			byKey[types.NamespacedName{Namespace: sts[i].Namespace, Name: sts[i].Name}] = &sts[i]
 			compiled = append(compiled, inject.Compile(&sts[i], injectorNamespace))
 		}
 		res, err := inject.Inject(inject.Request{Pod: in.Raw, Namespace: in.Namespace, NamespaceLabels: nsLabels,
@@ -181,7 +181,7 @@ func Explain(ctx context.Context, pods []PodInput, src Source, injectorNamespace
 	return rep, nil
 }
 
-func podReport(in PodInput, res *inject.Result, err error, byKey map[string]*v1alpha1.SidecarTemplate,
+func podReport(in PodInput, res *inject.Result, err error, byKey map[types.NamespacedName]*v1alpha1.SidecarTemplate,
 	nsLabels map[string]string, injectorNamespace string) Pod {
 	var meta struct {
 		Metadata struct {
@@ -211,7 +211,7 @@ func podReport(in PodInput, res *inject.Result, err error, byKey map[string]*v1a
 			Added: d.Added, ClusterWide: d.Namespace != "" && d.Namespace == injectorNamespace,
 			Applies: d.Outcome == inject.OutcomeInjected || d.Outcome == inject.OutcomeAlreadyInjected}
 		if t.Message == "" {
-			t.Message = why(d, byKey[d.Namespace+"/"+d.Name], in.Namespace, nsLabels, injectorNamespace)
+			t.Message = why(d, byKey[types.NamespacedName{Namespace: d.Namespace, Name: d.Name}], in.Namespace, nsLabels, injectorNamespace)
 		}
 		if d.Outcome == inject.OutcomeInjected {
 			p.Result = "injected"
@@ -287,14 +287,5 @@ func formatLabels(m map[string]string) string {
 	if len(m) == 0 {
 		return "(none)"
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + m[k]
-	}
-	return strings.Join(parts, ",")
+	return labels.FormatLabels(m)
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 )
 
@@ -55,7 +57,7 @@ func writePod(b *bytes.Buffer, p *Pod) {
 	for i, t := range p.Templates {
 		keys[i] = t.Name
 		if t.Namespace != "" {
-			keys[i] = t.Namespace + "/" + t.Name
+			keys[i] = types.NamespacedName{Namespace: t.Namespace, Name: t.Name}.String()
 		}
 		if t.ClusterWide {
 			keys[i] += " (cluster-wide)"

@@ -3,6 +3,8 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -58,8 +60,8 @@ func encodeContainer(c *corev1.Container) json.RawMessage {
 
 func newInstance(p *payload) *instance {
 	in := &instance{
-		annotationVals: p.Annotations, annotations: sortedKeys(p.Annotations),
-		labelVals: p.Labels, labels: sortedKeys(p.Labels),
+		annotationVals: p.Annotations, annotations: slices.Sorted(maps.Keys(p.Annotations)),
+		labelVals: p.Labels, labels: slices.Sorted(maps.Keys(p.Labels)),
 		hostAliases: p.HostAliases, dnsConfig: p.DNSConfig,
 		share: p.ShareProcessNamespace, hostNetwork: p.HostNetwork, hostPID: p.HostPID, hostIPC: p.HostIPC,
 	}

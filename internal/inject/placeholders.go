@@ -3,6 +3,7 @@ package inject
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -205,5 +206,5 @@ func substituteMap(keys []string, vals map[string]string, resolve func(string) s
 	for _, k := range keys {
 		out[substituteString(k, resolve)] = substituteString(vals[k], resolve)
 	}
-	return sortedKeys(out), out
+	return slices.Sorted(maps.Keys(out)), out
 }

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
@@ -96,7 +97,9 @@ func (t *Template) Selector() labels.Selector {
 func (t *Template) Adds() Added { return t.names }
 
 // Key returns "namespace/name".
-func (t *Template) Key() string { return t.Namespace + "/" + t.Name }
+func (t *Template) Key() string {
+	return types.NamespacedName{Namespace: t.Namespace, Name: t.Name}.String()
+}
 
 // Compile prepares a SidecarTemplate for injection. It never fails: an invalid template is returned with Err
 // set, so that pods requesting it get a clear answer under its failurePolicy.
@@ -271,13 +274,4 @@ func checkParameters(spec *v1alpha1.SidecarTemplateSpec, c *checks) map[string]b
 		declared[p.Name] = true
 	}
 	return declared
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"unicode"
 
+	"github.com/go-json-experiment/json/jsontext"
+
 	"sigs.k8s.io/yaml"
 )
 
@@ -196,51 +198,16 @@ func decodeJSON(js []byte) (any, error) {
 	return v, nil
 }
 
-// checkDuplicateKeys walks the JSON token stream and fails on an object with a key given twice.
+// checkDuplicateKeys fails on an object with a key given twice: jsontext rejects duplicate names (RFC 7493)
+// and says which, where.
 func checkDuplicateKeys(js []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.UseNumber()
-	type frame struct {
-		keys    map[string]bool
-		object  bool
-		wantKey bool
-	}
-	var stack []*frame
+	dec := jsontext.NewDecoder(bytes.NewReader(js), jsontext.AllowInvalidUTF8(true)) // encoding/json decodes the rest: only duplicates here
 	for {
-		tok, err := dec.Token()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
+		if _, err := dec.ReadToken(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
 			return err
-		}
-		var top *frame
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if top != nil && top.object && top.wantKey {
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:len(stack)-1]
-				continue
-			}
-			k := tok.(string)
-			if top.keys[k] {
-				return fmt.Errorf("key %q is given twice in the same object", k)
-			}
-			top.keys[k] = true
-			top.wantKey = false
-			continue
-		}
-		if top != nil && top.object {
-			top.wantKey = true // this token is the value (or opens it)
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{keys: map[string]bool{}, object: true, wantKey: true})
-		case json.Delim('['):
-			stack = append(stack, &frame{})
-		case json.Delim(']'):
-			stack = stack[:len(stack)-1]
 		}
 	}
 }

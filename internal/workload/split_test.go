@@ -84,7 +84,7 @@ func TestSplit(t *testing.T) {
 		{
 			name:  "a JSON key given twice is an error too",
 			input: `{"kind": "Pod", "spec": {"a": 1, "a": 2}}`,
-			want:  []string{`error: key "a" is given twice`},
+			want:  []string{`error: duplicate object member name "a"`},
 		},
 		{
 			name:  "an empty object is a document (without a kind), as kubectl sees it",
