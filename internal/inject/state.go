@@ -35,8 +35,9 @@ func hasKey(items []item, key string) bool {
 }
 
 // appendItems appends what a template adds to a list of the state. The first template's items become the list
-// itself instead of a copy: planned items are never written to, and the clipped capacity makes a later append
-// copy instead of writing into the template's (or the plan's) array.
+// itself instead of a copy. This is the one place that relies on the invariant that a compiled template's
+// arrays are never written: planned items are clipped (subsequence), so a later append copies instead of writing
+// into the template's array, which every admission shares (TestInjectionNeverWritesATemplate).
 func appendItems(list, items []item) []item {
 	if len(list) == 0 {
 		return slices.Clip(items)
