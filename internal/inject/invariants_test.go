@@ -73,7 +73,9 @@ func TestInjectionNeverWritesATemplate(t *testing.T) {
 	}
 	// Three of each in the first template: its arrays have room for a fourth (append doubles), which a second
 	// template's additions would land in if the state appended to the first one's array.
-	three := func(f string) string { return fmt.Sprintf("[{%s: a, image: i}, {%s: b, image: i}, {%s: c, image: i}]", f, f, f) }
+	three := func(f string) string {
+		return fmt.Sprintf("[{%s: a, image: i}, {%s: b, image: i}, {%s: c, image: i}]", f, f, f)
+	}
 	sts := parseTemplates(t, []byte("metadata: {name: one, namespace: team-a}\nspec:\n  containers: "+three("name")+
 		"\n  initContainers: [{name: i1, image: i}, {name: i2, image: i}, {name: i3, image: i}]"+
 		"\n  env: [{name: A}, {name: B}, {name: C}]\n---\nmetadata: {name: two, namespace: team-a}\nspec:\n"+
