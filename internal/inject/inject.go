@@ -36,7 +36,11 @@ func Inject(req Request) (*Result, error) {
 		return nil, err
 	}
 	pv := valuesOf(pod, req.Namespace)
-	requested, optOut := parseInject(pv.annotations[v1alpha1.AnnotationInject])
+	requested, optOut, err := parseInject(pv.annotations[v1alpha1.AnnotationInject], req.Limits.withDefaults())
+	if err != nil {
+		res.Denied, res.DenyMessage = true, err.Error()
+		return res, nil
+	}
 	if optOut {
 		res.skipAll(req, templates, ReasonOptedOut)
 		return res, nil

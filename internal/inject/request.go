@@ -25,4 +25,6 @@ type Request struct {
 	// cluster-wide templates, a decision for each one that does not apply is most of the engine's work, and
 	// nothing on the admission path reads them. explain and the tests keep them.
 	OmitNotApplicable bool
+	// Limits bound what this admission may ask for and produce; zero fields take DefaultLimits.
+	Limits Limits
 }

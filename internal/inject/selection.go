@@ -53,17 +53,63 @@ func namespaceSkip(req Request) Reason {
 }
 
 // parseInject reads sidecar.dev/inject: names separated by commas, spaces around them allowed, empty entries
-// and repeats ignored; "false" (any case) alone opts out.
-func parseInject(v string) (names []string, optOut bool) {
-	if strings.EqualFold(strings.TrimSpace(v), v1alpha1.OptOutValue) {
-		return nil, true
+// and repeats ignored; "false" alone, in any ASCII case, opts out. Linear in the annotation's length (repeats are
+// found through a set); more distinct names than lim.MaxRequestedNames, or a name longer than
+// lim.MaxNameLength, is an error, found before any more work is done.
+func parseInject(v string, lim Limits) (names []string, optOut bool, err error) {
+	if isOptOut(v) {
+		return nil, true, nil
 	}
+	var seen map[string]struct{} // built once there are more names than a search is cheap for
 	for n := range strings.SplitSeq(v, ",") {
-		if n = strings.TrimSpace(n); n != "" && !slices.Contains(names, n) {
-			names = append(names, n)
+		if n = strings.TrimSpace(n); n == "" {
+			continue
+		}
+		if len(n) > lim.MaxNameLength {
+			return nil, false, &LimitError{Limit: "max-name-length", Max: lim.MaxNameLength,
+				What: fmt.Sprintf("%s lists a name of %d bytes", v1alpha1.AnnotationInject, len(n))}
+		}
+		if seen == nil && len(names) >= 8 {
+			seen = make(map[string]struct{}, 2*len(names))
+			for _, m := range names {
+				seen[m] = struct{}{}
+			}
+		}
+		if seen != nil {
+			if _, dup := seen[n]; dup {
+				continue
+			}
+			seen[n] = struct{}{}
+		} else if slices.Contains(names, n) {
+			continue
+		}
+		if len(names) == lim.MaxRequestedNames {
+			return nil, false, &LimitError{Limit: "max-requested-names", Max: lim.MaxRequestedNames,
+				What: fmt.Sprintf("%s lists more than %d distinct names", v1alpha1.AnnotationInject, lim.MaxRequestedNames)}
+		}
+		names = append(names, n)
+	}
+	return names, false, nil
+}
+
+// isOptOut reports whether v is the opt-out value: "false" with spaces around it allowed, compared in ASCII
+// case only, as the chart's matchCondition (trim().lowerAscii()) and any CEL policy compare it. (Unicode case
+// folding would let "falſe", with U+017F, opt out unseen by them.)
+func isOptOut(v string) bool {
+	v = strings.TrimSpace(v)
+	if len(v) != len(v1alpha1.OptOutValue) {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != v1alpha1.OptOutValue[i] {
+			return false
 		}
 	}
-	return names, false
+	return true
 }
 
 // inScope returns a lookup of the templates that may serve the pod's namespace: its own and the cluster-wide

@@ -1,6 +1,10 @@
 package inject
 
-import "testing"
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
 
 const (
 	I  = OutcomeInjected
@@ -140,6 +144,35 @@ func TestSelection(t *testing.T) {
 			podSkip:     ReasonOptedOut,
 			noPatch:     true,
 			notInjected: []string{"team-a/all"},
+		},
+		{
+			name:        `"falſe" (with U+017F, which Unicode folds to s) is a name, not the opt-out: ASCII case only, as the chart's matchCondition compares`,
+			pod:         simplePod(`{app: web}`, `{sidecar.dev/inject: "falſe"}`),
+			templates:   tmpl("team-a", "all", "  selector: {}"),
+			denied:      true,
+			denyHas:     []string{`"falſe" requested by annotation sidecar.dev/inject was not found`},
+			notInjected: []string{"team-a/all"},
+		},
+		{
+			name:      "a pod that lists more distinct names than max-requested-names is denied, naming the limit",
+			pod:       simplePod("", `{sidecar.dev/inject: "`+manyNames(DefaultLimits.MaxRequestedNames+1)+`"}`),
+			templates: tmpl("team-a", "n0", ""),
+			denied:    true,
+			denyHas:   []string{"the pod exceeds the injector's limit max-requested-names (64)", "more than 64 distinct names"},
+		},
+		{
+			name:      "as many names as max-requested-names, repeated any number of times, are within the limit",
+			pod:       simplePod("", `{sidecar.dev/inject: "`+manyNames(DefaultLimits.MaxRequestedNames)+", "+manyNames(DefaultLimits.MaxRequestedNames)+`"}`),
+			templates: tmpl("team-a", "n0", ""),
+			denied:    true, // the other 63 names are not found: what matters is which message
+			denyHas:   []string{`sidecar template "n63" requested by annotation sidecar.dev/inject was not found`},
+		},
+		{
+			name:      "a name longer than max-name-length is denied, naming the limit",
+			pod:       simplePod("", `{sidecar.dev/inject: "ok, `+strings.Repeat("x", 254)+`"}`),
+			templates: tmpl("team-a", "ok", ""),
+			denied:    true,
+			denyHas:   []string{"the pod exceeds the injector's limit max-name-length (253): sidecar.dev/inject lists a name of 254 bytes"},
 		},
 		{
 			name:      "whitespace and empty entries in the annotation are ignored",
@@ -291,4 +324,13 @@ func TestOrdering(t *testing.T) {
 			},
 		},
 	})
+}
+
+// manyNames is "n0, n1, ..." with n names.
+func manyNames(n int) string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%d", i)
+	}
+	return strings.Join(names, ", ")
 }
