@@ -1,6 +1,8 @@
 package inject
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -9,8 +11,9 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 )
 
-// Inject decides which templates a pod receives and computes the patch. It returns an error (a *PodError) only
-// for a pod that cannot be read: not a JSON object, or a field the engine reads has the wrong type.
+// Inject decides which templates a pod receives and computes the patch. It returns an error only for a pod that
+// cannot be read (a *PodError: not a JSON object, or a field the engine reads has the wrong type) and when
+// Request.Context is done before the work is (its error). What exceeds Request.Limits is a denial, not an error.
 //
 // The steps: pod-level exclusions (system and injector namespaces, disabled namespaces, opt-out); resolution of
 // the requested names and selectors into the templates that apply; then, in injection order, each template is
@@ -36,7 +39,8 @@ func Inject(req Request) (*Result, error) {
 		return nil, err
 	}
 	pv := valuesOf(pod, req.Namespace)
-	requested, optOut, err := parseInject(pv.annotations[v1alpha1.AnnotationInject], req.Limits.withDefaults())
+	limits := req.Limits.withDefaults()
+	requested, optOut, err := parseInject(pv.annotations[v1alpha1.AnnotationInject], limits)
 	if err != nil {
 		res.Denied, res.DenyMessage = true, err.Error()
 		return res, nil
@@ -48,6 +52,7 @@ func Inject(req Request) (*Result, error) {
 
 	var st state
 	st.init(req.Pod, pod)
+	st.limits = limits
 	if raw, ok := pv.annotations[v1alpha1.AnnotationStatus]; ok {
 		known := inScope(req, templates)
 		if idx != nil {
@@ -63,7 +68,11 @@ func Inject(req Request) (*Result, error) {
 	// Each applying template adds at most one entry to the record: make room once.
 	st.entries = slices.Grow(st.entries, len(applying))
 
-	for _, a := range applying {
+	for i, a := range applying {
+		// Between templates: work for a request its client has given up on stops here.
+		if req.Context != nil && req.Context.Err() != nil {
+			return nil, fmt.Errorf("stopped after %d of %d templates: %w", i, len(applying), context.Cause(req.Context))
+		}
 		res.apply(&st, a, pv)
 	}
 	if res.Denied {
@@ -86,17 +95,17 @@ func Inject(req Request) (*Result, error) {
 func (res *Result) apply(st *state, a applying, pv *podValues) {
 	d := &res.Decisions[a.decision]
 	t := a.t
-	msg, reason := "", ReasonConflict
-	var in *instance
-	var rendered instance // the template's additions for this pod, when it has per-pod values
 	if t.Err != nil {
-		msg, reason = fmt.Sprintf("sidecar template %q is invalid: %v", t.Name, t.Err), ReasonInvalid
-	} else if in, msg = t.instanceFor(pv, &rendered); msg != "" {
-		msg, reason = fmt.Sprintf("sidecar template %q: %s", t.Name, msg), ReasonMissingParameter
-	} else {
+		res.fail(d, t.FailurePolicy, ReasonInvalid, fmt.Sprintf("sidecar template %q is invalid: %v", t.Name, t.Err))
+		return
+	}
+	var rendered instance // the template's additions for this pod, when it has per-pod values
+	in, err := t.instanceFor(pv, &rendered, st.limits.MaxRenderedBytes)
+	reason := ReasonMissingParameter
+	if err == nil {
 		// The plan, like rendered, lives on the stack: nothing keeps either beyond this template.
 		var p plan
-		if msg = st.plan(t, in, &p); msg == "" {
+		if err = st.plan(t, in, &p); err == nil {
 			res.Warnings = append(res.Warnings, p.warnings...)
 			d.Added = st.commit(t, in, &p)
 			if p.empty() && st.recorded(t) {
@@ -106,7 +115,12 @@ func (res *Result) apply(st *state, a applying, pv *podValues) {
 			}
 			return
 		}
-		msg = fmt.Sprintf("sidecar template %q: %s", t.Name, msg)
+		reason = ReasonConflict
 	}
-	res.fail(d, t.FailurePolicy, reason, msg)
+	var limit *LimitError
+	if errors.As(err, &limit) {
+		res.fail(d, t.FailurePolicy, ReasonLimitExceeded, limit.Error())
+		return
+	}
+	res.fail(d, t.FailurePolicy, reason, fmt.Sprintf("sidecar template %q: %v", t.Name, err))
 }

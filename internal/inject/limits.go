@@ -10,6 +10,12 @@ type Limits struct {
 	MaxRequestedNames int
 	// MaxNameLength is the longest name sidecar.dev/inject may list, in bytes.
 	MaxNameLength int
+	// MaxRenderedBytes bounds, per template and pod, the bytes its per-pod values ({{ pod.* }}, {{ params.* }})
+	// copy into what it adds: a large annotation named many times stops here, while it is rendered.
+	MaxRenderedBytes int
+	// MaxPatchBytes bounds the patch of one admission: what a template adds to every application container
+	// counts once per container. Counted while templates are planned, before anything is written.
+	MaxPatchBytes int
 }
 
 // DefaultLimits are the limits of a zero Limits field: far above what any real pod asks for, far below what
@@ -17,6 +23,10 @@ type Limits struct {
 var DefaultLimits = Limits{
 	MaxRequestedNames: 64,  // a pod with more sidecars than this is a mistake or an attack
 	MaxNameLength:     253, // a Kubernetes object name is at most 253 bytes: a longer one names nothing
+	// A pod is stored in etcd whole, and etcd's default request limit is 1.5 MiB: a pod that grew by more than
+	// these could not be stored anyway.
+	MaxRenderedBytes: 256 << 10,
+	MaxPatchBytes:    1 << 20,
 }
 
 // withDefaults returns l with every zero field set to its default.
@@ -26,6 +36,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxNameLength <= 0 {
 		l.MaxNameLength = DefaultLimits.MaxNameLength
+	}
+	if l.MaxRenderedBytes <= 0 {
+		l.MaxRenderedBytes = DefaultLimits.MaxRenderedBytes
+	}
+	if l.MaxPatchBytes <= 0 {
+		l.MaxPatchBytes = DefaultLimits.MaxPatchBytes
 	}
 	return l
 }

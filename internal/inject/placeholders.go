@@ -2,6 +2,7 @@ package inject
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -130,15 +131,27 @@ func substituteString(s string, resolve func(string) string) string {
 // instanceFor returns the template's additions for one pod: t.base itself when it has no per-pod values, else
 // rendered, filled in (the caller's, so that it can live on the caller's stack). Only the items that hold
 // per-pod values are rewritten, on their encoded bytes: nothing is decoded per pod.
-func (t *Template) instanceFor(pv *podValues, rendered *instance) (*instance, string) {
+//
+// What the per-pod values copy in is counted against maxRendered as they are resolved: past it, every further
+// value resolves to nothing (so nothing more is copied) and the result is a *LimitError.
+func (t *Template) instanceFor(pv *podValues, rendered *instance, maxRendered int) (*instance, error) {
 	params, msg := t.resolveParams(pv)
 	if msg != "" {
-		return nil, msg
+		return nil, errors.New(msg)
 	}
 	if !t.placeholders {
-		return t.base, ""
+		return t.base, nil
 	}
-	resolve := resolver(pv, params)
+	value := resolver(pv, params)
+	copied, exceeded := 0, false
+	resolve := func(expr string) string {
+		v := value(expr)
+		if copied += len(v); copied > maxRendered {
+			exceeded = true
+			return ""
+		}
+		return v
+	}
 	in := rendered
 	*in = *t.base
 	items := func(list []item) []item {
@@ -178,11 +191,15 @@ func (t *Template) instanceFor(pv *podValues, rendered *instance) (*instance, st
 		}
 		js, _ := json.Marshal(map[string]any{"hostAliases": in.hostAliases, "dnsConfig": in.dnsConfig})
 		if err := json.Unmarshal(substituteJSON(js, resolve), &ns); err != nil {
-			return nil, fmt.Sprintf("per-pod values produced an unreadable template: %v", err) // cannot happen
+			return nil, fmt.Errorf("per-pod values produced an unreadable template: %v", err) // cannot happen
 		}
 		in.hostAliases, in.dnsConfig = ns.HostAliases, ns.DNSConfig
 	}
-	return in, ""
+	if exceeded {
+		return nil, &LimitError{Template: t.Name, Limit: "max-rendered-bytes", Max: maxRendered,
+			What: fmt.Sprintf("its per-pod values copy more than %d bytes into what it adds", maxRendered)}
+	}
+	return in, nil
 }
 
 func hasPlaceholder[T ~string | ~[]byte](s T) bool {

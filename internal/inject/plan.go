@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -25,6 +26,7 @@ type plan struct {
 	dnsOpts             []corev1.PodDNSConfigOption
 	warnings            []string
 	conflicts           []string // why the template cannot be added; empty when it can
+	bytes               int      // what the plan adds to the patch (planSize)
 }
 
 // targetAdds is what a template adds to one application container.
@@ -46,7 +48,10 @@ func (p *plan) empty() bool {
 // conflicts that prevent it, without changing the state. One planner per concern; each reads the state and
 // writes only p. The lists of what it adds share the instance's arrays when everything in them is added
 // (subsequence).
-func (s *state) plan(t *Template, in *instance, p *plan) string {
+//
+// The patch the plan would add is counted before anything is written: past Limits.MaxPatchBytes for the whole
+// admission, the template fails with a *LimitError.
+func (s *state) plan(t *Template, in *instance, p *plan) error {
 	s.planNamed(t, in, p)
 	s.planTargets(t, in, p)
 	s.planMetadata(in, p)
@@ -55,9 +60,42 @@ func (s *state) plan(t *Template, in *instance, p *plan) string {
 	s.planDNS(in, p)
 	s.checkMountVolumes(in, p)
 	if len(p.conflicts) > 0 {
-		return joinConflicts(p.conflicts)
+		return errors.New(joinConflicts(p.conflicts))
 	}
-	return ""
+	if p.bytes = planSize(in, p); s.patchBytes+p.bytes > s.limits.MaxPatchBytes {
+		return &LimitError{Template: t.Name, Limit: "max-patch-bytes", Max: s.limits.MaxPatchBytes,
+			What: fmt.Sprintf("the patch would grow to at least %d bytes", s.patchBytes+p.bytes)}
+	}
+	return nil
+}
+
+// opBytes is what one add operation costs in the patch beside its value and path: a bound, not a count.
+const opBytes = len(`{"op":"add","path":"/spec/initContainers/-","value":},`)
+
+// planSize is about what the plan adds to the encoded patch: every item's encoding and an operation for it, and
+// what goes into application containers once per container. Pod settings, hostAliases and dnsConfig are small
+// and bounded by the template's own size, so they are not counted.
+func planSize(in *instance, p *plan) int {
+	n := 0
+	for _, list := range [][]item{p.containers, p.inits, p.volumes, p.pulls} {
+		for _, it := range list {
+			n += opBytes + len(it.raw)
+		}
+	}
+	for _, ta := range p.targets {
+		for _, list := range [][]item{ta.env, ta.mounts, ta.envFrom} {
+			for _, it := range list {
+				n += opBytes + len(it.raw)
+			}
+		}
+	}
+	for _, k := range p.labels {
+		n += opBytes + len(k) + len(in.labelVals[k])
+	}
+	for _, k := range p.annotations {
+		n += opBytes + len(k) + len(in.annotationVals[k])
+	}
+	return n
 }
 
 func (p *plan) conflict(format string, args ...any) {

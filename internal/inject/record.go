@@ -86,8 +86,11 @@ func (s *state) loadStatus(raw string, known func(namespace, name string) *Templ
 		s.claimed[templateKey{e.Namespace, e.Name}] = Added{Containers: slices.Clone(e.Containers),
 			InitContainers: slices.Clone(e.InitContainers), Volumes: slices.Clone(e.Volumes)}
 		var rendered instance
-		in, msg := t.instanceFor(pv, &rendered)
-		if t.Err != nil || msg != "" {
+		if t.Err != nil {
+			continue
+		}
+		in, err := t.instanceFor(pv, &rendered, s.limits.MaxRenderedBytes)
+		if err != nil {
 			continue // cannot be rendered for this pod, so nothing of it can be verified
 		}
 		e.Containers = verify(e.Containers, "containers", in.containers, &s.containers)

@@ -1,5 +1,7 @@
 package inject
 
+import "context"
+
 // Request is everything the engine needs to decide about one pod.
 type Request struct {
 	// Pod is the pod exactly as the admission request carries it (request.object.raw). The patch is computed
@@ -27,4 +29,7 @@ type Request struct {
 	OmitNotApplicable bool
 	// Limits bound what this admission may ask for and produce; zero fields take DefaultLimits.
 	Limits Limits
+	// Context, when set, is the request's: once it is done (the API server gave up waiting), Inject stops
+	// between templates and returns its error. Nil never stops.
+	Context context.Context
 }

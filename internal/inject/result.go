@@ -47,6 +47,7 @@ const (
 	ReasonConflict                  Reason = "Conflict"                  // a name or setting clashes with the pod
 	ReasonMissingParameter          Reason = "MissingParameter"          // a required parameter is not set by the pod
 	ReasonPodDenied                 Reason = "PodDenied"                 // could be injected, but another template denies the pod
+	ReasonLimitExceeded             Reason = "LimitExceeded"             // the template's work for this pod exceeds one of the Limits
 )
 
 // Decision is the engine's verdict on one template for one pod.

@@ -125,6 +125,8 @@ type hostAliasEntry struct {
 
 // state is the pod as the templates applied so far leave it.
 type state struct {
+	limits                            Limits                               // with defaults
+	patchBytes                        int                                  // what the committed templates add to the patch, counted as planSize counts it
 	raw                               []byte                               // the pod as it arrived
 	rawElems                          map[string]map[string]map[string]any // list -> name -> element, decoded on first use
 	metaPresent, specPresent          bool
@@ -260,6 +262,7 @@ func (s *state) commit(t *Template, in *instance, p *plan) *Added {
 	s.dnsAddNS = append(s.dnsAddNS, p.dnsNS...)
 	s.dnsAddSearch = append(s.dnsAddSearch, p.dnsSearch...)
 	s.dnsAddOpts = append(s.dnsAddOpts, p.dnsOpts...)
+	s.patchBytes += p.bytes
 
 	old := s.record(t.Namespace, t.Name)
 	if old != nil {
