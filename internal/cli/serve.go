@@ -8,10 +8,13 @@ import (
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/server"
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
 )
@@ -63,6 +66,7 @@ func NewServeCommand() *cobra.Command {
 	f.StringVar(&opts.WebhookConfigName, "webhook-config-name", "", "selfManaged: the MutatingWebhookConfiguration whose caBundle is kept current")
 	f.StringVar(&opts.ServiceName, "service-name", "", "selfManaged: the Service the API server calls; the certificate is for <service>.<namespace>.svc")
 	f.StringSliceVar(&opts.TLSExtraDNSNames, "tls-extra-dns-names", nil, "selfManaged: more DNS names for the serving certificate")
+	addLimitFlags(f, &opts.Limits)
 	f.BoolVar(&opts.EnableHTTP2, "enable-http2", false,
 		"let clients use HTTP/2 on the webhook server (off by default: HTTP/2 rapid reset, CVE-2023-44487)")
 
@@ -84,4 +88,18 @@ func setMemoryLimit(log logr.Logger, provider memlimit.Provider) {
 	case limit != math.MaxInt64:
 		log.Info("GOMEMLIMIT in effect", "bytes", limit)
 	}
+}
+
+// addLimitFlags binds the limits of one admission (inject.Limits, README "Limits") to --max-* flags; each flag's
+// name is the one a denial names.
+func addLimitFlags(f *pflag.FlagSet, l *inject.Limits) {
+	d := inject.DefaultLimits
+	f.IntVar(&l.MaxRequestedNames, "max-requested-names", d.MaxRequestedNames,
+		"most distinct template names a pod's "+v1alpha1.AnnotationInject+" may list; more denies the pod")
+	f.IntVar(&l.MaxNameLength, "max-name-length", d.MaxNameLength,
+		"longest name (bytes) "+v1alpha1.AnnotationInject+" may list; longer denies the pod")
+	f.IntVar(&l.MaxRenderedBytes, "max-rendered-bytes", d.MaxRenderedBytes,
+		"most bytes one template's per-pod values ({{ pod.* }}, {{ params.* }}) may copy into one pod; more fails the template under its failurePolicy")
+	f.IntVar(&l.MaxPatchBytes, "max-patch-bytes", d.MaxPatchBytes,
+		"largest patch (bytes, about) one admission may produce; the template that would exceed it fails under its failurePolicy")
 }

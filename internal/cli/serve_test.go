@@ -7,6 +7,9 @@ import (
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
+	"github.com/spf13/pflag"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 )
 
 func TestServeGivesTheRuntimeNineTenthsOfTheContainersMemoryLimit(t *testing.T) {
@@ -34,5 +37,20 @@ func TestServeGivesTheRuntimeNineTenthsOfTheContainersMemoryLimit(t *testing.T) 
 				t.Errorf("GOMEMLIMIT = %d, want %d", got, c.want)
 			}
 		})
+	}
+}
+
+func TestServeLimitFlagsSetTheEnginesLimits(t *testing.T) {
+	var l inject.Limits
+	f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	addLimitFlags(f, &l)
+	if err := f.Parse(nil); err != nil || l != inject.DefaultLimits {
+		t.Fatalf("defaults: %+v (%v), want %+v", l, err, inject.DefaultLimits)
+	}
+	if err := f.Parse([]string{"--max-requested-names=3", "--max-name-length=10", "--max-rendered-bytes=100", "--max-patch-bytes=2048"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := (inject.Limits{MaxRequestedNames: 3, MaxNameLength: 10, MaxRenderedBytes: 100, MaxPatchBytes: 2048}); l != want {
+		t.Errorf("limits %+v, want %+v", l, want)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"github.com/sidecar-dev/sidecar-injector/internal/controller"
 	"github.com/sidecar-dev/sidecar-injector/internal/events"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
 	"k8s.io/utils/ptr"
 	"net/http"
@@ -83,6 +84,8 @@ type Options struct {
 	LeaderElect bool
 	// DisableController turns the template status controller off (status, drift counts, Ready Events).
 	DisableController bool
+	// Limits bound one admission's work and output (serve's --max-* flags; zero fields: inject.DefaultLimits).
+	Limits inject.Limits
 
 	// TLSMode says where the serving certificate comes from: TLSModeExternal (the default: CertDir holds tls.crt
 	// and tls.key, provided by cert-manager, a Secret volume or the caller) or TLSModeSelfManaged (the injector
@@ -182,6 +185,7 @@ func Run(ctx context.Context, opts Options) error {
 		Namespaces:        namespaces,
 		InjectorNamespace: opts.Namespace,
 		Recorder:          recorder,
+		Limits:            opts.Limits,
 	})))
 	if !opts.DisableController {
 		r := &controller.TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: opts.Namespace, Templates: templates,

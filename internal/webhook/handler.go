@@ -61,6 +61,8 @@ type Handler struct {
 	InjectorNamespace string
 	// Engine defaults to inject.Inject.
 	Engine Engine
+	// Limits bound one admission's work and output (zero fields: inject.DefaultLimits).
+	Limits inject.Limits
 	// Recorder, when set, is called for every pod admission that the engine decided, unless the request is a
 	// dry run.
 	Recorder Recorder
@@ -130,6 +132,8 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		InjectorNamespace: h.InjectorNamespace,
 		Index:             h.Templates.Index(req.Namespace),
 		OmitNotApplicable: true, // metrics, Events and logs read only the templates that apply
+		Limits:            h.Limits,
+		Context:           ctx, // the engine stops between templates once the API server has given up
 	})
 	metrics.ObserveAdmission(res, err, time.Since(start))
 	if err != nil {
