@@ -11,12 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"unicode"
 
 	"github.com/go-json-experiment/json/jsontext"
 
+	yaml3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 )
 
@@ -171,6 +174,12 @@ func Decode(raw []byte) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot decode document: %w", err)
 	}
+	if !bytes.Equal(js, trimmed) { // read as YAML: numbers went through float64
+		var doc yaml3.Node
+		if yaml3.Unmarshal(raw, &doc) == nil && len(doc.Content) == 1 {
+			keepNumbers(v, doc.Content[0])
+		}
+	}
 	switch v := v.(type) {
 	case nil:
 		return nil, nil
@@ -179,6 +188,58 @@ func Decode(raw []byte) (map[string]any, error) {
 	default:
 		return nil, fmt.Errorf("document is not an object (a %s)", jsonType(v))
 	}
+}
+
+// keepNumbers puts back into v, decoded from YAML, the text of every number as the YAML document wrote it: the
+// conversion to JSON goes through float64, which turns 12345678901234567890123 into 1.2345678901234568e+22 and
+// -0 into 0. Only a plain scalar that is a valid JSON number and that the conversion also read as a number is
+// put back; anything else (anchors, merge keys, 0x1F) keeps the conversion's value.
+func keepNumbers(v any, n *yaml3.Node) {
+	switch v := v.(type) {
+	case map[string]any:
+		if n.Kind != yaml3.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			child, ok := v[k.Value]
+			if !ok {
+				continue
+			}
+			if num, isNum := child.(json.Number); isNum {
+				if lit, ok := numberLiteral(val); ok && lit != string(num) {
+					v[k.Value] = json.Number(lit)
+				}
+				continue
+			}
+			keepNumbers(child, val)
+		}
+	case []any:
+		if n.Kind != yaml3.SequenceNode || len(n.Content) != len(v) {
+			return
+		}
+		for i, child := range v {
+			if _, isNum := child.(json.Number); isNum {
+				if lit, ok := numberLiteral(n.Content[i]); ok {
+					v[i] = json.Number(lit)
+				}
+				continue
+			}
+			keepNumbers(child, n.Content[i])
+		}
+	}
+}
+
+// numberLiteral returns the text of a plain YAML scalar that is a JSON number.
+func numberLiteral(n *yaml3.Node) (string, bool) {
+	if n.Kind != yaml3.ScalarNode || n.Style != 0 || (n.Tag != "!!int" && n.Tag != "!!float") {
+		return "", false
+	}
+	var num json.Number
+	if json.Unmarshal([]byte(n.Value), &num) != nil {
+		return "", false
+	}
+	return n.Value, true
 }
 
 func decodeJSON(js []byte) (any, error) {
@@ -227,13 +288,65 @@ func jsonType(v any) string {
 	}
 }
 
-// Encode writes obj as one YAML document (keys sorted, as kubectl prints them), without a separator.
+// Encode writes obj as one YAML document (keys sorted, as kubectl prints them), without a separator. Numbers
+// are written exactly as they were read (json.Number): 12345678901234567890123, 1e400, -0 and 1.50 stay what
+// they are, where a round trip through float64 would change them.
 func Encode(obj map[string]any) ([]byte, error) {
-	js, err := json.Marshal(obj)
-	if err != nil {
+	var b bytes.Buffer
+	enc := yaml3.NewEncoder(&b)
+	enc.SetIndent(2)
+	enc.CompactSeqIndent() // "- " under its key, as kubectl writes lists
+	if err := enc.Encode(yamlNode(obj)); err != nil {
 		return nil, err
 	}
-	return yaml.JSONToYAML(js)
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// yamlNode turns generic JSON (as Decode returns it) into a YAML node tree: maps with sorted keys, and every
+// scalar tagged, so that a string that looks like a number or a boolean is quoted and a number keeps its text.
+func yamlNode(v any) *yaml3.Node {
+	switch v := v.(type) {
+	case map[string]any:
+		n := &yaml3.Node{Kind: yaml3.MappingNode, Tag: "!!map"}
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			n.Content = append(n.Content, stringNode(k), yamlNode(v[k]))
+		}
+		return n
+	case []any:
+		n := &yaml3.Node{Kind: yaml3.SequenceNode, Tag: "!!seq"}
+		for _, e := range v {
+			n.Content = append(n.Content, yamlNode(e))
+		}
+		return n
+	case string:
+		return stringNode(v)
+	case json.Number:
+		return scalar("", string(v)) // untagged: written as read, and any YAML reader takes it for a number
+	case bool:
+		return scalar("!!bool", strconv.FormatBool(v))
+	case nil:
+		return scalar("!!null", "null")
+	}
+	// Not produced by Decode; encoded through JSON so that nothing is lost silently.
+	js, _ := json.Marshal(v)
+	return stringNode(string(js))
+}
+
+// stringNode is s as the YAML encoder writes a Go string: quoted when a YAML 1.1 reader (kubectl's) would take
+// it for something else ("yes", "on", "1:20", "0777").
+func stringNode(s string) *yaml3.Node {
+	var n yaml3.Node
+	if err := n.Encode(s); err != nil { // a string always encodes
+		return scalar("!!str", s)
+	}
+	return &n
+}
+
+func scalar(tag, value string) *yaml3.Node {
+	return &yaml3.Node{Kind: yaml3.ScalarNode, Tag: tag, Value: value}
 }
 
 // WriteAll writes the objects as a YAML stream, separated by `---` lines.
