@@ -189,9 +189,9 @@ func TestWhatATemplateAdds(t *testing.T) {
 		{
 			name:      "annotations and labels are added; a key the pod sets keeps the pod's value",
 			pod:       "metadata: {name: w, namespace: team-a, labels: {a: pod}, annotations: {sidecar.dev/inject: t, x/y: pod}}\nspec: {containers: [{name: app, image: a}]}",
-			templates: one("  labels: {a: tmpl, b: tmpl}\n  annotations: {x/y: tmpl, \"z~/w\": tmpl}"),
+			templates: one("  labels: {a: tmpl, b: tmpl}\n  annotations: {x/y: tmpl, \"z.example/w\": tmpl}"),
 			check: func(t *testing.T, _ *Result, p *corev1.Pod) {
-				if p.Labels["a"] != "pod" || p.Labels["b"] != "tmpl" || p.Annotations["x/y"] != "pod" || p.Annotations["z~/w"] != "tmpl" {
+				if p.Labels["a"] != "pod" || p.Labels["b"] != "tmpl" || p.Annotations["x/y"] != "pod" || p.Annotations["z.example/w"] != "tmpl" {
 					t.Errorf("labels %v annotations %v", p.Labels, p.Annotations)
 				}
 			},

@@ -118,9 +118,13 @@ func (res *Result) apply(st *state, a applying, pv *podValues) {
 		reason = ReasonConflict
 	}
 	var limit *LimitError
-	if errors.As(err, &limit) {
+	var invalid *invalidRender
+	switch {
+	case errors.As(err, &limit):
 		res.fail(d, t.FailurePolicy, ReasonLimitExceeded, limit.Error())
 		return
+	case errors.As(err, &invalid):
+		reason = ReasonInvalid
 	}
 	res.fail(d, t.FailurePolicy, reason, fmt.Sprintf("sidecar template %q: %v", t.Name, err))
 }

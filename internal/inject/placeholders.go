@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // placeholderRE matches the per-pod values the engine substitutes: {{ pod.* }} and {{ params.* }}. Any other
@@ -182,8 +184,13 @@ func (t *Template) instanceFor(pv *podValues, rendered *instance, maxRendered in
 			in.mountVolumes[i] = substituteString(in.mountVolumes[i], resolve)
 		}
 	}
-	in.annotations, in.annotationVals = substituteMap(in.annotations, in.annotationVals, resolve)
-	in.labels, in.labelVals = substituteMap(in.labels, in.labelVals, resolve)
+	var err error
+	if in.annotations, in.annotationVals, err = substituteMap("annotations", in.annotations, in.annotationVals, resolve); err != nil {
+		return nil, err
+	}
+	if in.labels, in.labelVals, err = substituteMap("labels", in.labels, in.labelVals, resolve); err != nil {
+		return nil, err
+	}
 	if in.dynNamespaceSettings { // hostAliases and dnsConfig: small, rare with per-pod values
 		var ns struct {
 			HostAliases []corev1.HostAlias   `json:"hostAliases,omitempty"`
@@ -207,8 +214,10 @@ func hasPlaceholder[T ~string | ~[]byte](s T) bool {
 	return ok
 }
 
-// substituteMap substitutes per-pod values in the keys and values of annotations or labels.
-func substituteMap(keys []string, vals map[string]string, resolve func(string) string) ([]string, map[string]string) {
+// substituteMap substitutes per-pod values in the keys and values of annotations or labels (field), and checks
+// what a placeholder wrote as Compile checks a fixed key: the sidecar.dev/ reservation and what the API server
+// accepts hold for rendered keys and label values too, and two keys may not render to one.
+func substituteMap(field string, keys []string, vals map[string]string, resolve func(string) string) ([]string, map[string]string, error) {
 	dyn := false
 	for _, k := range keys {
 		if hasPlaceholder(k) || hasPlaceholder(vals[k]) {
@@ -217,11 +226,47 @@ func substituteMap(keys []string, vals map[string]string, resolve func(string) s
 		}
 	}
 	if !dyn {
-		return keys, vals
+		return keys, vals, nil
 	}
 	out := make(map[string]string, len(vals))
+	from := make(map[string]string, len(vals)) // rendered key -> the template's key
 	for _, k := range keys {
-		out[substituteString(k, resolve)] = substituteString(vals[k], resolve)
+		rk, rv := substituteString(k, resolve), substituteString(vals[k], resolve)
+		if rk != k {
+			if err := checkRenderedKey(field, k, rk); err != nil {
+				return nil, nil, err
+			}
+		}
+		if prev, dup := from[rk]; dup {
+			return nil, nil, &invalidRender{fmt.Sprintf("spec.%s[%q] and spec.%s[%q] both render to %q for this pod", field, prev, field, k, rk)}
+		}
+		if field == "labels" && rv != vals[k] {
+			if msgs := validation.IsValidLabelValue(rv); len(msgs) > 0 {
+				return nil, nil, &invalidRender{fmt.Sprintf("spec.labels[%q] renders to %q, not a valid label value: %s", k, rv, strings.Join(msgs, "; "))}
+			}
+		}
+		out[rk], from[rk] = rv, k
 	}
-	return slices.Sorted(maps.Keys(out)), out
+	return slices.Sorted(maps.Keys(out)), out, nil
 }
+
+// checkRenderedKey checks an annotation or label key that per-pod values wrote.
+func checkRenderedKey(field, key, rendered string) error {
+	if strings.HasPrefix(rendered, v1alpha1.ReservedPrefix) {
+		return &invalidRender{fmt.Sprintf("spec.%s[%q] renders to %q: keys under %s are reserved for the injector", field, key, rendered, v1alpha1.ReservedPrefix)}
+	}
+	check := rendered
+	if field == "annotations" {
+		check = strings.ToLower(rendered) // as the API server checks annotation keys
+	}
+	if msgs := validation.IsQualifiedName(check); len(msgs) > 0 {
+		return &invalidRender{fmt.Sprintf("spec.%s[%q] renders to %q, not a valid key: %s", field, key, rendered, strings.Join(msgs, "; "))}
+	}
+	return nil
+}
+
+// invalidRender is what a template renders, for one pod, that no pod may carry: the template is Invalid for
+// that pod.
+type invalidRender struct{ msg string }
+
+func (e *invalidRender) Error() string { return e.msg }

@@ -48,7 +48,7 @@ metadata: {name: meta, namespace: team-a, generation: 2}
 spec:
   selector: {matchLabels: {app: web}}
   failurePolicy: Ignore
-  annotations: {"example.com/a~b": "tilde", "example.com/keep": "template", "prometheus.io/scrape": "true"}
+  annotations: {"example.com/a.b": "tilde", "example.com/keep": "template", "prometheus.io/scrape": "true"}
   labels: {"example.com/team": platform}
   imagePullSecrets: [{name: regcred}, {name: mirror}]
 ---

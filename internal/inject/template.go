@@ -131,6 +131,8 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	t.checkSettings(spec, injectorNamespace, &c)
 	t.names = checkNames(spec, &c)
 	checkReservedKeys(spec, &c)
+	checkListKeys(spec, &c)
+	checkMetadata(spec, &c)
 	declared := checkParameters(spec, &c)
 
 	pl := payloadOf(spec)
@@ -260,6 +262,48 @@ func checkReservedKeys(spec *v1alpha1.SidecarTemplateSpec, c *checks) {
 	for _, k := range slices.Sorted(maps.Keys(spec.Labels)) {
 		if strings.HasPrefix(k, v1alpha1.ReservedPrefix) {
 			c.add("spec.labels[%q]: keys under %s are reserved for the injector", k, v1alpha1.ReservedPrefix)
+		}
+	}
+}
+
+// checkListKeys refuses what the CRD's list-map keys refuse (the API server checks them; templates read from
+// files are not seen by it): a mountPath, env name, pull secret or hostAliases IP given twice in one list.
+func checkListKeys(spec *v1alpha1.SidecarTemplateSpec, c *checks) {
+	unique := func(field, key string, n int, at func(int) string) {
+		first := make(map[string]int, n)
+		for i := range n {
+			k := at(i)
+			if prev, dup := first[k]; dup {
+				c.add("spec.%s[%d].%s %q is also spec.%s[%d].%s: each %s may appear once", field, i, key, k, field, prev, key, key)
+				continue
+			}
+			first[k] = i
+		}
+	}
+	unique("volumeMounts", "mountPath", len(spec.VolumeMounts), func(i int) string { return spec.VolumeMounts[i].MountPath })
+	unique("env", "name", len(spec.Env), func(i int) string { return spec.Env[i].Name })
+	unique("imagePullSecrets", "name", len(spec.ImagePullSecrets), func(i int) string { return spec.ImagePullSecrets[i].Name })
+	unique("hostAliases", "ip", len(spec.HostAliases), func(i int) string { return spec.HostAliases[i].IP })
+	unique("targetContainers", "name", len(spec.TargetContainers), func(i int) string { return spec.TargetContainers[i] })
+}
+
+// checkMetadata refuses annotation and label keys, and label values, that the API server would refuse on every
+// pod: the pod would be denied with its generic "Pod is invalid", naming no template. Keys and values with
+// per-pod values are checked once rendered, for each pod (checkRenderedKeys).
+func checkMetadata(spec *v1alpha1.SidecarTemplateSpec, c *checks) {
+	for _, k := range slices.Sorted(maps.Keys(spec.Annotations)) {
+		if msgs := validation.IsQualifiedName(strings.ToLower(k)); len(msgs) > 0 && !hasPlaceholder(k) {
+			c.add("spec.annotations[%q]: not a valid annotation key: %s", k, strings.Join(msgs, "; "))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(spec.Labels)) {
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 && !hasPlaceholder(k) {
+			c.add("spec.labels[%q]: not a valid label key: %s", k, strings.Join(msgs, "; "))
+		}
+		if v := spec.Labels[k]; !hasPlaceholder(v) {
+			if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
+				c.add("spec.labels[%q]: %q is not a valid label value: %s", k, v, strings.Join(msgs, "; "))
+			}
 		}
 	}
 }
