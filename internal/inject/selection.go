@@ -60,7 +60,7 @@ func parseInject(v string, lim Limits) (names []string, optOut bool, err error) 
 	if isOptOut(v) {
 		return nil, true, nil
 	}
-	var seen map[string]struct{} // built once there are more names than a search is cheap for
+	var seen map[string]struct{} // built past 32 names, where a search starts to cost more than the map
 	for n := range strings.SplitSeq(v, ",") {
 		if n = strings.TrimSpace(n); n == "" {
 			continue
@@ -69,7 +69,7 @@ func parseInject(v string, lim Limits) (names []string, optOut bool, err error) 
 			return nil, false, &LimitError{Limit: "max-name-length", Max: lim.MaxNameLength,
 				What: fmt.Sprintf("%s lists a name of %d bytes", v1alpha1.AnnotationInject, len(n))}
 		}
-		if seen == nil && len(names) >= 8 {
+		if seen == nil && len(names) >= 32 {
 			seen = make(map[string]struct{}, 2*len(names))
 			for _, m := range names {
 				seen[m] = struct{}{}
