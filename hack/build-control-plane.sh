@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from Go modules into $BIN_DIR, for envtest and `make demo`.
+# Builds etcd and Kubernetes binaries from Go modules into $BIN_DIR:
+#
+#   hack/build-control-plane.sh            etcd and kube-apiserver, for envtest and `make demo`
+#   hack/build-control-plane.sh node       also kube-controller-manager, kube-scheduler, kube-proxy and kubelet,
+#                                          for the one-node cluster of hack/cluster.sh (test/e2e)
 #
 # Why build: the envtest binary download service is not reachable from CI, and the Go module proxy is.
 # Each binary is built in a throw-away module that requires the upstream module at the pinned version and
@@ -27,15 +31,17 @@ upstream_gomod() {
   go mod download -json "$modver" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p'
 }
 
-build_in_module() { # NAME MODULE VERSION PACKAGE REPLACE_VERSION LDFLAGS
-  local name=$1 module=$2 version=$3 pkg=$4 repver=$5 ldflags=$6
+# build_in_module NAMES MODULE VERSION PACKAGES REPLACE_VERSION LDFLAGS: NAMES and PACKAGES are space-separated
+# lists of the same length; all packages are built by one `go build`, so the packages they share compile once.
+build_in_module() {
+  local names=$1 module=$2 version=$3 pkgs=$4 repver=$5 ldflags=$6
   local work; work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
-  log "building $name $version from $module (first time takes several minutes)"
+  log "building $names $version from $module (first time takes several minutes)"
   (
     cd "$work"
     export GOFLAGS=-mod=mod GOWORK=off
-    go mod init "build-$name" >/dev/null 2>&1
+    go mod init "build-${names%% *}" >/dev/null 2>&1
     local gomod; gomod=$(upstream_gomod "$module@$version") || fail "cannot download $module@$version from the Go module proxy"
     # Lines like `k8s.io/api => ./staging/src/k8s.io/api` or `go.etcd.io/etcd/api/v3 => ../api`; etcd also
     # points modules it forbids at ./FORBIDDEN_DEPENDENCY, which we leave alone.
@@ -48,11 +54,23 @@ build_in_module() { # NAME MODULE VERSION PACKAGE REPLACE_VERSION LDFLAGS
       go mod edit -replace="$m=$m@$repver"
     done
     go mod tidy >/dev/null 2>&1 || true
-    go get "$pkg@$version" >/dev/null 2>&1 || true
-    CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/$name" "$pkg"
-  ) || fail "build of $name failed; see the go output above. Is the Go module proxy reachable?"
-  echo "$version" > "$BIN_DIR/.$name.version"
-  log "built $BIN_DIR/$name"
+    local p out=$work/out
+    for p in $pkgs; do go get "$p@$version" >/dev/null 2>&1 || true; done
+    mkdir -p "$out"
+    # One package is written under its NAME (etcd's package path ends in /server/v3); several go into $out/
+    # under the last element of their paths, which are their NAMES.
+    local dest=$out/
+    [[ "$names" == *" "* ]] || dest=$out/$names
+    # shellcheck disable=SC2086 # word splitting of the package list is intended
+    CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dest" $pkgs
+    local n
+    for n in $names; do mv -f "$out/$n" "$BIN_DIR/$n"; done
+  ) || fail "build of $names failed; see the go output above. Is the Go module proxy reachable?"
+  local n
+  for n in $names; do
+    echo "$version" > "$BIN_DIR/.$n.version"
+    log "built $BIN_DIR/$n"
+  done
 }
 
 if stamp_ok etcd "$ETCD_VERSION"; then
@@ -61,11 +79,24 @@ else
   build_in_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "-s -w"
 fi
 
-if stamp_ok kube-apiserver "$KUBERNETES_VERSION"; then
-  log "kube-apiserver $KUBERNETES_VERSION already in $BIN_DIR"
-else
+# The Kubernetes binaries wanted: kube-apiserver always, the node's with the `node` argument.
+k8s_names=(kube-apiserver)
+case "${1:-}" in
+  "") ;;
+  node) k8s_names+=(kube-controller-manager kube-scheduler kube-proxy kubelet) ;;
+  *) fail "unknown argument '$1' (want nothing, or 'node')" ;;
+esac
+missing=() pkgs=()
+for n in "${k8s_names[@]}"; do
+  if stamp_ok "$n" "$KUBERNETES_VERSION"; then
+    log "$n $KUBERNETES_VERSION already in $BIN_DIR"
+  else
+    missing+=("$n") pkgs+=("k8s.io/kubernetes/cmd/$n")
+  fi
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
   staging="v0.${KUBERNETES_VERSION#v1.}"
   vpkg=k8s.io/component-base/version
   ld="-s -w -X $vpkg.gitVersion=$KUBERNETES_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2) -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
-  build_in_module kube-apiserver k8s.io/kubernetes "$KUBERNETES_VERSION" k8s.io/kubernetes/cmd/kube-apiserver "$staging" "$ld"
+  build_in_module "${missing[*]}" k8s.io/kubernetes "$KUBERNETES_VERSION" "${pkgs[*]}" "$staging" "$ld"
 fi
