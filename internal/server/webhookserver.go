@@ -14,9 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 )
 
@@ -61,6 +61,7 @@ var cipherSuites = []uint16{
 // certwatcher, mux), with the timeouts above and a draining shutdown.
 type webhookServer struct {
 	opts crwebhook.Options
+	log  logr.Logger
 
 	mu      sync.Mutex
 	paths   map[string]bool
@@ -77,7 +78,7 @@ type webhookServer struct {
 var _ crwebhook.Server = (*webhookServer)(nil)
 
 // newWebhookServer returns the webhook server Run uses.
-func newWebhookServer(o crwebhook.Options) *webhookServer {
+func newWebhookServer(o crwebhook.Options, log logr.Logger) *webhookServer {
 	if o.WebhookMux == nil {
 		o.WebhookMux = http.NewServeMux()
 	}
@@ -90,7 +91,7 @@ func newWebhookServer(o crwebhook.Options) *webhookServer {
 	if o.KeyName == "" {
 		o.KeyName = KeyName
 	}
-	return &webhookServer{opts: o, paths: map[string]bool{}, mux: o.WebhookMux,
+	return &webhookServer{opts: o, log: log, paths: map[string]bool{}, mux: o.WebhookMux,
 		readHeaderTimeout: ReadHeaderTimeout, readTimeout: ReadTimeout, writeTimeout: WriteTimeout, idleTimeout: IdleTimeout,
 		drain: ShutdownDrain}
 }
@@ -114,7 +115,7 @@ func (s *webhookServer) WebhookMux() *http.ServeMux { return s.mux }
 
 // Start serves until ctx is done, then drains and shuts down (see ShutdownDrain).
 func (s *webhookServer) Start(ctx context.Context) error {
-	log := logf.Log.WithName("webhook-server")
+	log := s.log
 	cfg := &tls.Config{NextProtos: []string{"h2"}}
 	for _, op := range s.opts.TLSOpts {
 		op(cfg)

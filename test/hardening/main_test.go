@@ -34,6 +34,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -243,6 +244,8 @@ func startInProcess(certDir string, viaProxy bool) (*inProcess, error) {
 	opts := server.Options{
 		RestConfig: cfg, CertDir: certDir, WebhookHost: "127.0.0.1", WebhookPort: port,
 		MetricsBindAddress: "0", HealthProbeBindAddress: s.healthAddr, Namespace: injectorNS,
+		// Several servers run at once in this process: each counts on its own registry.
+		MetricsRegistry: prometheus.NewRegistry(),
 		// The status controller runs on the main server only (it marks invalid templates).
 		DisableController: !viaProxy,
 	}
