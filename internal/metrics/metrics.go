@@ -72,9 +72,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"ready"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecar_injector_webhook_requests_total",
-			Help: "Requests to the webhook path, by the status code of the answer: 200 for every admission decided " +
-				"(denials included), otherwise the AdmissionReview's status.code: 4xx for a body that is not an " +
-				"AdmissionReview request or a pod that cannot be read, 500 for a recovered panic.",
+			Help: "Requests to the webhook path, by the code of the answer. Every answer is HTTP 200 with an " +
+				"AdmissionReview; the code is its response.status.code: 200 for every admission decided (denials " +
+				"included), 400 for a body that is not an AdmissionReview request or a pod that cannot be read, 413 " +
+				"for a body over the size limit, 500 for a recovered panic.",
 		}, []string{"code"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "sidecar_injector_webhook_request_duration_seconds",

@@ -59,8 +59,8 @@ func (c *capturing) Handle(ctx context.Context, req admission.Request) admission
 
 // FuzzAdmissionReview sends arbitrary bytes as the HTTP body through controller-runtime's admission.Webhook
 // (decoding, size limit, uid echo) and the Handler with the real compiled test templates. Panic recovery is
-// off here, so a panic anywhere fails the target. Every answer is an HTTP error or a valid AdmissionReview with
-// a response that echoes the uid; a patch only adds (but the status record), applies to request.object,
+// off here, so a panic anywhere fails the target. Every answer is HTTP 200 with a valid AdmissionReview whose
+// response echoes the uid; a patch only adds (but the status record), applies to request.object,
 // gives a Pod when request.object is one, and keeps every value of request.object.
 func FuzzAdmissionReview(f *testing.F) {
 	tpls := fakeTemplates(compiledTemplates(f))
@@ -73,10 +73,12 @@ func FuzzAdmissionReview(f *testing.F) {
 		rec := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
-		newServer(c, cfg, false).ServeHTTP(rec, r) // no panic recovery: a panic must crash the target
+		newServer(c, cfg, nil, false).ServeHTTP(rec, r) // no panic recovery: a panic must crash the target
 
-		if rec.Code >= 400 {
-			return // an HTTP error status is a clear answer
+		if rec.Code != http.StatusOK {
+			// Every answer is an AdmissionReview with HTTP 200 (see server): an HTTP error would be a failure to
+			// call the webhook for the API server, subject to failurePolicy, instead of a denial.
+			t.Fatalf("HTTP %d; every answer must be HTTP 200 with an AdmissionReview: %q", rec.Code, rec.Body.String())
 		}
 		var out admissionv1.AdmissionReview
 		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
@@ -223,7 +225,7 @@ func FuzzTemplates(f *testing.F) {
 			st.Namespace = injectorNS
 		}
 		tpl := inject.Compile(&st, injectorNS)
-		h := &handler{Config{Templates: fakeTemplates(append([]*inject.Template{tpl}, fixed...)), Namespaces: namespaces,
+		h := &handler{Config: Config{Templates: fakeTemplates(append([]*inject.Template{tpl}, fixed...)), Namespaces: namespaces,
 			InjectorNamespace: injectorNS, Metrics: fuzzMetrics, Engine: inject.Inject}}
 
 		object := podJSON

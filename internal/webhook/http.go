@@ -11,7 +11,6 @@ import (
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
-	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -36,10 +35,19 @@ const (
 // with json v2: case-sensitive like the API server, in a single pass; request.object is kept as raw bytes for the
 // engine. Duplicate member names are not looked for: the API server never sends them, and tracking every name of
 // a pod's managedFields costs an allocation each.
+//
+// Every answer is HTTP 200 with an AdmissionReview, bad input included: the refusal is in response.allowed=false
+// with response.status.code 400 (413 for a body over MaxRequestBytes, 500 for a recovered panic) and a message.
+// That is what the API server turns into a denial of the request, with our code and message, whatever the
+// webhook's failurePolicy (k8s.io/apiserver's mutating dispatcher: ErrWebhookRejection). An HTTP 4xx/5xx would
+// instead be a failure to call the webhook (ErrCallingWebhook): under failurePolicy Fail the user gets an
+// internal error without our message, and under Ignore the pod is admitted without its sidecars, so a pod that
+// the injector cannot read would slip past a mandatory template. test/hardening's
+// TestBadInputIsADenialWhateverTheFailurePolicy checks both through a real API server.
 type server struct {
-	wh      *admission.Webhook
-	metrics *metrics.Metrics
-	log     logr.Logger
+	wh         *admission.Webhook
+	metrics    *metrics.Metrics
+	clientErrs *ClientErrorLog
 }
 
 type admissionReview struct {
@@ -51,7 +59,6 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	code := http.StatusOK
 	defer func() { s.metrics.ObserveRequest(code, time.Since(start)) }()
-	log := s.log
 	var rev admissionReview
 	fail := func(status int32, err error) {
 		code = int(status)
@@ -59,7 +66,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rev.Request != nil {
 			resp.UID = rev.Request.UID // whatever could be read of the request, the answer names it
 		}
-		log.Error(err, "admission: bad request", "result", "error", "uid", resp.UID)
+		s.clientErrs.Log("admission: bad request", err, "result", "error", "uid", resp.UID)
 		s.writeReview(w, metav1.TypeMeta{}, &resp.AdmissionResponse)
 	}
 	if r.Body == nil || r.Body == http.NoBody {
@@ -161,6 +168,6 @@ func (s *server) writeReview(w http.ResponseWriter, tm metav1.TypeMeta, resp *ad
 	w.Header().Set("Content-Type", "application/json")
 	out := admissionv1.AdmissionReview{TypeMeta: tm, Response: resp}
 	if err := json.NewEncoder(w).Encode(&out); err != nil {
-		s.log.Error(err, "admission: cannot write the response", "uid", resp.UID)
+		s.clientErrs.Log("admission: cannot write the response", err, "uid", resp.UID) // the client went away
 	}
 }
