@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
 )
 
 // The webhook server's HTTP limits. controller-runtime's own server (v0.25) sets only ReadHeaderTimeout (32 s) and
@@ -145,6 +148,9 @@ func (s *webhookServer) Start(ctx context.Context) error {
 		WriteTimeout:      s.writeTimeout,
 		IdleTimeout:       s.idleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
+		// What net/http logs is about connections (failed TLS handshakes, clients that went away): the client's
+		// doing, so rate-limited instead of one line on stderr each.
+		ErrorLog: stdlog.New(webhook.NewClientErrorLog(log).Writer("webhook server: connection error"), "", 0),
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:

@@ -62,8 +62,8 @@ type Config struct {
 	// Recorder, when set, is called for every pod admission that the engine decided, unless the request is a
 	// dry run.
 	Recorder Recorder
-	// Log receives the handler's lines: one per admission at V(1), errors at error level. The zero Logger
-	// discards.
+	// Log receives the handler's lines: one per admission at V(1); what a client got wrong through a
+	// ClientErrorLog (info level, rate-limited). The zero Logger discards.
 	Log logr.Logger
 	// Engine defaults to inject.Inject; tests replace it.
 	Engine Engine
@@ -85,21 +85,25 @@ func New(c Config) (http.Handler, error) {
 	if c.Engine == nil {
 		c.Engine = inject.Inject
 	}
-	return newServer(&handler{Config: c}, c, true), nil
+	clientErrs := NewClientErrorLog(c.Log)
+	return newServer(&handler{Config: c, clientErrs: clientErrs}, c, clientErrs, true), nil
 }
 
 // newServer puts h behind the HTTP layer. controller-runtime's admission.Webhook recovers a panic of Handle into
 // a 500 answer (when recoverPanic; the fuzz targets want the crash) and completes the response (uid, status
 // code). Its logger is replaced by ours: the default builds a logger carrying the request's identity for every
 // admission, although only debug lines would use it.
-func newServer(h admission.Handler, c Config, recoverPanic bool) *server {
+func newServer(h admission.Handler, c Config, clientErrs *ClientErrorLog, recoverPanic bool) *server {
 	wh := &admission.Webhook{Handler: h, LogConstructor: func(logr.Logger, *admission.Request) logr.Logger { return c.Log }}
-	return &server{wh: wh.WithRecoverPanic(recoverPanic), metrics: c.Metrics, log: c.Log}
+	return &server{wh: wh.WithRecoverPanic(recoverPanic), metrics: c.Metrics, clientErrs: clientErrs}
 }
 
 // handler answers pod admission requests. Only CREATE of a v1 Pod (no subresource) is mutated; every other
 // request is allowed unchanged.
-type handler struct{ Config }
+type handler struct {
+	Config
+	clientErrs *ClientErrorLog // what the request got wrong: the client's doing, logged rate-limited
+}
 
 var _ admission.Handler = (*handler)(nil)
 
@@ -110,14 +114,14 @@ func (h *handler) Handle(ctx context.Context, req admission.Request) admission.R
 		// The API server always sets it; without it the body was not an AdmissionReview request (controller-
 		// runtime decodes any JSON object into an empty request).
 		err := errors.New("sidecar-injector: the body is not an AdmissionReview with a request: request.uid is empty")
-		log.Error(err, "admission: bad request", "result", "error", "uid", req.UID)
+		h.clientErrs.Log("admission: bad request", err, "result", "error")
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	if req.Resource.Resource == "" || req.Operation == "" {
 		// The API server always sets both; a body that only has a uid (an object of another kind, a review
 		// cut short) is not an admission request, and allowing it would answer a question nobody asked.
 		err := errors.New("sidecar-injector: the body is not an AdmissionReview request: request.resource or request.operation is empty")
-		log.Error(err, "admission: bad request", "result", "error", "uid", req.UID)
+		h.clientErrs.Log("admission: bad request", err, "result", "error", "uid", req.UID)
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	if !isPod(req.Resource) || req.SubResource != "" || req.Operation != admissionv1.Create {
@@ -201,7 +205,7 @@ func (h *handler) badPod(uid types.UID, err error) admission.Response {
 	if pe := (*inject.PodError)(nil); errors.As(err, &pe) {
 		msg = ReadPodErrorPrefix + pe.Err.Error()
 	}
-	h.Log.Error(err, "admission: cannot read pod", "result", "error", "uid", uid)
+	h.clientErrs.Log("admission: cannot read pod", err, "result", "error", "uid", uid)
 	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
 		Allowed: false,
 		Result: &metav1.Status{

@@ -219,6 +219,11 @@ type inProcess struct {
 // startInProcess runs server.Run with a fresh serving certificate in certDir, on free loopback ports, reaching
 // the API server through apiProx (viaProxy) or directly, and waits until it is ready.
 func startInProcess(certDir string, viaProxy bool) (*inProcess, error) {
+	return startInProcessWith(certDir, viaProxy, nil)
+}
+
+// startInProcessWith is startInProcess with configure applied to the server's options last.
+func startInProcessWith(certDir string, viaProxy bool, configure func(*server.Options)) (*inProcess, error) {
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -248,6 +253,9 @@ func startInProcess(certDir string, viaProxy bool) (*inProcess, error) {
 		MetricsRegistry: prometheus.NewRegistry(),
 		// The status controller runs on the main server only (it marks invalid templates).
 		DisableController: !viaProxy,
+	}
+	if configure != nil {
+		configure(&opts)
 	}
 	go func() { s.done <- server.Run(ctx, opts) }()
 	if err := waitReady(s.healthAddr, s.done); err != nil {
