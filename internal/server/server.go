@@ -90,6 +90,14 @@ type Options struct {
 	// the one the manager serves on MetricsBindAddress. A registry holds one server's metrics at a time: tests
 	// that run several servers at once in one process give each its own.
 	MetricsRegistry prometheus.Registerer
+	// ClientCAFile, when set, holds the PEM CA bundle whose client certificates authenticate the API server:
+	// every request to the webhook path must present one (--client-ca-file). ClientNames, when set, also
+	// requires the certificate's CN or one of its DNS SANs to be one of them (--client-names).
+	ClientCAFile string
+	ClientNames  []string
+	// ClientTokenFile, when set, holds a bearer token every request to the webhook path must carry
+	// (--client-token-file). Both files are read once, at start.
+	ClientTokenFile string
 	// Log is the root of every logger of the server (the manager's, the webhook's, the controller's); the zero
 	// Logger means controller-runtime's global one (logf.Log), which the serve command sets.
 	Log logr.Logger
@@ -143,12 +151,18 @@ func Run(ctx context.Context, opts Options) error {
 	if err := opts.complete(); err != nil {
 		return err
 	}
+	auth, err := loadClientAuth(&opts)
+	if err != nil {
+		return err
+	}
 	restConfig, err := opts.restConfig()
 	if err != nil {
 		return err
 	}
 
-	whServer := newWebhookServer(webhookServerOptions(opts), log.WithName("webhook-server"))
+	whOpts := webhookServerOptions(opts)
+	whOpts.TLSOpts = append(whOpts.TLSOpts, auth.configureTLS)
+	whServer := newWebhookServer(whOpts, log.WithName("webhook-server"))
 	mgr, err := manager.New(restConfig, manager.Options{
 		Scheme: NewScheme(),
 		Cache: cache.Options{
@@ -211,7 +225,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	whServer.Register(webhook.Path, admit)
+	whServer.Register(webhook.Path, auth.wrap(admit, m, webhook.NewClientErrorLog(log.WithName("admission"))))
 	if !opts.DisableController {
 		r := &controller.TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: opts.Namespace,
 			Events: recorder, Metrics: m}
