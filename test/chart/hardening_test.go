@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -135,5 +138,35 @@ func TestHardenedRenderingAcceptedByAPIServer(t *testing.T) {
 		if err := c.Create(ctx, o.DeepCopyObject().(client.Object), client.DryRunAll); err != nil {
 			t.Errorf("API server rejects %s %s: %v", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
 		}
+	}
+}
+
+func TestTemplateRolesAndPolicyAreRenderedByDefaultAndHaveTheirOwnSwitches(t *testing.T) {
+	r := render(t)
+	for _, want := range []string{"ClusterRole/" + fullname + "-templates-view", "ClusterRole/" + fullname + "-templates-edit",
+		"ValidatingAdmissionPolicy/" + fullname + "-namespaced-templates", "ValidatingAdmissionPolicyBinding/" + fullname + "-namespaced-templates"} {
+		if !r.has(strings.SplitN(want, "/", 2)[0], strings.SplitN(want, "/", 2)[1]) {
+			t.Errorf("the default rendering lacks %s", want)
+		}
+	}
+	edit := named[*rbacv1.ClusterRole](t, r, fullname+"-templates-edit")
+	if edit.Labels["rbac.authorization.k8s.io/aggregate-to-admin"] != "true" || edit.Labels["rbac.authorization.k8s.io/aggregate-to-edit"] != "" {
+		t.Errorf("the edit role's labels %v: want it aggregated to admin only by default", edit.Labels)
+	}
+	b := one[*admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r)
+	if !slices.Equal(b.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) {
+		t.Errorf("validationActions = %v, want [Deny] by default", b.Spec.ValidationActions)
+	}
+	if sel := b.Spec.MatchResources.NamespaceSelector; sel == nil || len(sel.MatchExpressions) != 1 ||
+		sel.MatchExpressions[0].Operator != metav1.LabelSelectorOpNotIn || !slices.Equal(sel.MatchExpressions[0].Values, []string{releaseNS}) {
+		t.Errorf("the binding's namespaceSelector %+v: want every namespace but the release namespace (cluster-wide templates)", sel)
+	}
+	off := render(t, "--set", "templateRoles.create=false", "--set", "templatePolicy.enabled=false")
+	if len(all[*admissionregistrationv1.ValidatingAdmissionPolicy](off)) != 0 || off.has("ClusterRole", fullname+"-templates-view") {
+		t.Errorf("with both switches off the rendering still has %v", off.kinds())
+	}
+	warn := one[*admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, render(t, "--set", "templatePolicy.validationActions={Warn,Audit}"))
+	if len(warn.Spec.ValidationActions) != 2 {
+		t.Errorf("validationActions = %v, want [Warn Audit]", warn.Spec.ValidationActions)
 	}
 }
