@@ -75,7 +75,8 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Requests to the webhook path, by the code of the answer. Every answer is HTTP 200 with an " +
 				"AdmissionReview; the code is its response.status.code: 200 for every admission decided (denials " +
 				"included), 400 for a body that is not an AdmissionReview request or a pod that cannot be read, 413 " +
-				"for a body over the size limit, 500 for a recovered panic.",
+				"for a body over the size limit, 500 for a recovered panic; with client authentication on, 401 and 403 " +
+				"(plain HTTP answers) for a caller that is not the API server.",
 		}, []string{"code"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "sidecar_injector_webhook_request_duration_seconds",

@@ -78,12 +78,12 @@ func (a *clientAuth) wrap(next http.Handler, m *metrics.Metrics, log *webhook.Cl
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		code, err := a.check(r)
 		if err == nil {
 			next.ServeHTTP(w, r)
 			return
 		}
-		start := time.Now()
 		log.Log("admission: client not authenticated", err, "remote", r.RemoteAddr, "code", code)
 		if code == http.StatusUnauthorized && a.token != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sidecar-injector"`)

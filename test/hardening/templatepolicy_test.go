@@ -73,8 +73,18 @@ func installTemplatePolicy(t *testing.T) {
 		if err := k8s.Create(ctxFor(t), obj); err != nil {
 			t.Fatalf("the API server refuses the chart's %s: %v", obj.GetName(), err)
 		}
-		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
 	}
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), &binding)
+		_ = k8s.Delete(context.Background(), &vap)
+		// The API server drops the policy a moment after the delete: the tests that follow must not see it.
+		yes := true
+		hostNet := &v1alpha1.SidecarTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: "vap-tenant", Name: "policy-gone"},
+			Spec: v1alpha1.SidecarTemplateSpec{HostNetwork: &yes}}
+		testenv.Eventually(t, 30*time.Second, "the template policy is gone", func() error {
+			return k8s.Create(context.Background(), hostNet.DeepCopy(), client.DryRunAll)
+		})
+	})
 }
 
 // TestTheTemplatePolicyRefusesWhatANamespacedTemplateMustNotAddAndAcceptsTheSamples creates the chart's policy on
