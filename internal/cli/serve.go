@@ -70,6 +70,13 @@ func NewServeCommand() *cobra.Command {
 	f.BoolVar(&opts.EnableHTTP2, "enable-http2", false,
 		"let clients use HTTP/2 on the webhook server (off by default: HTTP/2 rapid reset, CVE-2023-44487)")
 
+	f.StringVar(&opts.ClientCAFile, "client-ca-file", "",
+		"PEM CA bundle: require every webhook request to present a client certificate it issued (the API server's, set in its WebhookAdmissionConfiguration kubeConfigFile)")
+	f.StringSliceVar(&opts.ClientNames, "client-names", nil,
+		"with --client-ca-file: the client certificate's CN or one of its DNS names must be one of these")
+	f.StringVar(&opts.ClientTokenFile, "client-token-file", "",
+		"file holding a bearer token every webhook request must carry (the API server's, set in its WebhookAdmissionConfiguration kubeConfigFile)")
+
 	zfs := goflag.NewFlagSet("zap", goflag.ContinueOnError)
 	zapOpts.BindFlags(zfs)
 	f.AddGoFlagSet(zfs)

@@ -5,6 +5,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -61,7 +62,7 @@ type TemplateReconciler struct {
 	Templates *store.Templates
 	// Events, when set, receives the Ready-changed Events.
 	Events *events.Recorder
-	// Metrics receives each template's readiness; nil means metrics.Default.
+	// Metrics receives each template's readiness; required.
 	Metrics *metrics.Metrics
 }
 
@@ -74,6 +75,9 @@ func podMeta() *metav1.PartialObjectMetadata {
 // only (the controller reads only annotations and labels), sharing informers with anything else in the
 // manager that watches their metadata.
 func (r *TemplateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if r.Metrics == nil {
+		return errors.New("TemplateReconciler.Metrics is required")
+	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, podMeta(), PodTemplateIndex, func(o client.Object) []string {
 		return TemplateKeysOf(o.GetAnnotations())
 	}); err != nil {
@@ -162,9 +166,6 @@ func (r *TemplateReconciler) templateRequests(ctx context.Context, except client
 func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	log := logf.FromContext(ctx)
 	m := r.Metrics
-	if m == nil {
-		m = metrics.Default
-	}
 	var t v1alpha1.SidecarTemplate
 	if err := r.Client.Get(ctx, req.NamespacedName, &t); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -134,7 +134,10 @@ func TestController(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &capture{}
-	m := metrics.New(prometheus.NewRegistry())
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := &TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: testInjectorNS,
 		Events: events.NewRecorder(rec), Metrics: m}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {

@@ -1,18 +1,19 @@
-// Package metrics defines the injector's Prometheus metrics, all named sidecar_injector_*, and registers them on
-// controller-runtime's registry, which the manager serves on --metrics-bind-address.
+// Package metrics defines the injector's Prometheus metrics, all named sidecar_injector_*. New registers one set
+// on the registry it is given: the server passes controller-runtime's, which the manager serves on
+// --metrics-bind-address, and hands the *Metrics to the webhook and the controller; tests pass their own.
 //
 // Label values are bounded by the number of SidecarTemplates and the fixed sets of results, outcomes and
 // reasons: no label ever carries a pod name, a pod namespace or any other value a pod's author chooses.
 package metrics
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 )
@@ -32,8 +33,7 @@ var Results = []string{ResultInjected, ResultUnchanged, ResultDenied, ResultErro
 // comes from the pod's annotation, so it is not used as a label value.
 const notFoundTemplate = ""
 
-// Metrics is one set of the injector's collectors. The package-level functions use Default, registered on
-// controller-runtime's registry; tests make their own with New.
+// Metrics is one set of the injector's collectors, safe for concurrent use.
 type Metrics struct {
 	admissions *prometheus.CounterVec
 	decisions  *prometheus.CounterVec
@@ -46,8 +46,9 @@ type Metrics struct {
 	ready map[string]bool // template key -> Ready, behind the templates gauge
 }
 
-// New creates the collectors and registers them on reg.
-func New(reg prometheus.Registerer) *Metrics {
+// New creates the collectors and registers them on reg. A registry holds one set: New fails when reg already
+// has one (another server in the same process), and Unregister takes a set off again.
+func New(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecar_injector_admissions_total",
@@ -71,9 +72,11 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"ready"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecar_injector_webhook_requests_total",
-			Help: "Requests to the webhook path, by the status code of the answer: 200 for every admission decided " +
-				"(denials included), otherwise the AdmissionReview's status.code: 4xx for a body that is not an " +
-				"AdmissionReview request or a pod that cannot be read, 500 for a recovered panic.",
+			Help: "Requests to the webhook path, by the code of the answer. Every answer is HTTP 200 with an " +
+				"AdmissionReview; the code is its response.status.code: 200 for every admission decided (denials " +
+				"included), 400 for a body that is not an AdmissionReview request or a pod that cannot be read, 413 " +
+				"for a body over the size limit, 500 for a recovered panic; with client authentication on, 401 and 403 " +
+				"(plain HTTP answers) for a caller that is not the API server.",
 		}, []string{"code"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "sidecar_injector_webhook_request_duration_seconds",
@@ -83,38 +86,37 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		ready: map[string]bool{},
 	}
-	reg.MustRegister(m.admissions, m.decisions, m.duration, m.templates, m.requests, m.latency)
+	for i, c := range m.collectors() {
+		if err := reg.Register(c); err != nil {
+			for _, done := range m.collectors()[:i] {
+				reg.Unregister(done)
+			}
+			return nil, fmt.Errorf("cannot register the injector's metrics: %w", err)
+		}
+	}
 	for _, r := range Results {
 		m.admissions.WithLabelValues(r) // every result is exported from the start, so that rate() sees the first one
 	}
-	return m
+	return m, nil
 }
 
-// Default is registered on controller-runtime's metrics registry.
-var Default = New(crmetrics.Registry)
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.admissions, m.decisions, m.duration, m.templates, m.requests, m.latency}
+}
 
-// ObserveAdmission records one admission on Default. See (*Metrics).ObserveAdmission.
-func ObserveAdmission(res *inject.Result, err error, d time.Duration) {
-	Default.ObserveAdmission(res, err, d)
+// Unregister removes m's collectors from reg, the registry New registered them on.
+func (m *Metrics) Unregister(reg prometheus.Registerer) {
+	for _, c := range m.collectors() {
+		reg.Unregister(c)
+	}
 }
 
 // ObserveRequest records one HTTP request to the webhook path: the status code of the answer and how long it
 // took.
-func ObserveRequest(code int, d time.Duration) { Default.ObserveRequest(code, d) }
-
-// ObserveRequest: see the package-level function.
 func (m *Metrics) ObserveRequest(code int, d time.Duration) {
 	m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
 	m.latency.Observe(d.Seconds())
 }
-
-// SetTemplateReady records a template's Ready condition on Default. See (*Metrics).SetTemplateReady.
-func SetTemplateReady(namespace, name string, ready bool) {
-	Default.SetTemplateReady(namespace, name, ready)
-}
-
-// ForgetTemplate removes a deleted template from Default. See (*Metrics).ForgetTemplate.
-func ForgetTemplate(namespace, name string) { Default.ForgetTemplate(namespace, name) }
 
 // ResultOf returns the result label of an admission: error when err != nil (or there is no result), denied when
 // the result is denied, injected when any decision is Injected, else unchanged.

@@ -46,7 +46,7 @@ func TestResultOf(t *testing.T) {
 
 func TestObserveAdmission(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	m := New(reg)
+	m := newMetrics(t, reg)
 
 	m.ObserveAdmission(&inject.Result{Decisions: []inject.Decision{
 		dec("team-a", "log-shipper", inject.OutcomeInjected, inject.ReasonRequested),
@@ -137,7 +137,7 @@ sidecar_injector_engine_duration_seconds_count 6
 
 func TestAdmissionsStartAtZero(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	New(reg)
+	newMetrics(t, reg)
 	if n := testutil.CollectAndCount(reg, "sidecar_injector_admissions_total"); n != len(Results) {
 		t.Errorf("%d admissions series before any admission, want %d (one per result at 0)", n, len(Results))
 	}
@@ -147,7 +147,7 @@ func TestAdmissionsStartAtZero(t *testing.T) {
 }
 
 func TestTemplatesGauge(t *testing.T) {
-	m := New(prometheus.NewPedanticRegistry())
+	m := newMetrics(t, prometheus.NewPedanticRegistry())
 	m.SetTemplateReady("team-a", "a", true)
 	m.SetTemplateReady("team-a", "b", false)
 	m.SetTemplateReady("team-b", "a", true)
@@ -169,22 +169,45 @@ func TestTemplatesGauge(t *testing.T) {
 	check("after deleting an unknown one", 2, 0)
 }
 
-// The package-level collectors are on controller-runtime's registry, the one the manager serves.
-func TestDefaultIsOnControllerRuntimeRegistry(t *testing.T) {
-	ObserveAdmission(&inject.Result{}, nil, time.Microsecond)
-	n, err := testutil.GatherAndCount(crmetrics.Registry, "sidecar_injector_admissions_total", "sidecar_injector_engine_duration_seconds")
+// New registers every collector on the registry it is given, and only there: the server passes controller-runtime's,
+// tests their own; two sets never share a registry, and Unregister makes room for the next.
+func TestNewRegistersOnTheGivenRegistryOnly(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newMetrics(t, reg)
+	m.ObserveAdmission(&inject.Result{}, nil, time.Microsecond)
+	n, err := testutil.GatherAndCount(reg, "sidecar_injector_admissions_total", "sidecar_injector_engine_duration_seconds")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n != len(Results)+1 {
-		t.Errorf("controller-runtime registry has %d series of ours, want %d", n, len(Results)+1)
+		t.Errorf("the registry has %d series of ours, want %d", n, len(Results)+1)
 	}
+	if n, _ := testutil.GatherAndCount(crmetrics.Registry, "sidecar_injector_admissions_total"); n != 0 {
+		t.Errorf("controller-runtime's registry has %d admissions series although nothing registered there", n)
+	}
+	if _, err := New(reg); err == nil {
+		t.Error("a second set on the same registry was accepted; its series would be counted twice or lost")
+	}
+	m.Unregister(reg)
+	if n, _ := testutil.GatherAndCount(reg, "sidecar_injector_admissions_total"); n != 0 {
+		t.Errorf("after Unregister the registry still has %d admissions series", n)
+	}
+	newMetrics(t, reg) // a server restarted in the same process registers again
+}
+
+func newMetrics(t *testing.T, reg prometheus.Registerer) *Metrics {
+	t.Helper()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // A template name that is not valid UTF-8 (possible in a template read from a file) must not panic the
 // admission: Prometheus refuses such label values.
 func TestAnInvalidUTF8TemplateNameDoesNotPanic(t *testing.T) {
-	m := New(prometheus.NewRegistry())
+	m := newMetrics(t, prometheus.NewRegistry())
 	res := &inject.Result{Decisions: []inject.Decision{{Namespace: "team-a", Name: "bad\xc2", Outcome: inject.OutcomeInjected, Reason: inject.ReasonRequested}}}
 	m.ObserveAdmission(res, nil, time.Millisecond)
 	if got := testutil.ToFloat64(m.decisions.WithLabelValues("team-a", "bad\uFFFD", "Injected", "Requested")); got != 1 {

@@ -7,35 +7,38 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/sidecar-dev/sidecar-injector/internal/controller"
-	"github.com/sidecar-dev/sidecar-injector/internal/events"
-	"github.com/sidecar-dev/sidecar-injector/internal/inject"
-	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
-	"k8s.io/utils/ptr"
 	"net/http"
 	"os"
 	"path/filepath"
-	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sort"
 	"strings"
 	"syscall"
 
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/certs"
+	"github.com/sidecar-dev/sidecar-injector/internal/controller"
+	"github.com/sidecar-dev/sidecar-injector/internal/events"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
 	"github.com/sidecar-dev/sidecar-injector/internal/store"
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
 )
@@ -86,6 +89,21 @@ type Options struct {
 	DisableController bool
 	// Limits bound one admission's work and output (serve's --max-* flags; zero fields: inject.DefaultLimits).
 	Limits inject.Limits
+	// MetricsRegistry is where the injector's metrics are registered; nil means controller-runtime's registry,
+	// the one the manager serves on MetricsBindAddress. A registry holds one server's metrics at a time: tests
+	// that run several servers at once in one process give each its own.
+	MetricsRegistry prometheus.Registerer
+	// ClientCAFile, when set, holds the PEM CA bundle whose client certificates authenticate the API server:
+	// every request to the webhook path must present one (--client-ca-file). ClientNames, when set, also
+	// requires the certificate's CN or one of its DNS SANs to be one of them (--client-names).
+	ClientCAFile string
+	ClientNames  []string
+	// ClientTokenFile, when set, holds a bearer token every request to the webhook path must carry
+	// (--client-token-file). Both files are read once, at start.
+	ClientTokenFile string
+	// Log is the root of every logger of the server (the manager's, the webhook's, the controller's); the zero
+	// Logger means controller-runtime's global one (logf.Log), which the serve command sets.
+	Log logr.Logger
 
 	// TLSMode says where the serving certificate comes from: TLSModeExternal (the default: CertDir holds tls.crt
 	// and tls.key, provided by cert-manager, a Secret volume or the caller) or TLSModeSelfManaged (the injector
@@ -129,8 +147,15 @@ func NewScheme() *runtime.Scheme {
 // Every replica serves admissions (active-active); with LeaderElect, only the template status controller waits
 // for the lease.
 func Run(ctx context.Context, opts Options) error {
-	log := logf.Log.WithName("server")
+	log := opts.Log
+	if log.GetSink() == nil {
+		log = logf.Log
+	}
 	if err := opts.complete(); err != nil {
+		return err
+	}
+	auth, err := loadClientAuth(&opts)
+	if err != nil {
 		return err
 	}
 	restConfig, err := opts.restConfig()
@@ -138,7 +163,9 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	whServer := newWebhookServer(webhookServerOptions(opts))
+	whOpts := webhookServerOptions(opts)
+	whOpts.TLSOpts = append(whOpts.TLSOpts, auth.configureTLS)
+	whServer := newWebhookServer(whOpts, log.WithName("webhook-server"))
 	mgr, err := manager.New(restConfig, manager.Options{
 		Scheme: NewScheme(),
 		Cache: cache.Options{
@@ -160,6 +187,7 @@ func Run(ctx context.Context, opts Options) error {
 		// Controller names are checked for uniqueness per process; Run may be called again in the same process
 		// (tests restart the server), and each Run has its own manager, so the check would only get in the way.
 		Controller: crconfig.Controller{SkipNameValidation: ptr.To(true)},
+		Logger:     log,
 	})
 	if err != nil {
 		return fmt.Errorf("cannot set up the server%s: %w", addrHint(err), err)
@@ -180,16 +208,31 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	recorder := events.NewRecorder(mgr.GetEventRecorder(EventSource))
-	whServer.Register(webhook.Path, webhook.Serve(webhook.NewWebhook(&webhook.Handler{
+	reg := opts.MetricsRegistry
+	if reg == nil {
+		reg = crmetrics.Registry
+	}
+	m, err := metrics.New(reg)
+	if err != nil {
+		return fmt.Errorf("%w (is another server running in this process? give each its own Options.MetricsRegistry)", err)
+	}
+	defer m.Unregister(reg) // a server run again in the same process registers its own set
+	admit, err := webhook.New(webhook.Config{
 		Templates:         templates,
 		Namespaces:        namespaces,
 		InjectorNamespace: opts.Namespace,
+		Metrics:           m,
 		Recorder:          recorder,
 		Limits:            opts.Limits,
-	})))
+		Log:               log.WithName("admission"),
+	})
+	if err != nil {
+		return err
+	}
+	whServer.Register(webhook.Path, auth.wrap(admit, m, webhook.NewClientErrorLog(log.WithName("admission"))))
 	if !opts.DisableController {
 		r := &controller.TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: opts.Namespace, Templates: templates,
-			Events: recorder, Metrics: metrics.Default}
+			Events: recorder, Metrics: m}
 		if err := r.SetupWithManager(ctx, mgr); err != nil {
 			return fmt.Errorf("cannot set up the template status controller: %w", err)
 		}
@@ -232,7 +275,7 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("cannot add the readiness check: %w", err)
 	}
 
-	log.Info("starting", "namespace", opts.Namespace, "webhookHost", opts.WebhookHost, "webhookPort", opts.WebhookPort,
+	log.WithName("server").Info("starting", "namespace", opts.Namespace, "webhookHost", opts.WebhookHost, "webhookPort", opts.WebhookPort,
 		"certDir", opts.CertDir, "http2", opts.EnableHTTP2, "metrics", opts.MetricsBindAddress, "probes", opts.HealthProbeBindAddress)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("the server stopped%s: %w", addrHint(err), err)

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
@@ -149,7 +150,7 @@ func TestTheNamespaceDefaultsToPOD_NAMESPACEAndThePortTo9443(t *testing.T) {
 // the webhook path, until the test ends.
 func startWebhookServer(t *testing.T, o Options) string {
 	t.Helper()
-	srv := newWebhookServer(webhookServerOptions(o))
+	srv := newWebhookServer(webhookServerOptions(o), logr.Discard())
 	srv.Register("/mutate-v1-pod", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

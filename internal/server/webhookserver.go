@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -14,10 +15,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
 )
 
 // The webhook server's HTTP limits. controller-runtime's own server (v0.25) sets only ReadHeaderTimeout (32 s) and
@@ -61,6 +64,7 @@ var cipherSuites = []uint16{
 // certwatcher, mux), with the timeouts above and a draining shutdown.
 type webhookServer struct {
 	opts crwebhook.Options
+	log  logr.Logger
 
 	mu      sync.Mutex
 	paths   map[string]bool
@@ -77,7 +81,7 @@ type webhookServer struct {
 var _ crwebhook.Server = (*webhookServer)(nil)
 
 // newWebhookServer returns the webhook server Run uses.
-func newWebhookServer(o crwebhook.Options) *webhookServer {
+func newWebhookServer(o crwebhook.Options, log logr.Logger) *webhookServer {
 	if o.WebhookMux == nil {
 		o.WebhookMux = http.NewServeMux()
 	}
@@ -90,7 +94,7 @@ func newWebhookServer(o crwebhook.Options) *webhookServer {
 	if o.KeyName == "" {
 		o.KeyName = KeyName
 	}
-	return &webhookServer{opts: o, paths: map[string]bool{}, mux: o.WebhookMux,
+	return &webhookServer{opts: o, log: log, paths: map[string]bool{}, mux: o.WebhookMux,
 		readHeaderTimeout: ReadHeaderTimeout, readTimeout: ReadTimeout, writeTimeout: WriteTimeout, idleTimeout: IdleTimeout,
 		drain: ShutdownDrain}
 }
@@ -114,7 +118,7 @@ func (s *webhookServer) WebhookMux() *http.ServeMux { return s.mux }
 
 // Start serves until ctx is done, then drains and shuts down (see ShutdownDrain).
 func (s *webhookServer) Start(ctx context.Context) error {
-	log := logf.Log.WithName("webhook-server")
+	log := s.log
 	cfg := &tls.Config{NextProtos: []string{"h2"}}
 	for _, op := range s.opts.TLSOpts {
 		op(cfg)
@@ -144,6 +148,9 @@ func (s *webhookServer) Start(ctx context.Context) error {
 		WriteTimeout:      s.writeTimeout,
 		IdleTimeout:       s.idleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
+		// What net/http logs is about connections (failed TLS handshakes, clients that went away): the client's
+		// doing, so rate-limited instead of one line on stderr each.
+		ErrorLog: stdlog.New(webhook.NewClientErrorLog(log).Writer("webhook server: connection error"), "", 0),
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:

@@ -11,13 +11,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
 )
 
 // startShortServer runs the webhook server with short limits, serving /ok at once and /slow after 800 ms.
 func startShortServer(t *testing.T, configure func(*webhookServer)) (string, context.CancelFunc, *error, <-chan struct{}) {
 	t.Helper()
 	o := validOptions(t)
-	s := newWebhookServer(webhookServerOptions(o))
+	s := newWebhookServer(webhookServerOptions(o), logr.Discard())
 	s.readHeaderTimeout, s.readTimeout, s.writeTimeout, s.idleTimeout, s.drain = 300*time.Millisecond, 600*time.Millisecond, 300*time.Millisecond, 400*time.Millisecond, time.Second
 	if configure != nil {
 		configure(s)
@@ -125,7 +127,7 @@ func TestTheWebhookServerEnforcesItsTimeouts(t *testing.T) {
 }
 
 func TestTheWebhookServerUsesTheDocumentedLimitsAndSuites(t *testing.T) {
-	s := newWebhookServer(webhookServerOptions(validOptions(t)))
+	s := newWebhookServer(webhookServerOptions(validOptions(t)), logr.Discard())
 	if s.readHeaderTimeout != ReadHeaderTimeout || s.readTimeout != ReadTimeout || s.writeTimeout != WriteTimeout || s.idleTimeout != IdleTimeout || s.drain != ShutdownDrain {
 		t.Errorf("limits %v %v %v %v %v differ from the documented constants", s.readHeaderTimeout, s.readTimeout, s.writeTimeout, s.idleTimeout, s.drain)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,8 +25,19 @@ import (
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
 	"github.com/sidecar-dev/sidecar-injector/internal/patchtest"
 )
+
+// fuzzMetrics count what the fuzz targets send, on a registry of their own.
+var fuzzMetrics = must(metrics.New(prometheus.NewRegistry()))
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
 
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/{FuzzAdmissionReview,FuzzTemplates} seed files")
 
@@ -35,7 +47,7 @@ const statusPointer = "/metadata/annotations/sidecar.dev~1status"
 // capturing remembers the request the Handler was given, so that the fuzz targets check the patch against the
 // exact object the webhook decoded (not against their own reading of the body).
 type capturing struct {
-	h      *Handler
+	h      *handler
 	called bool
 	req    admission.Request
 }
@@ -47,8 +59,8 @@ func (c *capturing) Handle(ctx context.Context, req admission.Request) admission
 
 // FuzzAdmissionReview sends arbitrary bytes as the HTTP body through controller-runtime's admission.Webhook
 // (decoding, size limit, uid echo) and the Handler with the real compiled test templates. Panic recovery is
-// off here, so a panic anywhere fails the target. Every answer is an HTTP error or a valid AdmissionReview with
-// a response that echoes the uid; a patch only adds (but the status record), applies to request.object,
+// off here, so a panic anywhere fails the target. Every answer is HTTP 200 with a valid AdmissionReview whose
+// response echoes the uid; a patch only adds (but the status record), applies to request.object,
 // gives a Pod when request.object is one, and keeps every value of request.object.
 func FuzzAdmissionReview(f *testing.F) {
 	tpls := fakeTemplates(compiledTemplates(f))
@@ -56,15 +68,17 @@ func FuzzAdmissionReview(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		c := &capturing{h: &Handler{Templates: tpls, Namespaces: namespaces, InjectorNamespace: injectorNS}}
-		wh := &admission.Webhook{Handler: c} // no RecoverPanic: a panic must crash the target
+		cfg := Config{Templates: tpls, Namespaces: namespaces, InjectorNamespace: injectorNS, Metrics: fuzzMetrics, Engine: inject.Inject}
+		c := &capturing{h: &handler{Config: cfg}}
 		rec := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
-		Serve(wh).ServeHTTP(rec, r)
+		newServer(c, cfg, nil, false).ServeHTTP(rec, r) // no panic recovery: a panic must crash the target
 
-		if rec.Code >= 400 {
-			return // an HTTP error status is a clear answer
+		if rec.Code != http.StatusOK {
+			// Every answer is an AdmissionReview with HTTP 200 (see server): an HTTP error would be a failure to
+			// call the webhook for the API server, subject to failurePolicy, instead of a denial.
+			t.Fatalf("HTTP %d; every answer must be HTTP 200 with an AdmissionReview: %q", rec.Code, rec.Body.String())
 		}
 		var out admissionv1.AdmissionReview
 		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
@@ -211,7 +225,8 @@ func FuzzTemplates(f *testing.F) {
 			st.Namespace = injectorNS
 		}
 		tpl := inject.Compile(&st, injectorNS)
-		h := &Handler{Templates: fakeTemplates(append([]*inject.Template{tpl}, fixed...)), Namespaces: namespaces, InjectorNamespace: injectorNS}
+		h := &handler{Config: Config{Templates: fakeTemplates(append([]*inject.Template{tpl}, fixed...)), Namespaces: namespaces,
+			InjectorNamespace: injectorNS, Metrics: fuzzMetrics, Engine: inject.Inject}}
 
 		object := podJSON
 		if _, err := patchtest.Decode(podJSON); err != nil || len(podJSON) == 0 {

@@ -1,6 +1,6 @@
-// Package webhook is the admission handler for /mutate-v1-pod: a thin layer between controller-runtime's
-// admission.Webhook and the injection engine. It reads templates and namespace labels from memory (informer-fed
-// stores), never from the API server, and has no side effects.
+// Package webhook answers admission requests for /mutate-v1-pod: New returns the HTTP handler, a thin layer
+// between the AdmissionReview on the wire and the injection engine. It reads templates and namespace labels from
+// memory (informer-fed stores), never from the API server, and its only side effects are the Recorder's.
 package webhook
 
 import (
@@ -8,18 +8,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/go-logr/logr"
-	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
-	"k8s.io/apimachinery/pkg/types"
 	"net/http"
 	"time"
 
+	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
 )
 
 // Path is where the handler is served on the webhook server.
@@ -50,57 +49,81 @@ type Recorder interface {
 	Record(ctx context.Context, req admission.Request, res *inject.Result)
 }
 
-// Handler answers pod admission requests. Only CREATE of a v1 Pod (no subresource) is mutated; every other
-// request is allowed unchanged.
-type Handler struct {
+// Config is what the admission handler depends on; New checks it.
+type Config struct {
 	// Templates and Namespaces are the in-memory sources; both required.
 	Templates  Templates
 	Namespaces Namespaces
 	// InjectorNamespace is the injector's own namespace (cluster-wide templates live there; its pods are never
-	// injected).
+	// injected); required.
 	InjectorNamespace string
-	// Engine defaults to inject.Inject.
-	Engine Engine
 	// Limits bound one admission's work and output (zero fields: inject.DefaultLimits).
 	Limits inject.Limits
+	// Metrics receives every request and every admission; required.
+	Metrics *metrics.Metrics
 	// Recorder, when set, is called for every pod admission that the engine decided, unless the request is a
 	// dry run.
 	Recorder Recorder
+	// Log receives the handler's lines: one per admission at V(1); what a client got wrong through a
+	// ClientErrorLog (info level, rate-limited). The zero Logger discards.
+	Log logr.Logger
+	// Engine defaults to inject.Inject; tests replace it.
+	Engine Engine
 }
 
-var _ admission.Handler = (*Handler)(nil)
-
-// NewWebhook wraps h in a controller-runtime admission.Webhook, which decodes the AdmissionReview (bounding
-// the body at 7 MiB), recovers panics into an error answer, and echoes the request's uid.
-func NewWebhook(h *Handler) *admission.Webhook {
-	return (&admission.Webhook{Handler: h, LogConstructor: requestLogger}).WithRecoverPanic(true)
-}
-
-// requestLogger replaces controller-runtime's default, which builds a logger carrying the request's identity for
-// every admission (a tenth of the allocations per request) although its lines are at debug level. The uid is
-// added only when debug logging is on; the handler's own lines name the pod, and its error lines the uid.
-func requestLogger(base logr.Logger, req *admission.Request) logr.Logger {
-	if req != nil && base.V(1).Enabled() {
-		return base.WithValues("uid", req.UID)
+// New returns the HTTP handler to serve on Path. It answers every request with an AdmissionReview: see server
+// (http.go) for how the body is read, and handler.Handle for what is decided.
+func New(c Config) (http.Handler, error) {
+	switch {
+	case c.Templates == nil:
+		return nil, errors.New("webhook: Config.Templates is required")
+	case c.Namespaces == nil:
+		return nil, errors.New("webhook: Config.Namespaces is required")
+	case c.InjectorNamespace == "":
+		return nil, errors.New("webhook: Config.InjectorNamespace is required")
+	case c.Metrics == nil:
+		return nil, errors.New("webhook: Config.Metrics is required")
 	}
-	return base
+	if c.Engine == nil {
+		c.Engine = inject.Inject
+	}
+	clientErrs := NewClientErrorLog(c.Log)
+	return newServer(&handler{Config: c, clientErrs: clientErrs}, c, clientErrs, true), nil
 }
+
+// newServer puts h behind the HTTP layer. controller-runtime's admission.Webhook recovers a panic of Handle into
+// a 500 answer (when recoverPanic; the fuzz targets want the crash) and completes the response (uid, status
+// code). Its logger is replaced by ours: the default builds a logger carrying the request's identity for every
+// admission, although only debug lines would use it.
+func newServer(h admission.Handler, c Config, clientErrs *ClientErrorLog, recoverPanic bool) *server {
+	wh := &admission.Webhook{Handler: h, LogConstructor: func(logr.Logger, *admission.Request) logr.Logger { return c.Log }}
+	return &server{wh: wh.WithRecoverPanic(recoverPanic), metrics: c.Metrics, clientErrs: clientErrs}
+}
+
+// handler answers pod admission requests. Only CREATE of a v1 Pod (no subresource) is mutated; every other
+// request is allowed unchanged.
+type handler struct {
+	Config
+	clientErrs *ClientErrorLog // what the request got wrong: the client's doing, logged rate-limited
+}
+
+var _ admission.Handler = (*handler)(nil)
 
 // Handle implements admission.Handler.
-func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
-	log := logf.FromContext(ctx)
+func (h *handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	log := h.Log
 	if req.UID == "" {
 		// The API server always sets it; without it the body was not an AdmissionReview request (controller-
 		// runtime decodes any JSON object into an empty request).
 		err := errors.New("sidecar-injector: the body is not an AdmissionReview with a request: request.uid is empty")
-		log.Error(err, "admission: bad request", "result", "error", "uid", req.UID)
+		h.clientErrs.Log("admission: bad request", err, "result", "error")
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	if req.Resource.Resource == "" || req.Operation == "" {
 		// The API server always sets both; a body that only has a uid (an object of another kind, a review
 		// cut short) is not an admission request, and allowing it would answer a question nobody asked.
 		err := errors.New("sidecar-injector: the body is not an AdmissionReview request: request.resource or request.operation is empty")
-		log.Error(err, "admission: bad request", "result", "error", "uid", req.UID)
+		h.clientErrs.Log("admission: bad request", err, "result", "error", "uid", req.UID)
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	if !isPod(req.Resource) || req.SubResource != "" || req.Operation != admissionv1.Create {
@@ -110,22 +133,18 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	}
 	if req.Kind.Kind != "" && (req.Kind.Group != "" || req.Kind.Kind != "Pod") {
 		err := fmt.Errorf("the request is for resource pods but carries a %s", kindString(req.Kind))
-		return h.badPod(ctx, req.UID, err)
+		return h.badPod(req.UID, err)
 	}
 	if len(req.Object.Raw) == 0 {
-		return h.badPod(ctx, req.UID, errors.New("the request has no object"))
+		return h.badPod(req.UID, errors.New("the request has no object"))
 	}
 
 	nsLabels, known := h.Namespaces.NamespaceLabels(req.Namespace)
 	if !known {
 		nsLabels = nil // unknown to the engine; the informer may not have seen a brand new namespace yet
 	}
-	engine := h.Engine
-	if engine == nil {
-		engine = inject.Inject
-	}
 	start := time.Now()
-	res, err := engine(inject.Request{
+	res, err := h.Engine(inject.Request{
 		Pod:               req.Object.Raw,
 		Namespace:         req.Namespace,
 		NamespaceLabels:   nsLabels,
@@ -135,9 +154,9 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		Limits:            h.Limits,
 		Context:           ctx, // the engine stops between templates once the API server has given up
 	})
-	metrics.ObserveAdmission(res, err, time.Since(start))
+	h.Metrics.ObserveAdmission(res, err, time.Since(start))
 	if err != nil {
-		return h.badPod(ctx, req.UID, err)
+		return h.badPod(req.UID, err)
 	}
 	if !isDryRun(req) && h.Recorder != nil {
 		h.Recorder.Record(ctx, req, res)
@@ -155,7 +174,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		// encode the operations again (which validates and compacts every value once more).
 		patch, err := res.PatchJSON()
 		if err != nil {
-			return h.badPod(ctx, req.UID, err)
+			return h.badPod(req.UID, err)
 		}
 		pt := admissionv1.PatchTypeJSONPatch
 		resp = admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, Patch: patch, PatchType: &pt}}
@@ -166,7 +185,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		resp = resp.WithWarnings(res.Warnings...)
 	}
 	if log.V(1).Enabled() {
-		kv := []any{"namespace", req.Namespace, "result", result, "templates", injectedKeys(res), "dryRun", isDryRun(req), "namespaceKnown", known}
+		kv := []any{"uid", req.UID, "namespace", req.Namespace, "result", result, "templates", injectedKeys(res), "dryRun", isDryRun(req), "namespaceKnown", known}
 		if req.Name == "" {
 			kv = append(kv, "generateName", podGenerateName(req.Object.Raw))
 		}
@@ -185,12 +204,12 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 }
 
 // badPod answers a pod that cannot be read: not allowed, code 400, a message that says what is wrong.
-func (h *Handler) badPod(ctx context.Context, uid types.UID, err error) admission.Response {
+func (h *handler) badPod(uid types.UID, err error) admission.Response {
 	msg := ReadPodErrorPrefix + err.Error()
 	if pe := (*inject.PodError)(nil); errors.As(err, &pe) {
 		msg = ReadPodErrorPrefix + pe.Err.Error()
 	}
-	logf.FromContext(ctx).Error(err, "admission: cannot read pod", "result", "error", "uid", uid)
+	h.clientErrs.Log("admission: cannot read pod", err, "result", "error", "uid", uid)
 	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
 		Allowed: false,
 		Result: &metav1.Status{

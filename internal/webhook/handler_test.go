@@ -15,6 +15,7 @@ import (
 
 	jsonpatchv5 "github.com/evanphx/json-patch/v5"
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
 )
 
 const injectorNS = "sidecar-injector"
@@ -181,26 +183,46 @@ func pod(inject string) string {
 type fixture struct {
 	t        *testing.T
 	url      string
+	metrics  *prometheus.Registry // the registry of the handler's metrics
 	recorder *recorder
 }
 
-func newFixture(t *testing.T, configure ...func(*Handler)) *fixture {
-	h := &Handler{
+func newFixture(t *testing.T, configure ...func(*Config)) *fixture {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Config{
 		Templates:         fakeTemplates(compiledTemplates(t)),
 		Namespaces:        namespaces,
 		InjectorNamespace: injectorNS,
+		Metrics:           m,
 		Recorder:          &recorder{},
 	}
-	for _, c := range configure {
-		c(h)
+	for _, configure := range configure {
+		configure(&c)
 	}
-	srv := httptest.NewServer(Serve(NewWebhook(h)))
+	h, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	f := &fixture{t: t, url: srv.URL, recorder: &recorder{}}
-	if r, ok := h.Recorder.(*recorder); ok {
+	f := &fixture{t: t, url: srv.URL, metrics: reg, recorder: &recorder{}}
+	if r, ok := c.Recorder.(*recorder); ok {
 		f.recorder = r
 	}
 	return f
+}
+
+func newMetrics(t *testing.T) *metrics.Metrics {
+	t.Helper()
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // post sends body with the given content type and decodes the AdmissionReview answer.
@@ -507,7 +529,7 @@ func TestABodyThatIsNotAnAdmissionReviewGetsAnErrorStatus(t *testing.T) {
 
 func TestAPanicIsAnsweredAndTheServerKeepsServing(t *testing.T) {
 	calls := 0
-	f := newFixture(t, func(h *Handler) {
+	f := newFixture(t, func(h *Config) {
 		h.Engine = func(req inject.Request) (*inject.Result, error) {
 			calls++
 			if calls == 1 {
@@ -525,18 +547,31 @@ func TestAPanicIsAnsweredAndTheServerKeepsServing(t *testing.T) {
 	applied(t, object, f.admit(review{uid: "uid-after", object: object}))
 }
 
-func TestANilStorePanicIsAnsweredToo(t *testing.T) {
-	f := newFixture(t, func(h *Handler) { h.Templates = nil })
-	resp := f.admit(review{uid: "uid-nil", object: pod("log-shipper")})
-	if resp.UID != "uid-nil" || resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusInternalServerError {
-		t.Errorf("uid %q, allowed %v, result %+v; want uid-nil, not allowed, 500", resp.UID, resp.Allowed, resp.Result)
+func TestNewRefusesAMissingDependencyByName(t *testing.T) {
+	full := Config{Templates: fakeTemplates(nil), Namespaces: namespaces, InjectorNamespace: injectorNS, Metrics: newMetrics(t)}
+	for _, tc := range []struct {
+		missing string
+		drop    func(*Config)
+	}{
+		{"Templates", func(c *Config) { c.Templates = nil }},
+		{"Namespaces", func(c *Config) { c.Namespaces = nil }},
+		{"InjectorNamespace", func(c *Config) { c.InjectorNamespace = "" }},
+		{"Metrics", func(c *Config) { c.Metrics = nil }},
+	} {
+		c := full
+		tc.drop(&c)
+		if _, err := New(c); err == nil || !strings.Contains(err.Error(), "Config."+tc.missing+" is required") {
+			t.Errorf("without %s: New returned %v, want an error naming Config.%s", tc.missing, err, tc.missing)
+		}
 	}
-	assertUnchanged(t, f.admit(review{uid: "uid-update", operation: "UPDATE", object: pod("")}), "uid-update")
+	if _, err := New(full); err != nil {
+		t.Errorf("with every dependency: %v", err)
+	}
 }
 
 func TestTheEngineGetsTheRawPodTheNamespaceLabelsAndOnlyTheNamespacesCandidates(t *testing.T) {
 	var got inject.Request
-	f := newFixture(t, func(h *Handler) {
+	f := newFixture(t, func(h *Config) {
 		h.Engine = func(req inject.Request) (*inject.Result, error) { got = req; return &inject.Result{}, nil }
 	})
 	object := pod("log-shipper")
@@ -567,8 +602,8 @@ func TestEachAdmissionIsLoggedOnceAtV1WithWhatHappened(t *testing.T) {
 	var mu sync.Mutex
 	var lines []string
 	logger := funcr.NewJSON(func(obj string) { mu.Lock(); lines = append(lines, obj); mu.Unlock() }, funcr.Options{Verbosity: 1})
-	h := &Handler{Templates: fakeTemplates(compiledTemplates(t)), Namespaces: namespaces, InjectorNamespace: injectorNS}
-	hook, err := admission.StandaloneWebhook(NewWebhook(h), admission.StandaloneOptions{Logger: logger})
+	hook, err := New(Config{Templates: fakeTemplates(compiledTemplates(t)), Namespaces: namespaces, InjectorNamespace: injectorNS,
+		Metrics: newMetrics(t), Log: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

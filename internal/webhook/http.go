@@ -14,7 +14,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
@@ -29,19 +28,27 @@ const (
 	reviewV1beta1 = "admission.k8s.io/v1beta1"
 )
 
-// Serve returns the HTTP handler for wh. It does what controller-runtime's admission.Webhook.ServeHTTP does —
-// an empty body, a body over MaxRequestBytes and a Content-Type other than application/json are refused; v1 and
-// v1beta1 reviews are answered in their own version; wh.Handle recovers panics and echoes the uid — but reads
-// the review once. controller-runtime's decoder parses the whole body three times (to find its kind, to validate
-// it, to decode it), which cost more than the whole injection. The review is decoded with json v2:
-// case-sensitive like the API server, in a single pass; request.object is kept as raw bytes for the engine.
-// Duplicate member names are not looked for (the API server never sends them, and tracking every name of a
-// pod's managedFields costs an allocation each).
-func Serve(wh *admission.Webhook) http.Handler {
-	return &server{wh: wh}
+// server is the HTTP side of New's handler. It does what controller-runtime's admission.Webhook.ServeHTTP does
+// (an empty body, a body over MaxRequestBytes and a Content-Type other than application/json are refused; v1 and
+// v1beta1 reviews are answered in their own version), but reads the review once, where controller-runtime's
+// decoder parses the body three times (to find its kind, to validate it, to decode it). The review is decoded
+// with json v2: case-sensitive like the API server, in a single pass; request.object is kept as raw bytes for the
+// engine. Duplicate member names are not looked for: the API server never sends them, and tracking every name of
+// a pod's managedFields costs an allocation each.
+//
+// Every answer is HTTP 200 with an AdmissionReview, bad input included: the refusal is in response.allowed=false
+// with response.status.code 400 (413 for a body over MaxRequestBytes, 500 for a recovered panic) and a message.
+// That is what the API server turns into a denial of the request, with our code and message, whatever the
+// webhook's failurePolicy (k8s.io/apiserver's mutating dispatcher: ErrWebhookRejection). An HTTP 4xx/5xx would
+// instead be a failure to call the webhook (ErrCallingWebhook): under failurePolicy Fail the user gets an
+// internal error without our message, and under Ignore the pod is admitted without its sidecars, so a pod that
+// the injector cannot read would slip past a mandatory template. test/hardening's
+// TestBadInputIsADenialWhateverTheFailurePolicy checks both through a real API server.
+type server struct {
+	wh         *admission.Webhook
+	metrics    *metrics.Metrics
+	clientErrs *ClientErrorLog
 }
-
-type server struct{ wh *admission.Webhook }
 
 type admissionReview struct {
 	metav1.TypeMeta `json:",inline"`
@@ -51,8 +58,7 @@ type admissionReview struct {
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	code := http.StatusOK
-	defer func() { metrics.ObserveRequest(code, time.Since(start)) }()
-	log := logf.Log.WithName("admission")
+	defer func() { s.metrics.ObserveRequest(code, time.Since(start)) }()
 	var rev admissionReview
 	fail := func(status int32, err error) {
 		code = int(status)
@@ -60,8 +66,8 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rev.Request != nil {
 			resp.UID = rev.Request.UID // whatever could be read of the request, the answer names it
 		}
-		log.Error(err, "admission: bad request", "result", "error", "uid", resp.UID)
-		writeReview(w, metav1.TypeMeta{}, &resp.AdmissionResponse)
+		s.clientErrs.Log("admission: bad request", err, "result", "error", "uid", resp.UID)
+		s.writeReview(w, metav1.TypeMeta{}, &resp.AdmissionResponse)
 	}
 	if r.Body == nil || r.Body == http.NoBody {
 		fail(http.StatusBadRequest, errors.New("request body is empty"))
@@ -101,12 +107,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if resp.Result != nil && resp.Result.Code >= 400 && !resp.Allowed && resp.Result.Reason != metav1.StatusReasonForbidden {
 		code = int(resp.Result.Code) // an error answer (bad request, recovered panic), not a denial
 	}
-	writeReview(w, rev.TypeMeta, &resp.AdmissionResponse)
+	s.writeReview(w, rev.TypeMeta, &resp.AdmissionResponse)
 }
 
-// decodeOptions decode a review: duplicate names not tracked (see Serve), and request.object and
-// request.oldObject left where they are in the body instead of copied (a pod is most of a review, and copying it
-// was a sixth of what an admission allocates). They alias the body, which lives until the answer is written:
+// decodeOptions decode a review: duplicate names not tracked (see server), and request.object and
+// request.oldObject left where they are in the body instead of copied (a pod is most of a review). They alias the
+// body, which lives until the answer is written:
 // nothing may keep them beyond Handle (the engine and the Recorder read them and return).
 var decodeOptions = jsonv2.JoinOptions(
 	jsontext.AllowDuplicateNames(true),
@@ -123,8 +129,8 @@ var decodeOptions = jsonv2.JoinOptions(
 )
 
 // bodyBuffers recycles request bodies: the decoder copies what it keeps but request.object, which is used only
-// while the request is answered, so a body is garbage once the answer is written. Without it every admission allocated its body several times over
-// while io.ReadAll grew its buffer.
+// while the request is answered, so a body is garbage once the answer is written; a recycled buffer also spares
+// the repeated growth of io.ReadAll's.
 var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 func putBody(b *[]byte) {
@@ -155,13 +161,13 @@ func readBody(r *http.Request, buf []byte) ([]byte, error) {
 }
 
 // writeReview answers with an AdmissionReview of the request's version (v1 when unknown).
-func writeReview(w http.ResponseWriter, tm metav1.TypeMeta, resp *admissionv1.AdmissionResponse) {
+func (s *server) writeReview(w http.ResponseWriter, tm metav1.TypeMeta, resp *admissionv1.AdmissionResponse) {
 	if tm.APIVersion == "" {
 		tm = metav1.TypeMeta{APIVersion: reviewV1, Kind: reviewKind}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	out := admissionv1.AdmissionReview{TypeMeta: tm, Response: resp}
 	if err := json.NewEncoder(w).Encode(&out); err != nil {
-		logf.Log.WithName("admission").Error(err, "admission: cannot write the response", "uid", resp.UID)
+		s.clientErrs.Log("admission: cannot write the response", err, "uid", resp.UID) // the client went away
 	}
 }

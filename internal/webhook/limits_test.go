@@ -11,7 +11,7 @@ import (
 func TestTheEngineGetsTheLimitsAndTheRequestsContext(t *testing.T) {
 	limits := inject.Limits{MaxRequestedNames: 1}
 	var got inject.Request
-	f := newFixture(t, func(h *Handler) {
+	f := newFixture(t, func(h *Config) {
 		h.Limits = limits
 		h.Engine = func(req inject.Request) (*inject.Result, error) {
 			got = req

@@ -524,7 +524,8 @@ func TestEdgeValues(t *testing.T) {
 		}
 	})
 	t.Run("no RBAC", func(t *testing.T) {
-		r := render(t, "--set", "rbac.create=false")
+		// The injector's RBAC; the ClusterRoles for template users have their own switch (templateRoles.create).
+		r := render(t, "--set", "rbac.create=false", "--set", "templateRoles.create=false")
 		if n := len(all[*rbacv1.ClusterRole](r)) + len(all[*rbacv1.Role](r)) + len(all[*rbacv1.ClusterRoleBinding](r)) + len(all[*rbacv1.RoleBinding](r)); n != 0 {
 			t.Errorf("rbac.create=false renders %d RBAC objects", n)
 		}
@@ -757,7 +758,7 @@ func assertRBAC(t *testing.T, r *rendered, mode string) {
 		}
 	}
 
-	cr := one[*rbacv1.ClusterRole](t, r)
+	cr := named[*rbacv1.ClusterRole](t, r, fullname) // the injector's own; the chart's template roles are for users
 	generated := generatedClusterRoleRules(t)
 	got := permissions(cr.Rules)
 	wantTLS := []string{}

@@ -156,6 +156,19 @@ func one[T client.Object](t testing.TB, r *rendered) T {
 	return objs[0]
 }
 
+// named returns the object of type T called name, failing the test when there is none.
+func named[T client.Object](t testing.TB, r *rendered, name string) T {
+	t.Helper()
+	for _, o := range all[T](r) {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	var zero T
+	t.Fatalf("no %T named %s", zero, name)
+	return zero
+}
+
 // kinds lists "Kind/name" of every rendered object.
 func (r *rendered) kinds() []string {
 	var out []string

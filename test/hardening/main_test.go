@@ -34,6 +34,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -218,6 +219,11 @@ type inProcess struct {
 // startInProcess runs server.Run with a fresh serving certificate in certDir, on free loopback ports, reaching
 // the API server through apiProx (viaProxy) or directly, and waits until it is ready.
 func startInProcess(certDir string, viaProxy bool) (*inProcess, error) {
+	return startInProcessWith(certDir, viaProxy, nil)
+}
+
+// startInProcessWith is startInProcess with configure applied to the server's options last.
+func startInProcessWith(certDir string, viaProxy bool, configure func(*server.Options)) (*inProcess, error) {
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -243,8 +249,13 @@ func startInProcess(certDir string, viaProxy bool) (*inProcess, error) {
 	opts := server.Options{
 		RestConfig: cfg, CertDir: certDir, WebhookHost: "127.0.0.1", WebhookPort: port,
 		MetricsBindAddress: "0", HealthProbeBindAddress: s.healthAddr, Namespace: injectorNS,
+		// Several servers run at once in this process: each counts on its own registry.
+		MetricsRegistry: prometheus.NewRegistry(),
 		// The status controller runs on the main server only (it marks invalid templates).
 		DisableController: !viaProxy,
+	}
+	if configure != nil {
+		configure(&opts)
 	}
 	go func() { s.done <- server.Run(ctx, opts) }()
 	if err := waitReady(s.healthAddr, s.done); err != nil {

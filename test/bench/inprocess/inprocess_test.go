@@ -11,11 +11,13 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/fixtures"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
 )
 
@@ -41,14 +43,22 @@ func review(tb testing.TB, size string) []byte {
 	return bytes.ReplaceAll(body, []byte(fixtures.UIDPlaceholder), []byte("0b3a7c1e-7f4e-4f52-9a4c-2d1f6e8b9c0a"))
 }
 
-func injector(extra ...*v1alpha1.SidecarTemplate) http.Handler {
+func injector(tb testing.TB, extra ...*v1alpha1.SidecarTemplate) http.Handler {
 	var ts []*inject.Template
 	for _, t := range append(fixtures.Templates(), extra...) {
 		ts = append(ts, inject.Compile(t, fixtures.InjectorNamespace))
 	}
 	// Indexed once, as the store does.
 	idx := templates{inject.NewIndex(fixtures.Namespace, fixtures.InjectorNamespace, ts)}
-	return webhook.Serve(webhook.NewWebhook(&webhook.Handler{Templates: idx, Namespaces: namespaces{}, InjectorNamespace: fixtures.InjectorNamespace}))
+	m, err := metrics.New(prometheus.NewRegistry())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h, err := webhook.New(webhook.Config{Templates: idx, Namespaces: namespaces{}, InjectorNamespace: fixtures.InjectorNamespace, Metrics: m})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h
 }
 
 // reviewFloor is what the review floor server does per request.
@@ -84,7 +94,7 @@ func serve(b *testing.B, h http.Handler, body []byte, check func(*testing.B, []b
 }
 
 func BenchmarkAdmission(b *testing.B) {
-	inj := injector()
+	inj := injector(b)
 	for _, size := range fixtures.Sizes {
 		body := review(b, size)
 		b.Run(size+"/injector", func(b *testing.B) {
@@ -95,7 +105,7 @@ func BenchmarkAdmission(b *testing.B) {
 		})
 	}
 	// The scale scenario's candidates: the pod's 2 templates and 100 cluster-wide ones that do not apply.
-	scaled := injector(fixtures.ClusterTemplates(100)...)
+	scaled := injector(b, fixtures.ClusterTemplates(100)...)
 	body := review(b, "realistic")
 	b.Run("realistic+100cluster/injector", func(b *testing.B) {
 		serve(b, scaled, body, nil)
@@ -104,7 +114,7 @@ func BenchmarkAdmission(b *testing.B) {
 
 // The benchmark's injector really injects: its answer for each pod is a patch that adds the two sidecars.
 func TestTheInjectorUnderBenchmarkInjects(t *testing.T) {
-	inj := injector()
+	inj := injector(t)
 	for _, size := range fixtures.Sizes {
 		req := httptest.NewRequest(http.MethodPost, webhook.Path, bytes.NewReader(review(t, size)))
 		req.Header.Set("Content-Type", "application/json")
