@@ -18,7 +18,7 @@ FUZZTIME ?= 20s
 GOTEST_FLAGS ?=
 
 # Generated files: `make verify` fails when regenerating them changes anything under these paths.
-GENERATED_PATHS := config/crd config/rbac config/webhook charts/sidecar-injector/crds ':(glob)**/zz_generated*'
+GENERATED_PATHS := config/crd config/rbac config/webhook charts/sidecar-injector/files/crds ':(glob)**/zz_generated*'
 
 LOCALBIN ?= $(abspath bin)
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
@@ -125,9 +125,13 @@ soak: control-plane ## Soak at half the measured peak rate for SOAK_DURATION (de
 
 ##@ Build
 
+# The version and commit stamped into the binary (internal/version) and the release artifacts.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
 .PHONY: build
 build: ## Build bin/sidecar-injector.
-	go build -ldflags "-X github.com/sidecar-dev/sidecar-injector/internal/cli.Version=$$(git describe --tags --always --dirty 2>/dev/null || echo dev)" \
+	go build -ldflags "-X github.com/sidecar-dev/sidecar-injector/internal/version.Version=$(VERSION) -X github.com/sidecar-dev/sidecar-injector/internal/version.Commit=$(COMMIT)" \
 		-o $(LOCALBIN)/sidecar-injector ./cmd/sidecar-injector
 
 IMG ?= sidecar-injector:dev

@@ -136,6 +136,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	whServer := newWebhookServer(webhookServerOptions(opts))
+	whServer.onCertificate = metrics.Default.SetServingCertificate
 	mgr, err := manager.New(restConfig, manager.Options{
 		Scheme: NewScheme(),
 		Cache: cache.Options{
@@ -175,6 +176,8 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	metrics.Default.TrackCacheSync("templates", tplReg.HasSynced)
+	metrics.Default.TrackCacheSync("namespaces", nsReg.HasSynced)
 
 	recorder := events.NewRecorder(mgr.GetEventRecorder(EventSource))
 	whServer.Register(webhook.Path, webhook.Serve(webhook.NewWebhook(&webhook.Handler{
