@@ -86,7 +86,9 @@ func Promtool() (string, error) { return tool("PROMTOOL", "promtool", "make prom
 
 // MonitoringCRDs returns the directory of the Prometheus Operator's CRDs: $MONITORING_CRDS, else
 // <repo>/bin/monitoring-crds (`make monitoring-crds`).
-func MonitoringCRDs() (string, error) { return tool("MONITORING_CRDS", "monitoring-crds", "make monitoring-crds") }
+func MonitoringCRDs() (string, error) {
+	return tool("MONITORING_CRDS", "monitoring-crds", "make monitoring-crds")
+}
 
 // tool returns $env, else <repo>/bin/name, with an error saying to run make when it does not exist.
 func tool(env, name, make string) (string, error) {
