@@ -20,7 +20,8 @@ CHART_LINT_VALUES = \
 	"" \
 	"--set tls.mode=certManager" \
 	"--set tls.mode=secret --set tls.secret.name=my-tls --set tls.secret.caBundle=Q0E=" \
-	"--set replicaCount=1 --set matchConditions.enabled=false"
+	"--set replicaCount=1 --set matchConditions.enabled=false" \
+	"--set monitoring.serviceMonitor.enabled=true --set monitoring.prometheusRule.enabled=true --set monitoring.grafanaDashboard.enabled=true --set hostNetwork=true --set webhook.port=10260"
 
 ifeq ($(origin SHELL),default)
 SHELL := /usr/bin/env bash

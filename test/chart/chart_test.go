@@ -150,6 +150,15 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"unknownValue=1", "unknownValue"},
 		{"webhook.unknown=1", "unknown"},
 		{"tls.mode=secret", "/tls/secret"},
+		{"crds.enabled=maybe", "/crds/enabled"},
+		{"hostNetwork=yes", "/hostNetwork"},
+		{"dnsPolicy=Sometimes", "/dnsPolicy"},
+		{"livenessProbe.periodSeconds=0", "/livenessProbe/periodSeconds"},
+		{"readinessProbe.httpGet=x", "httpGet"},
+		{"webhook.objectSelector.matchExpressions[0].key=a", "/webhook/objectSelector/matchExpressions/0"},
+		{"monitoring.prometheusRule.errorRatioThreshold=2", "/monitoring/prometheusRule/errorRatioThreshold"},
+		{"monitoring.serviceMonitor.interval=often", "/monitoring/serviceMonitor/interval"},
+		{"test.namespace=Not_A_Namespace", "/test/namespace"},
 	}
 	for _, c := range cases {
 		t.Run(c.set, func(t *testing.T) {
