@@ -180,7 +180,7 @@ control-plane: ## Build kube-apiserver and etcd from Go modules into bin/, for e
 tools: controller-gen gotestsum staticcheck promtool cyclonedx-gomod ## Install the Go tools.
 
 # Built with -tags remove_all_sd: without the cloud service-discovery plugins (AWS, Azure, GCE, ...), which
-# `promtool test rules` never uses and which are most of the build (see README, "Tests").
+# `promtool test rules` never uses and which are most of the build (see README, "Development").
 .PHONY: promtool
 promtool:
 	@export GOFLAGS="$${GOFLAGS:-} -tags=remove_all_sd"; $(call go-install-tool,$(PROMTOOL),github.com/prometheus/prometheus/cmd/promtool,$(PROMTOOL_VERSION))
