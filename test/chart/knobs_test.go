@@ -224,9 +224,20 @@ func TestHelmTestHookChecksADryRunPodIsInjected(t *testing.T) {
 	if pod.Spec.RestartPolicy != corev1.RestartPolicyNever || pod.Annotations[v1alpha1.AnnotationInject] != v1alpha1.OptOutValue {
 		t.Errorf("test pod: restartPolicy %q, inject annotation %q", pod.Spec.RestartPolicy, pod.Annotations[v1alpha1.AnnotationInject])
 	}
-	role := one[*rbacv1.Role](t, renderWithTests(t, "--set", "test.namespace=shop", "--set", "rbac.create=false"))
+	var role *rbacv1.Role
+	for _, r := range all[*rbacv1.Role](renderWithTests(t, "--set", "test.namespace=shop")) {
+		if r.Name == fullname+"-test" {
+			role = r
+		}
+	}
+	if role == nil {
+		t.Fatal("no Role for the test pod")
+	}
 	if role.Namespace != "shop" || len(role.Rules) != 1 || !slices.Equal(role.Rules[0].Verbs, []string{"create"}) || !slices.Equal(role.Rules[0].Resources, []string{"pods"}) {
 		t.Errorf("test Role %s/%s %+v: want create pods in the test namespace only", role.Namespace, role.Name, role.Rules)
+	}
+	for _, r := range all[*rbacv1.Role](renderWithTests(t, "--set", "rbac.create=false")) {
+		t.Errorf("rbac.create=false still renders the Role %s", r.Name)
 	}
 	if n := len(renderWithTests(t, "--set", "test.enabled=false").objects) - len(render(t).objects); n != 0 {
 		t.Errorf("test.enabled=false still renders %d hook objects", n)
