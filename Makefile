@@ -100,10 +100,10 @@ lint: staticcheck vet ## Check formatting, run go vet and staticcheck.
 
 # hack/test.sh runs the stages and ends with one gotestsum summary of all of them.
 TEST_ENV = GOTESTSUM="$(GOTESTSUM)" FUZZTIME="$(FUZZTIME)" GOTEST_FLAGS="$(GOTEST_FLAGS)" KUBEBUILDER_ASSETS="$(LOCALBIN)" HELM="$(HELM)" \
-	PROMTOOL="$(PROMTOOL)" MONITORING_CRDS="$(MONITORING_CRDS)"
+	PROMTOOL="$(PROMTOOL)" MONITORING_CRDS="$(MONITORING_CRDS)" CYCLONEDX_GOMOD="$(CYCLONEDX_GOMOD)"
 
 .PHONY: test
-test: gotestsum control-plane helm promtool monitoring-crds ## helm lint, unit tests, a bounded fuzz run of every Fuzz* target, then ./test/... (integration, chart).
+test: gotestsum control-plane helm promtool monitoring-crds cyclonedx-gomod ## helm lint, unit tests, a bounded fuzz run of every Fuzz* target, then ./test/... (integration, chart).
 	@$(MAKE) --no-print-directory chart-lint
 	$(TEST_ENV) hack/test.sh unit fuzz integration
 
@@ -116,7 +116,7 @@ test-fuzz: gotestsum ## Fuzz every Fuzz* target for FUZZTIME each.
 	$(TEST_ENV) hack/test.sh fuzz
 
 .PHONY: test-integration
-test-integration: gotestsum control-plane helm promtool monitoring-crds ## ./test/... (integration and chart suites) against a local kube-apiserver and etcd.
+test-integration: gotestsum control-plane helm promtool monitoring-crds cyclonedx-gomod ## ./test/... (integration and chart suites) against a local kube-apiserver and etcd.
 	$(TEST_ENV) hack/test.sh integration
 
 .PHONY: bench

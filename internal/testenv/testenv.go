@@ -90,6 +90,12 @@ func MonitoringCRDs() (string, error) {
 	return tool("MONITORING_CRDS", "monitoring-crds", "make monitoring-crds")
 }
 
+// CycloneDXGomod returns the SBOM generator: $CYCLONEDX_GOMOD, else <repo>/bin/cyclonedx-gomod
+// (`make cyclonedx-gomod`).
+func CycloneDXGomod() (string, error) {
+	return tool("CYCLONEDX_GOMOD", "cyclonedx-gomod", "make cyclonedx-gomod")
+}
+
 // tool returns $env, else <repo>/bin/name, with an error saying to run make when it does not exist.
 func tool(env, name, make string) (string, error) {
 	path := os.Getenv(env)
