@@ -26,7 +26,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
     go build -trimpath \
-      -ldflags="-s -w -X github.com/sidecar-dev/sidecar-injector/internal/cli.Version=${VERSION}" \
+      -ldflags="-s -w -X github.com/sidecar-dev/sidecar-injector/internal/version.Version=${VERSION}" \
       -o /out/sidecar-injector ./cmd/sidecar-injector
 
 FROM gcr.io/distroless/static:nonroot

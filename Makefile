@@ -11,6 +11,12 @@ ETCD_VERSION             ?= v3.6.8
 GOTESTSUM_VERSION        ?= v1.13.0
 # staticcheck 2026.2.2, the current release; its go.mod asks for go1.26.0, so it builds with this repo's Go.
 STATICCHECK_VERSION      ?= v0.8.2
+# promtool (Prometheus 3.16.0 is the module version v0.316.0), for `promtool test rules` on the chart's alerts.
+PROMTOOL_VERSION         ?= v0.316.0
+# The Prometheus Operator API whose CRDs validate the chart's ServiceMonitor and PrometheusRule (tests only).
+PROMETHEUS_OPERATOR_VERSION ?= v0.95.2
+# CycloneDX SBOM generator for Go modules, used by `make release`.
+CYCLONEDX_GOMOD_VERSION  ?= v1.10.0
 
 # How long each Fuzz* target is fuzzed by `make test`.
 FUZZTIME ?= 20s
@@ -18,12 +24,15 @@ FUZZTIME ?= 20s
 GOTEST_FLAGS ?=
 
 # Generated files: `make verify` fails when regenerating them changes anything under these paths.
-GENERATED_PATHS := config/crd config/rbac config/webhook charts/sidecar-injector/crds ':(glob)**/zz_generated*'
+GENERATED_PATHS := config/crd config/rbac config/webhook charts/sidecar-injector/files/crds ':(glob)**/zz_generated*'
 
 LOCALBIN ?= $(abspath bin)
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 GOTESTSUM      ?= $(LOCALBIN)/gotestsum
 STATICCHECK    ?= $(LOCALBIN)/staticcheck
+PROMTOOL       ?= $(LOCALBIN)/promtool
+CYCLONEDX_GOMOD ?= $(LOCALBIN)/cyclonedx-gomod
+MONITORING_CRDS ?= $(LOCALBIN)/monitoring-crds
 
 # Every recipe runs in bash with errexit and pipefail, so a failing command in a pipeline fails the target.
 SHELL := /usr/bin/env bash
@@ -90,10 +99,11 @@ lint: staticcheck vet ## Check formatting, run go vet and staticcheck.
 ##@ Test
 
 # hack/test.sh runs the stages and ends with one gotestsum summary of all of them.
-TEST_ENV = GOTESTSUM="$(GOTESTSUM)" FUZZTIME="$(FUZZTIME)" GOTEST_FLAGS="$(GOTEST_FLAGS)" KUBEBUILDER_ASSETS="$(LOCALBIN)" HELM="$(HELM)"
+TEST_ENV = GOTESTSUM="$(GOTESTSUM)" FUZZTIME="$(FUZZTIME)" GOTEST_FLAGS="$(GOTEST_FLAGS)" KUBEBUILDER_ASSETS="$(LOCALBIN)" HELM="$(HELM)" \
+	PROMTOOL="$(PROMTOOL)" MONITORING_CRDS="$(MONITORING_CRDS)" CYCLONEDX_GOMOD="$(CYCLONEDX_GOMOD)"
 
 .PHONY: test
-test: gotestsum control-plane helm ## helm lint, unit tests, a bounded fuzz run of every Fuzz* target, then ./test/... (integration, chart).
+test: gotestsum control-plane helm promtool monitoring-crds cyclonedx-gomod ## helm lint, unit tests, a bounded fuzz run of every Fuzz* target, then ./test/... (integration, chart).
 	@$(MAKE) --no-print-directory chart-lint
 	$(TEST_ENV) hack/test.sh unit fuzz integration
 
@@ -106,7 +116,7 @@ test-fuzz: gotestsum ## Fuzz every Fuzz* target for FUZZTIME each.
 	$(TEST_ENV) hack/test.sh fuzz
 
 .PHONY: test-integration
-test-integration: gotestsum control-plane helm ## ./test/... (integration and chart suites) against a local kube-apiserver and etcd.
+test-integration: gotestsum control-plane helm promtool monitoring-crds cyclonedx-gomod ## ./test/... (integration and chart suites) against a local kube-apiserver and etcd.
 	$(TEST_ENV) hack/test.sh integration
 
 .PHONY: bench
@@ -125,9 +135,13 @@ soak: control-plane ## Soak at half the measured peak rate for SOAK_DURATION (de
 
 ##@ Build
 
+# The version and commit stamped into the binary (internal/version) and the release artifacts.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
 .PHONY: build
 build: ## Build bin/sidecar-injector.
-	go build -ldflags "-X github.com/sidecar-dev/sidecar-injector/internal/cli.Version=$$(git describe --tags --always --dirty 2>/dev/null || echo dev)" \
+	go build -ldflags "-X github.com/sidecar-dev/sidecar-injector/internal/version.Version=$(VERSION) -X github.com/sidecar-dev/sidecar-injector/internal/version.Commit=$(COMMIT)" \
 		-o $(LOCALBIN)/sidecar-injector ./cmd/sidecar-injector
 
 IMG ?= sidecar-injector:dev
@@ -135,6 +149,14 @@ IMG ?= sidecar-injector:dev
 .PHONY: docker-build
 docker-build: ## Build the container image $(IMG) (needs a Docker engine).
 	docker build -t $(IMG) .
+
+RELEASE_DIR ?= $(LOCALBIN)/release
+
+# `release` does not build the image yet: when the `image` target (an OCI tarball, no Docker engine) is in the
+# tree, make it a prerequisite writing into $(RELEASE_DIR), and its tarball is checksummed with the rest.
+.PHONY: release
+release: helm cyclonedx-gomod ## Build the release artifacts into bin/release: packaged chart, SBOM, SHA256SUMS (reproducible).
+	RELEASE_DIR="$(RELEASE_DIR)" HELM="$(HELM)" CYCLONEDX_GOMOD="$(CYCLONEDX_GOMOD)" VERSION="$(VERSION)" hack/release.sh
 
 .PHONY: demo
 demo: build control-plane ## Start a local API server, inject a pod and show the diff (hack/demo.sh).
@@ -155,7 +177,22 @@ control-plane: ## Build kube-apiserver and etcd from Go modules into bin/, for e
 	BIN_DIR="$(LOCALBIN)" KUBERNETES_VERSION="$(KUBERNETES_VERSION)" ETCD_VERSION="$(ETCD_VERSION)" hack/build-control-plane.sh
 
 .PHONY: tools
-tools: controller-gen gotestsum staticcheck ## Install the Go tools.
+tools: controller-gen gotestsum staticcheck promtool cyclonedx-gomod ## Install the Go tools.
+
+# Built with -tags remove_all_sd: without the cloud service-discovery plugins (AWS, Azure, GCE, ...), which
+# `promtool test rules` never uses and which are most of the build (see README, "Development").
+.PHONY: promtool
+promtool:
+	@export GOFLAGS="$${GOFLAGS:-} -tags=remove_all_sd"; $(call go-install-tool,$(PROMTOOL),github.com/prometheus/prometheus/cmd/promtool,$(PROMTOOL_VERSION))
+
+.PHONY: cyclonedx-gomod
+cyclonedx-gomod:
+	@$(call go-install-tool,$(CYCLONEDX_GOMOD),github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod,$(CYCLONEDX_GOMOD_VERSION))
+
+.PHONY: monitoring-crds
+monitoring-crds: controller-gen ## Generate the Prometheus Operator's CRDs into bin/monitoring-crds (chart tests only).
+	@OUT_DIR="$(MONITORING_CRDS)" PROMETHEUS_OPERATOR_VERSION="$(PROMETHEUS_OPERATOR_VERSION)" CONTROLLER_GEN="$(CONTROLLER_GEN)" \
+		hack/monitoring-crds.sh
 
 .PHONY: controller-gen
 controller-gen:

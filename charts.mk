@@ -2,7 +2,8 @@
 #   make -f charts.mk chart-lint chart-test
 #
 #   helm        install the pinned helm into bin/ when missing or at another version
-#   chart-crds  copy config/crd/bases/*.yaml into charts/sidecar-injector/crds/ (run after `make manifests`)
+#   chart-crds  copy config/crd/bases/*.yaml into charts/sidecar-injector/files/crds/ (run after `make manifests`);
+#               templates/crds.yaml renders them, so that `helm upgrade` upgrades them
 #   chart-lint  helm lint the chart, with the default values and with each TLS mode
 #   chart-test  the Go tests of the chart (test/chart): render, schema, determinism, RBAC, and a real
 #               kube-apiserver (envtest) accepting every rendered object
@@ -19,7 +20,8 @@ CHART_LINT_VALUES = \
 	"" \
 	"--set tls.mode=certManager" \
 	"--set tls.mode=secret --set tls.secret.name=my-tls --set tls.secret.caBundle=Q0E=" \
-	"--set replicaCount=1 --set matchConditions.enabled=false"
+	"--set replicaCount=1 --set matchConditions.enabled=false" \
+	"--set monitoring.serviceMonitor.enabled=true --set monitoring.prometheusRule.enabled=true --set monitoring.grafanaDashboard.enabled=true --set hostNetwork=true --set webhook.port=10260"
 
 ifeq ($(origin SHELL),default)
 SHELL := /usr/bin/env bash
@@ -38,10 +40,10 @@ helm: ## Install helm $(HELM_VERSION) into bin/ when missing.
 	echo "$(HELM_VERSION)" > "$$stamp"
 
 .PHONY: chart-crds
-chart-crds: ## Copy the generated CRDs (config/crd/bases) into the chart's crds/.
-	@mkdir -p $(CHART_DIR)/crds
-	@rm -f $(CHART_DIR)/crds/*.yaml
-	cp config/crd/bases/*.yaml $(CHART_DIR)/crds/
+chart-crds: ## Copy the generated CRDs (config/crd/bases) into the chart's files/crds/ (rendered by templates/crds.yaml).
+	@mkdir -p $(CHART_DIR)/files/crds
+	@rm -f $(CHART_DIR)/files/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART_DIR)/files/crds/
 
 .PHONY: chart-lint
 chart-lint: helm ## helm lint the chart with the default values and with each TLS mode.

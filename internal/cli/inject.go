@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ type injectOptions struct {
 	namespace         string
 	injectorNamespace string
 	namespaceLabels   map[string]string
+	output            string
 }
 
 // NewInjectCommand returns the `inject` command: offline injection of pods and workloads read from files.
@@ -69,6 +71,9 @@ webhook would see them for a pod without them: prefer the downward API for those
 	f.StringToStringVar(&o.namespaceLabels, "namespace-labels", nil,
 		"labels of the namespace the objects are created in, key=value,... (for namespaceSelectors and "+
 			v1alpha1.LabelInjection+"="+v1alpha1.LabelInjectionDisabled+"); "+labelNamespaceName+" is set to the namespace's name")
+	f.StringVarP(&o.output, "output", "o", "yaml",
+		"output format: yaml (documents separated by ---) or json (the object, or a v1 List of them when there are several)")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"yaml", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.MarkFlagRequired("filename")
 	_ = cmd.MarkFlagRequired("templates")
 	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
@@ -83,6 +88,9 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 	if o.namespace == "" {
 		return errors.New("--namespace cannot be empty")
 	}
+	if o.output != "yaml" && o.output != "json" {
+		return fmt.Errorf("--output %q is not supported: use yaml or json", o.output)
+	}
 	templates, err := o.loadTemplates(stdin, stderr)
 	if err != nil {
 		return err
@@ -95,11 +103,16 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
 	failed, written := 0, 0
+	var injected []map[string]any // for -o json, written at the end
 	for _, doc := range docs {
 		obj, err := o.injectDocument(doc, templates, stderr)
 		if err != nil {
 			failed++
 			fmt.Fprintln(stderr, err)
+			continue
+		}
+		if o.output == "json" {
+			injected = append(injected, obj)
 			continue
 		}
 		y, err := workload.Encode(obj)
@@ -113,6 +126,11 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		out.Write(y)
 		written++
+	}
+	if o.output == "json" && len(injected) > 0 {
+		if err := writeJSON(out, injected); err != nil {
+			return fmt.Errorf("writing the output: %w", err)
+		}
 	}
 	if err := out.Flush(); err != nil {
 		return fmt.Errorf("writing the output: %w", err)
@@ -243,4 +261,17 @@ func (o *injectOptions) loadTemplates(stdin io.Reader, stderr io.Writer) ([]*inj
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// writeJSON writes objs as kubectl does for -o json: one object as itself, several as the items of a v1 List,
+// indented, ending in a newline.
+func writeJSON(w io.Writer, objs []map[string]any) error {
+	var v any = objs[0]
+	if len(objs) > 1 {
+		v = map[string]any{"apiVersion": "v1", "kind": "List", "metadata": map[string]any{}, "items": objs}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "    ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }

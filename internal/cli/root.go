@@ -7,10 +7,21 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 )
+
+// Exit codes of the command line (README, "Exit codes").
+const (
+	ExitOK    = 0 // the command did what it was asked
+	ExitError = 1 // anything else: bad flags or input, a document that could not be injected, a server that failed
+)
+
+// pluginPrefix is how kubectl names plugin binaries: `kubectl sidecar` runs kubectl-sidecar from $PATH.
+const pluginPrefix = "kubectl-"
 
 // NewRootCommand returns the `sidecar-injector` command with its subcommands.
 func NewRootCommand() *cobra.Command {
@@ -19,22 +30,52 @@ func NewRootCommand() *cobra.Command {
 		Short: "Add sidecars, defined once in SidecarTemplates, to pods when they are created",
 		Long: "sidecar-injector is a Kubernetes mutating admission webhook that adds the sidecars described by " +
 			"SidecarTemplate resources to pods when they are created, and an offline tool that does the same to " +
-			"manifests.",
+			"manifests.\n\nInstalled as kubectl-sidecar on the PATH, it is also the kubectl plugin `kubectl sidecar`.",
 		SilenceUsage:  true, // a runtime error is not a usage error
 		SilenceErrors: true, // Execute prints it once
 	}
-	root.AddCommand(NewServeCommand(), NewInjectCommand(), NewExplainCommand(), NewVersionCommand())
+	// cobra adds `completion bash|zsh|fish|powershell` to a root with subcommands; its help says how to load it.
+	root.AddCommand(NewServeCommand(), NewInjectCommand(), NewExplainCommand(), NewCheckCommand(), NewVersionCommand())
 	return root
 }
 
-// Execute runs the command line with os.Args and returns the process exit code. SIGINT and SIGTERM cancel the
-// command's context (the server then shuts down gracefully).
+// displayName is what help text calls the command, from the name it was run as (os.Args[0]): "kubectl sidecar"
+// for the kubectl plugin binary kubectl-sidecar (kubectl turns dashes into spaces: kubectl-a-b is `kubectl a b`),
+// else "sidecar-injector".
+func displayName(argv0 string) string {
+	base := strings.TrimSuffix(filepath.Base(argv0), ".exe")
+	if plugin, ok := strings.CutPrefix(base, pluginPrefix); ok && plugin != "" {
+		return "kubectl " + strings.ReplaceAll(plugin, "-", " ")
+	}
+	return "sidecar-injector"
+}
+
+// setDisplayName makes help, usage and examples name the command as the user ran it.
+func setDisplayName(root *cobra.Command, name string) {
+	if name == root.Name() {
+		return
+	}
+	root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: name}
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Example = strings.ReplaceAll(c.Example, root.Name()+" ", name+" ")
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+}
+
+// Execute runs the command line with os.Args and returns the process exit code (ExitOK or ExitError). SIGINT and
+// SIGTERM cancel the command's context (the server then shuts down gracefully).
 func Execute() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := NewRootCommand().ExecuteContext(ctx); err != nil {
+	root := NewRootCommand()
+	setDisplayName(root, displayName(os.Args[0]))
+	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
-		return 1
+		return ExitError
 	}
-	return 0
+	return ExitOK
 }

@@ -1,45 +1,43 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
-	"runtime"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/version"
 )
 
-// Version is the release version, set at build time:
-// -ldflags "-X github.com/sidecar-dev/sidecar-injector/internal/cli.Version=v1.2.3".
-var Version = "dev"
-
-// VersionString describes this build: version, commit (from the Go build info when built from a git checkout)
-// and Go version.
+// VersionString describes this build on one line: version, commit, Go version and platform.
 func VersionString() string {
-	commit := "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				commit = s.Value
-			}
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.modified" && s.Value == "true" {
-				commit += "-dirty"
-			}
-		}
-	}
-	return fmt.Sprintf("sidecar-injector %s (commit %s, %s %s/%s)", Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	b := version.Get()
+	return fmt.Sprintf("sidecar-injector %s (commit %s, %s %s)", b.Version, b.Commit, b.GoVersion, b.Platform)
 }
 
 // NewVersionCommand returns the `version` command.
 func NewVersionCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
+	var output string
+	cmd := &cobra.Command{
+		Use:   "version [-o text|json]",
 		Short: "Print the version of sidecar-injector",
-		Args:  cobra.NoArgs,
+		Long: "Print the version, commit, Go version and platform of this build. -o json prints them as a JSON " +
+			`object: {"version":…,"commit":…,"goVersion":…,"platform":…}.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintln(cmd.OutOrStdout(), VersionString())
-			return err
+			switch output {
+			case "text":
+				_, err := fmt.Fprintln(cmd.OutOrStdout(), VersionString())
+				return err
+			case "json":
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(version.Get())
+			}
+			return fmt.Errorf("--output %q is not supported: use text or json", output)
 		},
 	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
 }

@@ -44,6 +44,8 @@ type Metrics struct {
 
 	mu    sync.Mutex
 	ready map[string]bool // template key -> Ready, behind the templates gauge
+
+	process *process // build info, certificate expiry, cache sync (process.go)
 }
 
 // New creates the collectors and registers them on reg. A registry holds one set: New fails when reg already
@@ -84,7 +86,8 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 				2.5, 5, 10},
 		}),
-		ready: map[string]bool{},
+		ready:   map[string]bool{},
+		process: newProcess(),
 	}
 	for i, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
@@ -101,7 +104,8 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.admissions, m.decisions, m.duration, m.templates, m.requests, m.latency}
+	return []prometheus.Collector{m.admissions, m.decisions, m.duration, m.templates, m.requests, m.latency,
+		m.process.buildInfo, m.process.certNotAfter, m.process.caches}
 }
 
 // Unregister removes m's collectors from reg, the registry New registered them on.

@@ -217,6 +217,9 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("%w (is another server running in this process? give each its own Options.MetricsRegistry)", err)
 	}
 	defer m.Unregister(reg) // a server run again in the same process registers its own set
+	m.TrackCacheSync("templates", tplReg.HasSynced)
+	m.TrackCacheSync("namespaces", nsReg.HasSynced)
+	whServer.onCertificate = m.SetServingCertificate // set before the manager starts the server
 	admit, err := webhook.New(webhook.Config{
 		Templates:         templates,
 		Namespaces:        namespaces,

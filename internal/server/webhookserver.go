@@ -74,6 +74,9 @@ type webhookServer struct {
 	draining atomic.Bool
 	conns    atomic.Int64 // open connections
 
+	// onCertificate, when set, is called with every certificate the watcher loads (the expiry metric).
+	onCertificate func(tls.Certificate)
+
 	// The limits above; fields so that unit tests can shorten them.
 	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout, drain time.Duration
 }
@@ -129,6 +132,9 @@ func (s *webhookServer) Start(ctx context.Context) error {
 			return err
 		}
 		cfg.GetCertificate = w.GetCertificate
+		if s.onCertificate != nil {
+			w.RegisterCallback(s.onCertificate) // called at once with the certificate New loaded
+		}
 		go func() {
 			if err := w.Start(ctx); err != nil {
 				log.Error(err, "certificate watcher error")

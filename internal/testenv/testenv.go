@@ -81,6 +81,47 @@ func Helm() (string, error) {
 	return bin, nil
 }
 
+// Promtool returns the promtool binary: $PROMTOOL, else <repo>/bin/promtool (`make promtool`).
+func Promtool() (string, error) { return tool("PROMTOOL", "promtool", "make promtool") }
+
+// MonitoringCRDs returns the directory of the Prometheus Operator's CRDs: $MONITORING_CRDS, else
+// <repo>/bin/monitoring-crds (`make monitoring-crds`).
+func MonitoringCRDs() (string, error) {
+	return tool("MONITORING_CRDS", "monitoring-crds", "make monitoring-crds")
+}
+
+// CycloneDXGomod returns the SBOM generator: $CYCLONEDX_GOMOD, else <repo>/bin/cyclonedx-gomod
+// (`make cyclonedx-gomod`).
+func CycloneDXGomod() (string, error) {
+	return tool("CYCLONEDX_GOMOD", "cyclonedx-gomod", "make cyclonedx-gomod")
+}
+
+// tool returns $env, else <repo>/bin/name, with an error saying to run make when it does not exist.
+func tool(env, name, make string) (string, error) {
+	path := os.Getenv(env)
+	if path == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			return "", err
+		}
+		path = filepath.Join(root, "bin", name)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("%s not found at %s: run `%s` (or set %s)", name, path, make, env)
+	}
+	return path, nil
+}
+
+// RequireTool ends the test when get fails (Promtool, MonitoringCRDs): skipped, or failed under CI.
+func RequireTool(tb testing.TB, get func() (string, error)) string {
+	tb.Helper()
+	path, err := get()
+	if err != nil {
+		skipOrFail(tb, err)
+	}
+	return path
+}
+
 // InCI reports whether the tests run in CI: $CI is set to anything but a false value ("", "false", "0", ...).
 func InCI() bool {
 	v := os.Getenv("CI")

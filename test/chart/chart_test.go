@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -79,8 +81,13 @@ func TestRenderIsDeterministic(t *testing.T) {
 func templatesUsing(t *testing.T, fn string) []string {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(chartDir(t), "templates", "*"))
+	tests, _ := filepath.Glob(filepath.Join(chartDir(t), "templates", "tests", "*"))
+	files = append(files, tests...)
 	var out []string
 	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.IsDir() {
+			continue
+		}
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -143,6 +150,15 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"unknownValue=1", "unknownValue"},
 		{"webhook.unknown=1", "unknown"},
 		{"tls.mode=secret", "/tls/secret"},
+		{"crds.enabled=maybe", "/crds/enabled"},
+		{"hostNetwork=yes", "/hostNetwork"},
+		{"dnsPolicy=Sometimes", "/dnsPolicy"},
+		{"livenessProbe.periodSeconds=0", "/livenessProbe/periodSeconds"},
+		{"readinessProbe.httpGet=x", "httpGet"},
+		{"webhook.objectSelector.matchExpressions[0].key=a", "/webhook/objectSelector/matchExpressions/0"},
+		{"monitoring.prometheusRule.errorRatioThreshold=2", "/monitoring/prometheusRule/errorRatioThreshold"},
+		{"monitoring.serviceMonitor.interval=often", "/monitoring/serviceMonitor/interval"},
+		{"test.namespace=Not_A_Namespace", "/test/namespace"},
 	}
 	for _, c := range cases {
 		t.Run(c.set, func(t *testing.T) {
@@ -177,14 +193,15 @@ func TestRenderFailsForUnsafeCombinations(t *testing.T) {
 	}
 }
 
-// TestCRDsMatchGenerated: crds/ is a copy of config/crd/bases (`make chart-crds`).
+// TestCRDsMatchGenerated: files/crds/ is a copy of config/crd/bases (`make chart-crds`), and the chart renders
+// each of them (templates/crds.yaml) with the same content.
 func TestCRDsMatchGenerated(t *testing.T) {
 	crds, err := testenv.CRDDir()
 	if err != nil {
 		t.Fatal(err)
 	}
 	gen, _ := filepath.Glob(filepath.Join(crds, "*.yaml"))
-	chart, _ := filepath.Glob(filepath.Join(chartDir(t), "crds", "*.yaml"))
+	chart, _ := filepath.Glob(filepath.Join(chartDir(t), "files", "crds", "*.yaml"))
 	if len(gen) == 0 {
 		t.Fatal("no CRDs in config/crd/bases")
 	}
@@ -196,15 +213,35 @@ func TestCRDsMatchGenerated(t *testing.T) {
 		return out
 	}
 	if !slices.Equal(base(gen), base(chart)) {
-		t.Fatalf("charts/sidecar-injector/crds has %v, config/crd/bases has %v: run `make chart-crds`", base(chart), base(gen))
+		t.Fatalf("charts/sidecar-injector/files/crds has %v, config/crd/bases has %v: run `make chart-crds`", base(chart), base(gen))
 	}
 	for _, g := range gen {
 		a, _ := os.ReadFile(g)
-		b, _ := os.ReadFile(filepath.Join(chartDir(t), "crds", filepath.Base(g)))
+		b, _ := os.ReadFile(filepath.Join(chartDir(t), "files", "crds", filepath.Base(g)))
 		if !bytes.Equal(a, b) {
-			t.Errorf("charts/sidecar-injector/crds/%s differs from config/crd/bases: run `make chart-crds`", filepath.Base(g))
+			t.Errorf("charts/sidecar-injector/files/crds/%s differs from config/crd/bases: run `make chart-crds`", filepath.Base(g))
+		}
+		var want apiextensionsv1.CustomResourceDefinition
+		if err := yaml.UnmarshalStrict(a, &want); err != nil {
+			t.Fatalf("%s: %v", g, err)
+		}
+		got := findCRD(t, render(t), want.Name)
+		if got == nil {
+			t.Errorf("the chart does not render the CRD %s", want.Name)
+		} else if !equality.Semantic.DeepEqual(got.Spec, want.Spec) {
+			t.Errorf("the rendered CRD %s differs from %s", want.Name, g)
 		}
 	}
+}
+
+func findCRD(t *testing.T, r *rendered, name string) *apiextensionsv1.CustomResourceDefinition {
+	t.Helper()
+	for _, crd := range all[*apiextensionsv1.CustomResourceDefinition](r) {
+		if crd.Name == name {
+			return crd
+		}
+	}
+	return nil
 }
 
 func TestDefaultValues(t *testing.T) {

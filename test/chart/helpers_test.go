@@ -88,8 +88,15 @@ type rendered struct {
 	objects []client.Object // typed objects (k8s.io/api), unstructured for unknown kinds (cert-manager)
 }
 
-// render renders and decodes the chart; every object of a known kind is decoded strictly (an unknown field fails).
+// render renders and decodes the chart without its `helm test` hook objects (renderWithTests has them); every
+// object of a known kind is decoded strictly (an unknown field fails).
 func render(t testing.TB, args ...string) *rendered {
+	t.Helper()
+	return renderWithTests(t, append([]string{"--skip-tests"}, args...)...)
+}
+
+// renderWithTests renders and decodes the chart, `helm test` hook objects included.
+func renderWithTests(t testing.TB, args ...string) *rendered {
 	t.Helper()
 	raw := template(t, args...)
 	objs, err := decode(raw)

@@ -29,12 +29,42 @@ app.kubernetes.io/name: {{ include "sidecar-injector.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{- define "sidecar-injector.labels" -}}
+{{/* The labels the chart sets on every object; commonLabels and podLabels may not set these keys. */}}
+{{- define "sidecar-injector.chartLabels" -}}
 helm.sh/chart: {{ include "sidecar-injector.chart" . }}
 {{ include "sidecar-injector.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: sidecar-injector
+{{- end }}
+
+{{/*
+Labels of every object: the chart's, then commonLabels. A key of commonLabels that the chart sets fails the
+render (a YAML map with a duplicate key is refused by the API server, and the selector labels must not change).
+*/}}
+{{- define "sidecar-injector.labels" -}}
+{{ include "sidecar-injector.chartLabels" . }}
+{{- include "sidecar-injector.checkReservedLabels" (dict "ctx" . "value" "commonLabels" "labels" .Values.commonLabels) }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of the injector's pods: the object labels, then podLabels (which win over commonLabels). */}}
+{{- define "sidecar-injector.podLabels" -}}
+{{- include "sidecar-injector.checkReservedLabels" (dict "ctx" . "value" "podLabels" "labels" .Values.podLabels) }}
+{{- $labels := merge (dict) (.Values.podLabels | default dict) (.Values.commonLabels | default dict) (include "sidecar-injector.chartLabels" . | fromYaml) }}
+{{- toYaml $labels }}
+{{- end }}
+
+{{/* Fails when the map .labels (the value named .value) sets a key of sidecar-injector.chartLabels. */}}
+{{- define "sidecar-injector.checkReservedLabels" -}}
+{{- $reserved := include "sidecar-injector.chartLabels" .ctx | fromYaml }}
+{{- range $key, $_ := .labels }}
+{{- if hasKey $reserved $key }}
+{{- fail (printf "%s: the label %q is set by the chart (on every object, and in the Deployment's selector when it is app.kubernetes.io/name or app.kubernetes.io/instance); remove it from %s (use nameOverride or the release name to change those)" $.value $key $.value) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "sidecar-injector.serviceAccountName" -}}
