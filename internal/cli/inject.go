@@ -121,7 +121,7 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("writing the output: %w", err)
 	}
 	if failed > 0 {
-		return fmt.Errorf("%s: %d of %d documents could not be injected (left out of the output)", o.displayName(o.filename), failed, len(docs))
+		return fmt.Errorf("%s: %d of %d documents could not be injected (left out of the output)", displayName(o.filename), failed, len(docs))
 	}
 	return nil
 }
@@ -187,7 +187,7 @@ func (o *injectOptions) labelsOf(ns string) map[string]string {
 	return l
 }
 
-func (o *injectOptions) displayName(file string) string {
+func displayName(file string) string {
 	if file == "-" {
 		return "<stdin>"
 	}
@@ -197,7 +197,7 @@ func (o *injectOptions) displayName(file string) string {
 // documentName is `file: document N (Kind "name")`, or `file: document N (starting on line L)` when the document
 // could not be decoded.
 func (o *injectOptions) documentName(doc workload.Document, obj map[string]any) string {
-	return documentName(o.displayName(o.filename), doc, obj)
+	return documentName(displayName(o.filename), doc, obj)
 }
 
 func documentName(file string, doc workload.Document, obj map[string]any) string {
@@ -228,18 +228,41 @@ func readDocuments(file string, stdin io.Reader) ([]workload.Document, error) {
 	return docs, nil
 }
 
-// loadTemplates reads and compiles the SidecarTemplates. Every document is decoded strictly: an unknown or
-// duplicated field is an error naming the file, the document and the field. All errors are reported on stderr
-// before the command fails; an invalid but readable template is a warning (the engine then handles it under its
-// failurePolicy, as the webhook would).
+// loadTemplates reads and compiles the SidecarTemplates. An invalid but readable template is a warning (the
+// engine then handles it under its failurePolicy, as the webhook would).
 func (o *injectOptions) loadTemplates(stdin io.Reader, stderr io.Writer) ([]*inject.Template, error) {
-	file := o.displayName(o.templates)
-	docs, err := readDocuments(o.templates, stdin)
+	sts, err := readTemplates(o.templates, o.namespace, "nothing was injected", stdin, stderr)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*inject.Template, 0, len(sts))
+	for _, st := range sts {
+		t := inject.Compile(st.SidecarTemplate, o.injectorNamespace)
+		if t.Err != nil {
+			fmt.Fprintf(stderr, "Warning: %s: the template is invalid: %v\n", st.at, t.Err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// readTemplate is a SidecarTemplate read from a file, with where it was defined.
+type readTemplate struct {
+	*v1alpha1.SidecarTemplate
+	at string
+}
+
+// readTemplates reads the SidecarTemplates of a file (- for stdin). Every document is decoded strictly: an
+// unknown or duplicated field is an error naming the file, the document and the field. All errors are reported
+// on stderr before it fails, with consequence. A template without metadata.namespace is taken to be in namespace.
+func readTemplates(filename, namespace, consequence string, stdin io.Reader, stderr io.Writer) ([]readTemplate, error) {
+	file := displayName(filename)
+	docs, err := readDocuments(filename, stdin)
 	if err != nil {
 		return nil, err
 	}
 	var (
-		out   []*inject.Template
+		out   []readTemplate
 		errs  []string
 		where = map[string]string{} // namespace/name -> where it was defined
 	)
@@ -250,7 +273,7 @@ func (o *injectOptions) loadTemplates(stdin io.Reader, stderr io.Writer) ([]*inj
 			return
 		}
 		if st.Namespace == "" {
-			st.Namespace = o.namespace
+			st.Namespace = namespace
 		}
 		key := st.Namespace + "/" + st.Name
 		if prev, dup := where[key]; dup {
@@ -258,11 +281,7 @@ func (o *injectOptions) loadTemplates(stdin io.Reader, stderr io.Writer) ([]*inj
 			return
 		}
 		where[key] = strings.TrimPrefix(at, file+": ")
-		t := inject.Compile(st, o.injectorNamespace)
-		if t.Err != nil {
-			fmt.Fprintf(stderr, "Warning: %s: the template is invalid: %v\n", at, t.Err)
-		}
-		out = append(out, t)
+		out = append(out, readTemplate{st, at})
 	}
 	for _, doc := range docs {
 		at := documentName(file, doc, doc.Object)
@@ -294,7 +313,7 @@ func (o *injectOptions) loadTemplates(stdin io.Reader, stderr io.Writer) ([]*inj
 		for _, e := range errs {
 			fmt.Fprintln(stderr, e)
 		}
-		return nil, fmt.Errorf("%s: the SidecarTemplates cannot be read (%d errors); nothing was injected", file, len(errs))
+		return nil, fmt.Errorf("%s: the SidecarTemplates cannot be read (%d errors); %s", file, len(errs), consequence)
 	}
 	return out, nil
 }

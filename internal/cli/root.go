@@ -23,7 +23,7 @@ func NewRootCommand() *cobra.Command {
 		SilenceUsage:  true, // a runtime error is not a usage error
 		SilenceErrors: true, // Execute prints it once
 	}
-	root.AddCommand(NewServeCommand(), NewInjectCommand(), NewExplainCommand(), NewVersionCommand())
+	root.AddCommand(NewServeCommand(), NewInjectCommand(), NewExplainCommand(), NewCompileCommand(), NewVersionCommand())
 	return root
 }
 
