@@ -229,11 +229,15 @@ func deepCopyJSON(m map[string]any) map[string]any {
 	return out
 }
 
-// comparable is the stored pod without what the API server sets per object (uid, times, versions).
+// comparable is the stored pod without what the API server sets per object (uid, times, versions, the random
+// suffix of a generated name, wherever per-pod values copied it).
 func comparable(p *corev1.Pod) string {
 	p = p.DeepCopy()
 	p.UID, p.ResourceVersion, p.CreationTimestamp, p.ManagedFields, p.Generation = "", "", metav1.Time{}, nil, 0
 	b, _ := json.MarshalIndent(p, "", "  ")
+	if p.GenerateName != "" && p.Name != "" {
+		return strings.ReplaceAll(string(b), p.Name, p.GenerateName+"<generated>")
+	}
 	return string(b)
 }
 
