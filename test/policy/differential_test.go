@@ -57,8 +57,12 @@ func TestPolicyModeStoresWhatTheWebhookStoresForEveryGoldenCase(t *testing.T) {
 	runAll(t, "golden", cases)
 }
 
+// injected counts the compared pods that received a template (a record), to show what a run exercised.
+var injected int
+
 // runAll runs the cases and reports how many were compilable.
 func runAll(t *testing.T, kind string, cases []diffCase) {
+	injected = 0
 	counts := map[outcome]int{}
 	var notCompiled []string
 	n := 0
@@ -72,8 +76,8 @@ func runAll(t *testing.T, kind string, cases []diffCase) {
 			}
 		})
 	}
-	t.Logf("%s cases: %d of %d compilable (%.0f%%); of those %d stored the same pod or were denied by both, %d differ; not compilable: %s",
-		kind, n-counts[notCompilable], n, 100*float64(n-counts[notCompilable])/float64(max(n, 1)), counts[same], counts[differs],
+	t.Logf("%s cases: %d of %d compilable (%.0f%%); of those %d stored the same pod or were denied by both (%d stored with a template injected), %d differ; not compilable: %s",
+		kind, n-counts[notCompilable], n, 100*float64(n-counts[notCompilable])/float64(max(n, 1)), counts[same], injected, counts[differs],
 		strings.Join(notCompiled, ", "))
 }
 
@@ -128,6 +132,9 @@ func runCase(t *testing.T, id string, dc diffCase) outcome {
 	case pErr != nil:
 		report(t, dc.name, "the policy denies the pod (%s), the webhook admits it:\n%s", errorText(pErr), comparable(wPod))
 		return differs
+	}
+	if _, ok := wPod.Annotations[v1alpha1.AnnotationStatus]; ok {
+		injected++
 	}
 	if w, p := comparable(wPod), comparable(pPod); w != p {
 		report(t, dc.name, "the stored pods differ:\n%s", lineDiff(w, p))
