@@ -39,9 +39,11 @@ func (k Key) String() string { return k.Namespace + "/" + k.Name }
 
 // Result is what Compile generated.
 type Result struct {
-	// Mutating and its binding inject the served templates; nil when no template is served.
-	Mutating        *admissionregistrationv1.MutatingAdmissionPolicy
-	MutatingBinding *admissionregistrationv1.MutatingAdmissionPolicyBinding
+	// Mutating and their bindings (same index) inject the served templates: one policy per namespace that has
+	// served templates of its own (its templates and the cluster-wide ones, bound to that namespace), then one
+	// for every other namespace (the cluster-wide templates). A pod meets exactly one of them.
+	Mutating         []*admissionregistrationv1.MutatingAdmissionPolicy
+	MutatingBindings []*admissionregistrationv1.MutatingAdmissionPolicyBinding
 	// Validating and their bindings deny (failurePolicy Fail) or warn (Ignore) when a served template that a pod
 	// wants was not applied, saying why.
 	Validating         []*admissionregistrationv1.ValidatingAdmissionPolicy
@@ -55,8 +57,8 @@ type Result struct {
 // Objects returns the generated objects in the order to apply them: policies before their bindings.
 func (r *Result) Objects() []runtime.Object {
 	var out []runtime.Object
-	if r.Mutating != nil {
-		out = append(out, r.Mutating, r.MutatingBinding)
+	for i := range r.Mutating {
+		out = append(out, r.Mutating[i], r.MutatingBindings[i])
 	}
 	for i := range r.Validating {
 		out = append(out, r.Validating[i], r.ValidatingBindings[i])
@@ -92,24 +94,67 @@ func Compile(templates []*v1alpha1.SidecarTemplate, opts Options) (*Result, erro
 	slices.SortFunc(serve, func(a, b prepared) int {
 		return cmp.Or(cmp.Compare(a.t.Order, b.t.Order), cmp.Compare(a.t.Namespace, b.t.Namespace), cmp.Compare(a.t.Name, b.t.Name))
 	})
-	var units []*unit
+	// Partitioned by namespace: the API server evaluates every mutation of a policy it calls (each costs a
+	// conversion of the pod, about a millisecond measured), so a pod must meet only the templates of its scope.
+	var clusterWide []prepared
+	var namespaces []string
+	byNamespace := map[string][]prepared{}
 	for _, p := range serve {
-		var shadowedIn []string
 		if p.t.ClusterWide {
-			shadowedIn = slices.Compact(slices.Sorted(slices.Values(local[p.t.Name])))
-		}
-		u, err := newUnit(p.st, p.t, units, shadowedIn)
-		if err != nil {
-			res.NotCompilable[Key{p.st.Namespace, p.st.Name}] = []Unsupported{{ReasonPerPodKey, err.Error()}}
+			clusterWide = append(clusterWide, p)
 			continue
 		}
-		units = append(units, u)
-		res.Served = append(res.Served, Key{p.t.Namespace, p.t.Name})
+		if byNamespace[p.t.Namespace] == nil {
+			namespaces = append(namespaces, p.t.Namespace)
+		}
+		byNamespace[p.t.Namespace] = append(byNamespace[p.t.Namespace], p)
 	}
+	slices.Sort(namespaces)
+	var all []*unit // every template once, in injection order across groups, for the validating policies
+	group := func(ps []prepared) []*unit {
+		ps = slices.SortedFunc(slices.Values(ps), func(a, b prepared) int {
+			return cmp.Or(cmp.Compare(a.t.Order, b.t.Order), cmp.Compare(a.t.Namespace, b.t.Namespace), cmp.Compare(a.t.Name, b.t.Name))
+		})
+		var units []*unit
+		for _, p := range ps {
+			var shadowedIn []string
+			if p.t.ClusterWide {
+				shadowedIn = slices.Compact(slices.Sorted(slices.Values(local[p.t.Name])))
+			}
+			u, err := newUnit(p.st, p.t, units, shadowedIn)
+			if err != nil {
+				res.NotCompilable[Key{p.st.Namespace, p.st.Name}] = []Unsupported{{ReasonPerPodKey, err.Error()}}
+				continue
+			}
+			units = append(units, u)
+		}
+		return units
+	}
+	for _, ns := range namespaces {
+		units := group(append(slices.Clone(byNamespace[ns]), clusterWide...))
+		for _, u := range units {
+			if !u.t.ClusterWide {
+				all = append(all, u)
+			}
+		}
+		mp, mb := mutating(units, opts, opts.Name+"-"+ns, inNamespace(ns, opts))
+		res.Mutating, res.MutatingBindings = append(res.Mutating, mp), append(res.MutatingBindings, mb)
+	}
+	if units := group(clusterWide); len(units) > 0 {
+		all = append(all, units...)
+		mp, mb := mutating(units, opts, opts.Name, outside(namespaces, opts))
+		res.Mutating, res.MutatingBindings = append(res.Mutating, mp), append(res.MutatingBindings, mb)
+	}
+	slices.SortFunc(all, func(a, b *unit) int {
+		return cmp.Or(cmp.Compare(a.t.Order, b.t.Order), cmp.Compare(a.t.Namespace, b.t.Namespace), cmp.Compare(a.t.Name, b.t.Name))
+	})
+	for _, u := range all {
+		res.Served = append(res.Served, Key{u.t.Namespace, u.t.Name})
+	}
+	units := all
 	if len(units) == 0 {
 		return res, nil
 	}
-	res.Mutating, res.MutatingBinding = mutating(units, opts)
 	for _, action := range []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny, admissionregistrationv1.Warn} {
 		vap, vb := validating(units, opts, action, templates)
 		if vap != nil {
@@ -131,16 +176,32 @@ func podCreates() *admissionregistrationv1.MatchResources {
 }
 
 // excluded keeps the namespaces that are never injected away from the bindings: the system namespaces, the
-// injector's own and those labelled sidecar.dev/injection=disabled.
-func excluded(opts Options) *admissionregistrationv1.MatchResources {
+// injector's own and those labelled sidecar.dev/injection=disabled; and also, when given, others.
+func excluded(opts Options, others ...string) *admissionregistrationv1.MatchResources {
 	never := slices.Clone(v1alpha1.SystemNamespaces)
 	if opts.InjectorNamespace != "" {
 		never = append(never, opts.InjectorNamespace)
 	}
 	return &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-		{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: never},
+		{Key: namespaceNameLabel, Operator: metav1.LabelSelectorOpNotIn, Values: append(never, others...)},
 		{Key: v1alpha1.LabelInjection, Operator: metav1.LabelSelectorOpNotIn, Values: []string{v1alpha1.LabelInjectionDisabled}},
 	}}}
+}
+
+// namespaceNameLabel is the label the API server puts on every namespace, set to its name.
+const namespaceNameLabel = "kubernetes.io/metadata.name"
+
+// inNamespace binds a policy to one namespace (unless it is excluded).
+func inNamespace(ns string, opts Options) *admissionregistrationv1.MatchResources {
+	m := excluded(opts)
+	m.NamespaceSelector.MatchExpressions = append(m.NamespaceSelector.MatchExpressions,
+		metav1.LabelSelectorRequirement{Key: namespaceNameLabel, Operator: metav1.LabelSelectorOpIn, Values: []string{ns}})
+	return m
+}
+
+// outside binds a policy to every namespace but the excluded ones and those that have their own policy.
+func outside(namespaces []string, opts Options) *admissionregistrationv1.MatchResources {
+	return excluded(opts, namespaces...)
 }
 
 // notOptedOut is false for a pod annotated sidecar.dev/inject: "false" (ASCII letters in any case, spaces
@@ -156,10 +217,11 @@ func meta(name string, opts Options) metav1.ObjectMeta {
 
 // mutating is the policy with one mutation per template, in injection order: the API server applies the
 // mutations of one policy in order, which is what makes the containers' order and the record the webhook's.
-func mutating(units []*unit, opts Options) (*admissionregistrationv1.MutatingAdmissionPolicy, *admissionregistrationv1.MutatingAdmissionPolicyBinding) {
+func mutating(units []*unit, opts Options, name string, match *admissionregistrationv1.MatchResources) (
+	*admissionregistrationv1.MutatingAdmissionPolicy, *admissionregistrationv1.MutatingAdmissionPolicyBinding) {
 	p := &admissionregistrationv1.MutatingAdmissionPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "MutatingAdmissionPolicy"},
-		ObjectMeta: meta(opts.Name, opts),
+		ObjectMeta: meta(name, opts),
 		Spec: admissionregistrationv1.MutatingAdmissionPolicySpec{
 			MatchConstraints: podCreates(),
 			MatchConditions:  notOptedOut(),
@@ -179,10 +241,10 @@ func mutating(units []*unit, opts Options) (*admissionregistrationv1.MutatingAdm
 	}
 	b := &admissionregistrationv1.MutatingAdmissionPolicyBinding{
 		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "MutatingAdmissionPolicyBinding"},
-		ObjectMeta: meta(opts.Name, opts),
+		ObjectMeta: meta(name, opts),
 		Spec: admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{
-			PolicyName:     opts.Name,
-			MatchResources: excluded(opts),
+			PolicyName:     name,
+			MatchResources: match,
 		},
 	}
 	return p, b
@@ -211,7 +273,7 @@ func validating(units []*unit, opts Options, action admissionregistrationv1.Vali
 		if len(reasons) > 0 {
 			why = fmt.Sprintf("[%s].map(r, r.size() > 0 ? r.join('; ') : 'it was not applied')[0]", strings.Join(reasons, " + "))
 		}
-		notSelected := celQuote(fmt.Sprintf("is cluster-wide but its namespaceSelector does not select namespace "))
+		notSelected := celQuote("is cluster-wide but its namespaceSelector does not select namespace ")
 		vs = append(vs, admissionregistrationv1.Validation{
 			Expression: fmt.Sprintf("// %s\n!(%s && %s && !%s) && !(%s && %s)", u.t.Key(), u.scope, u.wanted, u.recorded, u.request, u.nsMiss),
 			MessageExpression: fmt.Sprintf("%s + (%s && %s ? %s + '\"' + request.namespace + '\"' : %s)",

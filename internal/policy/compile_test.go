@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -84,8 +85,17 @@ func TestCompileServesTemplatesInInjectionOrderAndReportsEveryUnsupportedConstru
 	if got := strings.Join(served, " "); got != want {
 		t.Errorf("served %q, want %q", got, want)
 	}
-	if n := len(res.Mutating.Spec.Mutations); n != len(res.Served) {
-		t.Errorf("%d mutations for %d templates: want one per template", n, len(res.Served))
+	// team-a's policy: its three templates and the cluster-wide node; team-b's: its node only (it shadows the
+	// cluster-wide one, which stays in the policy and finds it shadowed); everyone else's: the cluster-wide node.
+	var perPolicy []string
+	for i, mp := range res.Mutating {
+		perPolicy = append(perPolicy, fmt.Sprintf("%s:%d in %v", mp.Name, len(mp.Spec.Mutations), res.MutatingBindings[i].Spec.MatchResources.NamespaceSelector.MatchExpressions[len(res.MutatingBindings[i].Spec.MatchResources.NamespaceSelector.MatchExpressions)-1].Values))
+	}
+	if got, want := strings.Join(perPolicy, " "), "sidecar-injector-team-a:4 in [team-a] sidecar-injector-team-b:2 in [team-b] sidecar-injector:1 in [disabled]"; got != want {
+		t.Errorf("policies %q, want %q", got, want)
+	}
+	if names := res.MutatingBindings[2].Spec.MatchResources.NamespaceSelector.MatchExpressions[0].Values; !strings.Contains(strings.Join(names, ","), "team-a,team-b") {
+		t.Errorf("the cluster-wide policy is bound to team-a or team-b too (not in %v): their pods would meet node twice", names)
 	}
 	reasons := func(k Key) []string {
 		var out []string
@@ -113,7 +123,7 @@ func TestServeLeavesOtherTemplatesOutButLetsThemShadowClusterWideOnes(t *testing
 	if len(res.Served) != 1 || len(res.NotCompilable) != 0 {
 		t.Fatalf("served %v, not compilable %v: want only sidecar-injector/node", res.Served, res.NotCompilable)
 	}
-	expr := res.Mutating.Spec.Mutations[0].JSONPatch.Expression
+	expr := res.Mutating[0].Spec.Mutations[0].JSONPatch.Expression
 	if !strings.Contains(expr, `!(request.namespace in ["team-b"])`) {
 		t.Errorf("the cluster-wide node template is not shadowed in team-b, where a namespaced node template exists:\n%s", expr)
 	}

@@ -120,21 +120,31 @@ func (c *cluster) waitForSentinelTemplate(t *testing.T, id string) {
 }
 
 // applyPolicies creates or updates the compiled objects, each with a sentinel for this case, and waits until
-// the API server enforces these versions: the mutating policy labels the probe pod probe-m, the validating
-// ones deny probe-d and warn about probe-w, naming the case.
+// the API server enforces these versions: each mutating policy labels the probe pod probe-m in the namespace it
+// is bound to, the validating ones deny probe-d and warn about probe-w, naming the case.
 func (c *cluster) applyPolicies(t *testing.T, res *policy.Result, id string) {
 	t.Helper()
-	mp, mb := res.Mutating, res.MutatingBinding
-	sentinel := fmt.Sprintf("request.namespace == %q && object.metadata.name == 'probe-m' ? "+
-		"[JSONPatch{op: 'add', path: '/metadata/labels/sentinel', value: %q}] : []", probeNS, id)
-	mp.Spec.Mutations = append([]admissionregistrationv1.Mutation{{PatchType: admissionregistrationv1.PatchTypeJSONPatch,
-		JSONPatch: &admissionregistrationv1.JSONPatch{Expression: sentinel}}}, mp.Spec.Mutations...)
-	objs := []client.Object{mp, mb}
+	var objs []client.Object
+	var probed []string // the namespace each mutating policy is probed in
+	for i, mp := range res.Mutating {
+		ns := probeNS
+		for _, e := range res.MutatingBindings[i].Spec.MatchResources.NamespaceSelector.MatchExpressions {
+			if e.Operator == metav1.LabelSelectorOpIn {
+				ns = e.Values[0]
+			}
+		}
+		probed = append(probed, ns)
+		sentinel := fmt.Sprintf("request.namespace == %q && object.metadata.?name.orValue('') == 'probe-m' ? "+
+			"[JSONPatch{op: 'add', path: '/metadata/labels/sentinel', value: %q}] : []", ns, id)
+		mp.Spec.Mutations = append([]admissionregistrationv1.Mutation{{PatchType: admissionregistrationv1.PatchTypeJSONPatch,
+			JSONPatch: &admissionregistrationv1.JSONPatch{Expression: sentinel}}}, mp.Spec.Mutations...)
+		objs = append(objs, mp, res.MutatingBindings[i])
+	}
 	for _, action := range []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny, admissionregistrationv1.Warn} {
 		vp, vb := validatingFor(res, action)
 		probe := map[admissionregistrationv1.ValidationAction]string{admissionregistrationv1.Deny: "probe-d", admissionregistrationv1.Warn: "probe-w"}[action]
 		vp.Spec.Validations = append([]admissionregistrationv1.Validation{{
-			Expression: fmt.Sprintf("!(request.namespace == %q && object.metadata.name == %q)", probeNS, probe),
+			Expression: fmt.Sprintf("!(request.namespace == %q && object.metadata.?name.orValue('') == %q)", probeNS, probe),
 			Message:    "sentinel " + id,
 		}}, vp.Spec.Validations...)
 		objs = append(objs, vp, vb)
@@ -142,13 +152,18 @@ func (c *cluster) applyPolicies(t *testing.T, res *policy.Result, id string) {
 	for _, o := range objs {
 		c.apply(t, o)
 	}
+	c.deleteOtherPolicies(t, objs)
 	testenv.Eventually(t, syncTimeout, "the API server enforces the policies of case "+id, func() error {
-		got, err := c.dryRun(t, probePod("probe-m", nil))
-		if err != nil {
-			return err
-		}
-		if got.Labels["sentinel"] != id {
-			return fmt.Errorf("probe-m labels %v", got.Labels)
+		for _, ns := range probed {
+			p := probePod("probe-m", nil)
+			p.Namespace = ns
+			got, err := c.dryRun(t, p)
+			if err != nil {
+				return err
+			}
+			if got.Labels["sentinel"] != id {
+				return fmt.Errorf("probe-m in %s: labels %v", ns, got.Labels)
+			}
 		}
 		if _, err := c.dryRun(t, probePod("probe-d", nil)); err == nil || !strings.Contains(err.Error(), "sentinel "+id) {
 			return fmt.Errorf("probe-d: %v", err)
@@ -164,6 +179,33 @@ func (c *cluster) applyPolicies(t *testing.T, res *policy.Result, id string) {
 	})
 }
 
+// deleteOtherPolicies deletes the mutating policies and bindings of earlier cases that this one does not have.
+func (c *cluster) deleteOtherPolicies(t *testing.T, keep []client.Object) {
+	t.Helper()
+	ctx := ctxFor(t)
+	var mps admissionregistrationv1.MutatingAdmissionPolicyList
+	var mbs admissionregistrationv1.MutatingAdmissionPolicyBindingList
+	if err := c.c.List(ctx, &mps); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.c.List(ctx, &mbs); err != nil {
+		t.Fatal(err)
+	}
+	kept := func(kind, name string) bool {
+		return slices.ContainsFunc(keep, func(o client.Object) bool { return fmt.Sprintf("%T", o) == kind && o.GetName() == name })
+	}
+	for i := range mps.Items {
+		if o := &mps.Items[i]; !kept(fmt.Sprintf("%T", o), o.Name) {
+			_ = c.c.Delete(ctx, o)
+		}
+	}
+	for i := range mbs.Items {
+		if o := &mbs.Items[i]; !kept(fmt.Sprintf("%T", o), o.Name) {
+			_ = c.c.Delete(ctx, o)
+		}
+	}
+}
+
 // validatingFor returns the compiled validating policy for action, or an empty one of the same name.
 func validatingFor(res *policy.Result, action admissionregistrationv1.ValidationAction) (
 	*admissionregistrationv1.ValidatingAdmissionPolicy, *admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
@@ -172,16 +214,16 @@ func validatingFor(res *policy.Result, action admissionregistrationv1.Validation
 			return res.Validating[i], b
 		}
 	}
-	name := res.Mutating.Name + map[admissionregistrationv1.ValidationAction]string{admissionregistrationv1.Deny: "-deny", admissionregistrationv1.Warn: "-warn"}[action]
+	name := "sidecar-injector" + map[admissionregistrationv1.ValidationAction]string{admissionregistrationv1.Deny: "-deny", admissionregistrationv1.Warn: "-warn"}[action]
 	return &admissionregistrationv1.ValidatingAdmissionPolicy{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-				MatchConstraints: res.Mutating.Spec.MatchConstraints, FailurePolicy: ptr(admissionregistrationv1.Fail),
+				MatchConstraints: res.Mutating[0].Spec.MatchConstraints, FailurePolicy: ptr(admissionregistrationv1.Fail),
 			},
 		}, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: name,
-				MatchResources: res.MutatingBinding.Spec.MatchResources, ValidationActions: []admissionregistrationv1.ValidationAction{action}},
+				MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{}}, ValidationActions: []admissionregistrationv1.ValidationAction{action}},
 		}
 }
 

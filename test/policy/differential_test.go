@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -110,7 +111,7 @@ func runCase(t *testing.T, id string, dc diffCase) outcome {
 		}
 		return notCompilable
 	}
-	if res.Mutating == nil {
+	if len(res.Mutating) == 0 {
 		// No template: the policy cluster must inject nothing; an empty policy keeps the sentinels working.
 		res, err = policy.Compile([]*v1alpha1.SidecarTemplate{emptyTemplate()}, policy.Options{InjectorNamespace: injectorNS})
 		if err != nil {
@@ -155,10 +156,11 @@ func report(t *testing.T, name, format string, args ...any) {
 	t.Errorf(format, args...)
 }
 
-// emptyTemplate serves nobody: a template in a namespace no pod is created in.
+// emptyTemplate serves nobody: a cluster-wide template whose namespaceSelector selects no namespace.
 func emptyTemplate() *v1alpha1.SidecarTemplate {
-	st := &v1alpha1.SidecarTemplate{Spec: v1alpha1.SidecarTemplateSpec{Labels: map[string]string{"never": "x"}}}
-	st.Namespace, st.Name = probeNS+"-none", "none"
+	st := &v1alpha1.SidecarTemplate{Spec: v1alpha1.SidecarTemplateSpec{Labels: map[string]string{"never": "x"},
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"policy-test/never": "x"}}}}
+	st.Namespace, st.Name = injectorNS, "none"
 	return st
 }
 

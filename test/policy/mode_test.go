@@ -45,7 +45,7 @@ func TestTemplatesInPolicyAndAutoModeAreServedByGeneratedPoliciesAndNothingIsLef
 	expectCondition(t, c, policyT, metav1.ConditionTrue, "Compiled")
 	expectCondition(t, c, autoT, metav1.ConditionFalse, "EnvFromUnsupported")
 	var mp admissionregistrationv1.MutatingAdmissionPolicy
-	if err := c.c.Get(ctxFor(t), client.ObjectKey{Name: "sidecar-injector"}, &mp); err != nil {
+	if err := c.c.Get(ctxFor(t), client.ObjectKey{Name: "sidecar-injector-mode-a"}, &mp); err != nil {
 		t.Fatalf("the generated policy: %v", err)
 	}
 	if n := len(mp.Spec.Mutations); n != 1 || !strings.Contains(mp.Spec.Mutations[0].JSONPatch.Expression, "mode-a/by-policy") {
