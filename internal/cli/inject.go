@@ -136,7 +136,7 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("writing the output: %w", err)
 	}
 	if failed > 0 {
-		return fmt.Errorf("%s: %d of %d documents could not be injected (left out of the output)", o.displayName(o.filename), failed, len(docs))
+		return fmt.Errorf("%s: %d of %d documents could not be injected (left out of the output)", fileDisplayName(o.filename), failed, len(docs))
 	}
 	return nil
 }
@@ -202,7 +202,7 @@ func (o *injectOptions) labelsOf(ns string) map[string]string {
 	return l
 }
 
-func (o *injectOptions) displayName(file string) string {
+func fileDisplayName(file string) string {
 	if file == "-" {
 		return "<stdin>"
 	}
@@ -212,7 +212,7 @@ func (o *injectOptions) displayName(file string) string {
 // documentName is `file: document N (Kind "name")`, or `file: document N (starting on line L)` when the document
 // could not be decoded.
 func (o *injectOptions) documentName(doc workload.Document) string {
-	return doc.Name(o.displayName(o.filename))
+	return doc.Name(fileDisplayName(o.filename))
 }
 
 func readDocuments(file string, stdin io.Reader) ([]workload.Document, error) {
@@ -231,26 +231,12 @@ func readDocuments(file string, stdin io.Reader) ([]workload.Document, error) {
 	return docs, nil
 }
 
-// loadTemplates reads (workload.ReadTemplates: strictly, as the API server would) and compiles the
-// SidecarTemplates. Every error is reported on stderr before the command fails; an invalid but readable
-// template is a warning (the engine then handles it under its failurePolicy, as the webhook would).
+// loadTemplates reads and compiles the SidecarTemplates. An invalid but readable template is a warning (the
+// engine then handles it under its failurePolicy, as the webhook would).
 func (o *injectOptions) loadTemplates(stdin io.Reader, stderr io.Writer) ([]*inject.Template, error) {
-	file := o.displayName(o.templates)
-	r, closeFn, err := workload.Open(o.templates, stdin)
+	read, err := readTemplates(o.templates, o.namespace, "nothing was injected", stdin, stderr)
 	if err != nil {
 		return nil, err
-	}
-	defer closeFn()
-	read, err := workload.ReadTemplates(r, file, o.namespace)
-	if err != nil {
-		errs := []error{err}
-		if joined, ok := err.(interface{ Unwrap() []error }); ok {
-			errs = joined.Unwrap()
-		}
-		for _, e := range errs {
-			fmt.Fprintln(stderr, e)
-		}
-		return nil, fmt.Errorf("%s: the SidecarTemplates cannot be read (%d errors); nothing was injected", file, len(errs))
 	}
 	out := make([]*inject.Template, 0, len(read))
 	for _, rt := range read {
@@ -261,6 +247,29 @@ func (o *injectOptions) loadTemplates(stdin io.Reader, stderr io.Writer) ([]*inj
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// readTemplates reads the SidecarTemplates of filename (- for stdin) through workload.ReadTemplates (strictly, as
+// the API server would). Every error is reported on stderr before it fails with consequence in its message.
+func readTemplates(filename, namespace, consequence string, stdin io.Reader, stderr io.Writer) ([]workload.Template, error) {
+	file := fileDisplayName(filename)
+	r, closeFn, err := workload.Open(filename, stdin)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFn()
+	read, err := workload.ReadTemplates(r, file, namespace)
+	if err != nil {
+		errs := []error{err}
+		if joined, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = joined.Unwrap()
+		}
+		for _, e := range errs {
+			fmt.Fprintln(stderr, e)
+		}
+		return nil, fmt.Errorf("%s: the SidecarTemplates cannot be read (%d errors); %s", file, len(errs), consequence)
+	}
+	return read, nil
 }
 
 // writeJSON writes objs as kubectl does for -o json: one object as itself, several as the items of a v1 List,

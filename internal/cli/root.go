@@ -35,7 +35,7 @@ func NewRootCommand() *cobra.Command {
 		SilenceErrors: true, // Execute prints it once
 	}
 	// cobra adds `completion bash|zsh|fish|powershell` to a root with subcommands; its help says how to load it.
-	root.AddCommand(NewServeCommand(), NewInjectCommand(), NewExplainCommand(), NewCheckCommand(), NewVersionCommand())
+	root.AddCommand(NewServeCommand(), NewInjectCommand(), NewExplainCommand(), NewCheckCommand(), NewCompileCommand(), NewVersionCommand())
 	return root
 }
 

@@ -63,7 +63,7 @@ func NewServeCommand() *cobra.Command {
 		"do not run the template status controller (Ready conditions, drift counts, template Events)")
 	f.StringVar(&opts.TLSMode, "tls-mode", server.TLSModeExternal, `where the serving certificate comes from: "external" (--cert-dir holds it: cert-manager, a mounted Secret) or "selfManaged" (the injector creates and rotates it in --tls-secret-name and keeps the caBundle of --webhook-config-name current)`)
 	f.StringVar(&opts.TLSSecretName, "tls-secret-name", "", "selfManaged: the Secret in --namespace holding the CA and serving certificate")
-	f.StringVar(&opts.WebhookConfigName, "webhook-config-name", "", "selfManaged: the MutatingWebhookConfiguration whose caBundle is kept current")
+	f.StringVar(&opts.WebhookConfigName, "webhook-config-name", "", "the MutatingWebhookConfiguration of this injector: selfManaged TLS keeps its caBundle current; it owns the admission policies generated for Policy mode, so that deleting it deletes them")
 	f.StringVar(&opts.ServiceName, "service-name", "", "selfManaged: the Service the API server calls; the certificate is for <service>.<namespace>.svc")
 	f.StringSliceVar(&opts.TLSExtraDNSNames, "tls-extra-dns-names", nil, "selfManaged: more DNS names for the serving certificate")
 	addLimitFlags(f, &opts.Limits)

@@ -16,8 +16,10 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -124,6 +126,26 @@ const (
 	TLSModeExternal    = "external"
 	TLSModeSelfManaged = "selfManaged"
 )
+
+// setupPolicyController registers the controller that generates the admission policies of Policy and Auto
+// mode templates, when the cluster serves MutatingAdmissionPolicy v1 (Kubernetes 1.36 and later). On an older
+// cluster every template is served by the webhook, whatever its mode.
+func setupPolicyController(mgr manager.Manager, opts Options) error {
+	_, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: admissionregistrationv1.GroupName, Kind: "MutatingAdmissionPolicy"}, "v1")
+	if meta.IsNoMatchError(err) {
+		logf.Log.WithName("setup").Info("the cluster does not serve MutatingAdmissionPolicy v1: templates in Policy and Auto mode are served by the webhook")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cannot tell whether the cluster serves MutatingAdmissionPolicy v1: %w", err)
+	}
+	pr := &controller.PolicyReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), InjectorNamespace: opts.Namespace,
+		OwnerWebhookConfig: opts.WebhookConfigName}
+	if err := pr.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("cannot set up the policy controller: %w", err)
+	}
+	return nil
+}
 
 // LeaderElectionID names the Lease the replicas share for the status controller.
 const LeaderElectionID = "sidecar-injector.sidecar.dev"
@@ -238,6 +260,9 @@ func Run(ctx context.Context, opts Options) error {
 			Events: recorder, Metrics: m}
 		if err := r.SetupWithManager(ctx, mgr); err != nil {
 			return fmt.Errorf("cannot set up the template status controller: %w", err)
+		}
+		if err := setupPolicyController(mgr, opts); err != nil {
+			return err
 		}
 	}
 

@@ -41,6 +41,21 @@ const (
 	InitContainerPlacementLast InitContainerPlacement = "Last"
 )
 
+// Mode says what serves a template: the webhook, or admission policies that the API server applies itself.
+// +kubebuilder:validation:Enum=Webhook;Policy;Auto
+type Mode string
+
+const (
+	// ModeWebhook: the webhook injects the template. Every construct is supported.
+	ModeWebhook Mode = "Webhook"
+	// ModePolicy: a MutatingAdmissionPolicy that the injector generates injects the template, inside the API
+	// server, and the webhook leaves it alone. A template that a policy cannot serve exactly is not served at
+	// all; its ServedByPolicy condition says why.
+	ModePolicy Mode = "Policy"
+	// ModeAuto: a policy when the template can be compiled into one, else the webhook.
+	ModeAuto Mode = "Auto"
+)
+
 // TemplateParameter is a per-pod value that the template's strings can use as {{ params.NAME }}.
 // A pod sets it with the annotation "<template name>.param.sidecar.dev/<parameter name>".
 type TemplateParameter struct {
@@ -104,6 +119,16 @@ type SidecarTemplateSpec struct {
 	// +optional
 	// +kubebuilder:default=Fail
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// mode says what serves the template: Webhook (the webhook), Policy (a MutatingAdmissionPolicy generated
+	// by the injector, applied by the API server without calling the webhook) or Auto (a policy when the
+	// template can be compiled into one, else the webhook). The ServedByPolicy condition says which serves it
+	// and, when a policy cannot, why. Absent means Webhook: a policy trusts a sidecar.dev/status record that a
+	// pod arrives with, and runs before every webhook, so switching a template to it is a choice to make
+	// knowingly (see the README). No default is written into stored templates: the record's hash covers the
+	// spec, and a defaulted field would make every pod injected before it look outdated.
+	// +optional
+	Mode Mode `json:"mode,omitempty"`
 
 	// containers are added to spec.containers. Names are fixed (no per-pod values). Absent means none.
 	// +optional
@@ -275,6 +300,10 @@ type SidecarTemplateStatus struct {
 const (
 	// ConditionReady is True when the template can be injected.
 	ConditionReady = "Ready"
+	// ConditionServedByPolicy is True when a generated MutatingAdmissionPolicy serves the template (spec.mode
+	// Policy or Auto), False when the webhook does (reason ModeWebhook, or the construct a policy cannot serve)
+	// or, in Policy mode, when nothing does because a policy cannot serve it.
+	ConditionServedByPolicy = "ServedByPolicy"
 )
 
 // SidecarTemplate describes a sidecar once; every pod that requests it by annotation, or that its selector
@@ -314,6 +343,7 @@ const (
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Pods",type=integer,JSONPath=`.status.injectedPods`
 // +kubebuilder:printcolumn:name="Outdated",type=integer,JSONPath=`.status.outdatedPods`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Order",type=integer,JSONPath=`.spec.order`
 // +kubebuilder:printcolumn:name="Failure-Policy",type=string,JSONPath=`.spec.failurePolicy`
 // +kubebuilder:printcolumn:name="Selector",type=string,JSONPath=`.spec.selector`,priority=1

@@ -1,0 +1,245 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/policy"
+)
+
+// PolicyControllerName is the name of the controller that keeps the generated admission policies in step.
+const PolicyControllerName = "sidecartemplate-policy"
+
+// Reasons of the ServedByPolicy condition besides policy's Unsupported reasons.
+const (
+	// ReasonModeWebhook: spec.mode is Webhook (or absent): the webhook serves the template.
+	ReasonModeWebhook = "ModeWebhook"
+	// ReasonCompiled: a generated MutatingAdmissionPolicy serves the template.
+	ReasonCompiled = "Compiled"
+)
+
+// managedByLabel marks the objects the controller generates: it deletes those no template needs any more.
+var managedByLabel = map[string]string{"app.kubernetes.io/managed-by": "sidecar-injector"}
+
+// RBAC of the policy controller: the generated objects are cluster-scoped.
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingadmissionpolicies;mutatingadmissionpolicybindings;validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get
+
+// PolicyReconciler generates the admission policies that serve the templates whose spec.mode is Policy or Auto
+// (package policy), keeps them in step with the templates (created, updated, deleted when no template needs
+// them), and sets each template's ServedByPolicy condition. All templates compile into one policy, so every
+// event reconciles the one key.
+type PolicyReconciler struct {
+	Client client.Client
+	// Reader reads the owner without a cache (an informer on webhook configurations would need list and
+	// watch); mgr.GetAPIReader().
+	Reader            client.Reader
+	InjectorNamespace string
+	// Name names the generated objects; "sidecar-injector" when empty.
+	Name string
+	// OwnerWebhookConfig, when set, names the MutatingWebhookConfiguration that owns the generated objects:
+	// they are cluster-scoped and cannot be owned by a (namespaced) template, and removing the injector
+	// (helm uninstall deletes the configuration) then lets the garbage collector delete them.
+	OwnerWebhookConfig string
+}
+
+var policyKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "policies"}}
+
+// SetupWithManager registers the controller: any template change, and any change to a generated object (so that
+// an edit or a deletion by hand is undone), reconciles the one key.
+func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{policyKey}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(PolicyControllerName).
+		Watches(&v1alpha1.SidecarTemplate{}, one).
+		Watches(&admissionregistrationv1.MutatingAdmissionPolicy{}, one).
+		Watches(&admissionregistrationv1.MutatingAdmissionPolicyBinding{}, one).
+		Watches(&admissionregistrationv1.ValidatingAdmissionPolicy{}, one).
+		Watches(&admissionregistrationv1.ValidatingAdmissionPolicyBinding{}, one).
+		Complete(r)
+}
+
+// served says whether a template asks to be served by a policy.
+func served(st *v1alpha1.SidecarTemplate) bool {
+	return st.Spec.Mode == v1alpha1.ModePolicy || st.Spec.Mode == v1alpha1.ModeAuto
+}
+
+// Reconcile compiles every template, applies the generated objects, deletes the stale ones and writes the
+// conditions.
+func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	var l v1alpha1.SidecarTemplateList
+	if err := r.Client.List(ctx, &l); err != nil {
+		return reconcile.Result{}, err
+	}
+	templates := make([]*v1alpha1.SidecarTemplate, len(l.Items))
+	for i := range l.Items {
+		templates[i] = &l.Items[i]
+	}
+	name := r.Name
+	if name == "" {
+		name = "sidecar-injector"
+	}
+	res, err := policy.Compile(templates, policy.Options{InjectorNamespace: r.InjectorNamespace, Name: name, Serve: served, Labels: managedByLabel})
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	objs := res.Objects()
+	owner, err := r.owner(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	for _, o := range objs {
+		co := o.(client.Object)
+		if owner != nil {
+			co.SetOwnerReferences([]metav1.OwnerReference{*owner})
+		}
+		if err := r.apply(ctx, co); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if err := r.deleteStale(ctx, objs); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, r.writeConditions(ctx, templates, res, name)
+}
+
+func (r *PolicyReconciler) owner(ctx context.Context) (*metav1.OwnerReference, error) {
+	if r.OwnerWebhookConfig == "" {
+		return nil, nil
+	}
+	var cfg admissionregistrationv1.MutatingWebhookConfiguration
+	if err := r.Reader.Get(ctx, client.ObjectKey{Name: r.OwnerWebhookConfig}, &cfg); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil // not installed by the chart (tests, local runs): nothing owns them
+		}
+		return nil, err
+	}
+	return &metav1.OwnerReference{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration",
+		Name: cfg.Name, UID: cfg.UID}, nil
+}
+
+// apply creates the object, or updates the stored one when its spec, labels or owners differ.
+func (r *PolicyReconciler) apply(ctx context.Context, o client.Object) error {
+	existing := o.DeepCopyObject().(client.Object)
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(o), existing)
+	if apierrors.IsNotFound(err) {
+		return r.Client.Create(ctx, o)
+	}
+	if err != nil {
+		return err
+	}
+	if specOf(existing) != nil && equality.Semantic.DeepEqual(specOf(existing), specOf(o)) &&
+		equality.Semantic.DeepEqual(existing.GetLabels(), o.GetLabels()) &&
+		equality.Semantic.DeepEqual(existing.GetOwnerReferences(), o.GetOwnerReferences()) {
+		return nil
+	}
+	o.SetResourceVersion(existing.GetResourceVersion())
+	return r.Client.Update(ctx, o)
+}
+
+func specOf(o client.Object) any {
+	switch t := o.(type) {
+	case *admissionregistrationv1.MutatingAdmissionPolicy:
+		return &t.Spec
+	case *admissionregistrationv1.MutatingAdmissionPolicyBinding:
+		return &t.Spec
+	case *admissionregistrationv1.ValidatingAdmissionPolicy:
+		return &t.Spec
+	case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
+		return &t.Spec
+	}
+	return nil
+}
+
+// deleteStale deletes the generated objects that are not in keep: nothing is left behind when templates leave
+// Policy mode or are deleted.
+func (r *PolicyReconciler) deleteStale(ctx context.Context, keep []runtime.Object) error {
+	wanted := map[string]bool{}
+	for _, o := range keep {
+		co := o.(client.Object)
+		wanted[fmt.Sprintf("%T/%s", co, co.GetName())] = true
+	}
+	lists := []client.ObjectList{&admissionregistrationv1.MutatingAdmissionPolicyBindingList{}, &admissionregistrationv1.MutatingAdmissionPolicyList{},
+		&admissionregistrationv1.ValidatingAdmissionPolicyBindingList{}, &admissionregistrationv1.ValidatingAdmissionPolicyList{}}
+	for _, l := range lists {
+		if err := r.Client.List(ctx, l, client.MatchingLabels(managedByLabel)); err != nil {
+			return err
+		}
+		items, err := meta.ExtractList(l)
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			co := it.(client.Object)
+			if wanted[fmt.Sprintf("%T/%s", co, co.GetName())] {
+				continue
+			}
+			if err := r.Client.Delete(ctx, co); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// writeConditions sets the ServedByPolicy condition of every template whose condition changes.
+func (r *PolicyReconciler) writeConditions(ctx context.Context, templates []*v1alpha1.SidecarTemplate, res *policy.Result, name string) error {
+	for _, st := range templates {
+		c := servedCondition(st, res, name)
+		if cur := meta.FindStatusCondition(st.Status.Conditions, c.Type); cur != nil && cur.Status == c.Status &&
+			cur.Reason == c.Reason && cur.Message == c.Message && cur.ObservedGeneration == c.ObservedGeneration {
+			continue
+		}
+		st = st.DeepCopy()
+		meta.SetStatusCondition(&st.Status.Conditions, c)
+		if err := r.Client.Status().Update(ctx, st); err != nil && !apierrors.IsNotFound(err) {
+			return err // a conflict is retried: the reconcile returns the error and runs again
+		}
+	}
+	return nil
+}
+
+// servedCondition says what serves the template.
+func servedCondition(st *v1alpha1.SidecarTemplate, res *policy.Result, name string) metav1.Condition {
+	c := metav1.Condition{Type: v1alpha1.ConditionServedByPolicy, ObservedGeneration: st.Generation}
+	key := policy.Key{Namespace: st.Namespace, Name: st.Name}
+	if i := slices.Index(res.Served, key); i >= 0 {
+		c.Status, c.Reason = metav1.ConditionTrue, ReasonCompiled
+		c.Message = fmt.Sprintf("served by MutatingAdmissionPolicy %q (mutation %d of %d); the webhook finds what it adds already there", name, i+1, len(res.Served))
+		return c
+	}
+	c.Status = metav1.ConditionFalse
+	why, compiled := res.NotCompilable[key]
+	if !served(st) || !compiled {
+		c.Reason, c.Message = ReasonModeWebhook, "spec.mode is Webhook: the webhook serves the template"
+		return c
+	}
+	var msgs []string
+	for _, u := range why {
+		msgs = append(msgs, u.Reason+": "+u.Message)
+	}
+	c.Reason = why[0].Reason
+	if st.Spec.Mode == v1alpha1.ModeAuto {
+		c.Message = "the webhook serves the template, a policy cannot: " + strings.Join(msgs, "; ")
+	} else {
+		c.Message = "spec.mode is Policy but a policy cannot serve the template; until it can, the webhook serves it: " + strings.Join(msgs, "; ")
+	}
+	return c
+}

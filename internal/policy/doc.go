@@ -1,0 +1,48 @@
+// Package policy compiles SidecarTemplates into admissionregistration.k8s.io/v1 admission policies, so that the
+// API server injects them itself, without the webhook (Policy mode). It is pure: templates in, objects out.
+//
+// # Design: one policy, one mutation per template, in injection order
+//
+// The generated objects are one MutatingAdmissionPolicy with one JSONPatch mutation per served template, in
+// the webhook's injection order (order, namespace, name), one binding, and up to two
+// ValidatingAdmissionPolicies (Deny for failurePolicy Fail, Warn for Ignore) that say why a template a pod wants
+// was not applied.
+//
+// The alternatives, and why not:
+//
+//   - One policy per template. The API server applies MutatingAdmissionPolicies in no defined order (it keeps
+//     them in a map), while the webhook's result depends on the order: where containers land, which of two
+//     templates setting the same thing wins, the order of the record. The mutations of one policy are applied
+//     in order, so one policy reproduces the webhook exactly.
+//   - One generic policy with paramKind SidecarTemplate and a binding per template. Its CEL would interpret a
+//     template at admission time: walk arbitrary nested containers and volumes to substitute per-pod values,
+//     and compute the hash of the spec the record carries. CEL can do neither within its cost budget (it has
+//     no hash function), and each pod would pay for interpreting every template. Compiling moves that work to
+//     the time the template changes, and what remains per pod is a few string and list operations.
+//
+// The price of one policy: every change to a served template regenerates it (the controller does that), and
+// its size grows with the number of templates (each mutation is a few KB of CEL).
+//
+// # What a mutation does
+//
+// A template's mutation applies when the pod is in the template's scope (its own namespace; for a cluster-wide
+// template, the namespaces its namespaceSelector selects, except those where a namespaced template of the same
+// name replaces it), the pod wants it (requested in sidecar.dev/inject, or selected), the pod's record does not
+// name it yet (idempotence under reinvocation), and nothing conflicts (a name the pod already has, a namespace
+// setting it sets otherwise, a mount of a volume nobody provides, a required parameter it does not set). It then
+// adds what the pod lacks, as the webhook does, and its entry to sidecar.dev/status, byte for byte the entry
+// the webhook writes. The binding leaves out the namespaces that are never injected, and a match condition the
+// pods that opt out.
+//
+// A template that applies but is not applied (a conflict) is caught by the validating policy, which sees the
+// pod after every mutation: its record does not name the template. Fail denies the pod, Ignore warns.
+//
+// # What is not compiled
+//
+// What CEL cannot express exactly is not approximated: the template is reported not compilable, with a reason
+// per construct (Unsupported), and stays on the webhook. See the Reason constants.
+//
+// Pods that arrive with a record written elsewhere (a pod re-created from an exported manifest, or a forged
+// record) are where Policy mode differs from the webhook: the webhook checks each recorded sidecar against what
+// the template renders; a policy trusts the record and does not apply a template it names.
+package policy

@@ -1,0 +1,239 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+)
+
+// Reasons a template cannot be served by a policy. Each is a condition reason on the template's status.
+const (
+	// ReasonInvalid: the template is invalid; the webhook reports it under its failurePolicy.
+	ReasonInvalid = "TemplateInvalid"
+	// ReasonEnvFrom: envFrom is deduplicated by the entry's whole content, which CEL cannot compare with the
+	// pod's typed entries.
+	ReasonEnvFrom = "EnvFromUnsupported"
+	// ReasonHostAliases: hostnames are merged into the pod's entries for the same IP.
+	ReasonHostAliases = "HostAliasesUnsupported"
+	// ReasonDNSConfig: nameservers, searches and options are merged into the pod's dnsConfig.
+	ReasonDNSConfig = "DNSConfigUnsupported"
+	// ReasonPerPodKey: a per-pod value in an annotation or label key, or one that names a key JSON escapes.
+	ReasonPerPodKey = "PerPodValueUnsupported"
+)
+
+// Unsupported says why a template cannot be compiled: a reason per construct.
+type Unsupported struct {
+	Reason  string
+	Message string
+}
+
+// unit is one template compiled to CEL: the conditions that decide whether it applies to a pod and the patch it
+// makes. Every expression reads the pod as the mutations before this one left it.
+type unit struct {
+	t        *inject.Template
+	spec     *v1alpha1.SidecarTemplateSpec
+	v        *values
+	scope    string // the pod is in the template's scope (namespace, shadowing, namespaceSelector)
+	nsMiss   string // cluster-wide, not shadowed, but the namespaceSelector does not select the namespace
+	request  string // the pod names the template in sidecar.dev/inject
+	wanted   string // requested or selected
+	recorded string // the pod's record names the template
+	failures []failure
+	ops      []string // CEL lists of JSONPatch, applied in this order
+	entry    string   // the template's entry in the record, JSON
+	// firstContainers and firstInits count what this template puts in front of the pod's own lists, so that
+	// later templates insert behind it, as the webhook orders them.
+	firstContainers, firstInits int
+}
+
+// failure is a reason the template cannot be applied to a pod: a CEL condition and a CEL message.
+type failure struct{ cond, msg string }
+
+// applies is true when the template's mutation runs.
+func (u *unit) applies() string {
+	var fails []string
+	for _, f := range u.failures {
+		fails = append(fails, f.cond)
+	}
+	cond := u.scope + " && " + u.wanted + " && !" + u.recorded
+	if len(fails) > 0 {
+		cond += " && !(" + strings.Join(fails, " || ") + ")"
+	}
+	return cond
+}
+
+// unsupported lists every construct of the template that a policy cannot serve exactly.
+func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsupported {
+	var out []Unsupported
+	if t.Err != nil {
+		out = append(out, Unsupported{ReasonInvalid, t.Err.Error()})
+		return out
+	}
+	if len(spec.EnvFrom) > 0 {
+		out = append(out, Unsupported{ReasonEnvFrom, "spec.envFrom is added unless a container has an equal entry; a policy cannot compare whole entries"})
+	}
+	if len(spec.HostAliases) > 0 {
+		out = append(out, Unsupported{ReasonHostAliases, "spec.hostAliases are merged into the pod's entries per IP; a policy does not merge them"})
+	}
+	if spec.DNSConfig != nil {
+		out = append(out, Unsupported{ReasonDNSConfig, "spec.dnsConfig is merged into the pod's dnsConfig; a policy does not merge it"})
+	}
+	for field, m := range map[string]map[string]string{"annotations": spec.Annotations, "labels": spec.Labels} {
+		for k := range m {
+			if placeholderRE.MatchString(k) {
+				out = append(out, Unsupported{ReasonPerPodKey, fmt.Sprintf("spec.%s key %q holds a per-pod value", field, k)})
+			}
+		}
+	}
+	return out
+}
+
+// newUnit compiles one template. earlier are the templates compiled before it, in injection order; shadowedIn
+// are the namespaces where a namespaced template of the same name replaces this one (cluster-wide only).
+func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, shadowedIn []string) (*unit, error) {
+	spec := &st.Spec
+	u := &unit{t: t, spec: spec, v: &values{template: t.Name, defaults: map[string]string{}}}
+	for _, p := range spec.Parameters {
+		u.v.defaults[p.Name] = ""
+		if p.Default != nil {
+			u.v.defaults[p.Name] = *p.Default
+		}
+	}
+	u.request = fmt.Sprintf("%s.split(',').exists(n, n.trim() == %s)", celAnnotation(v1alpha1.AnnotationInject), celQuote(t.Name))
+	u.wanted = u.request
+	if spec.Selector != nil {
+		u.wanted = "(" + u.request + " || " + selectorCEL(spec.Selector, celLabels) + ")"
+	}
+	if t.ClusterWide {
+		notShadowed := "true"
+		if len(shadowedIn) > 0 {
+			notShadowed = "!(request.namespace in " + celStringList(shadowedIn) + ")"
+		}
+		sel := "true"
+		if spec.NamespaceSelector != nil {
+			sel = selectorCEL(spec.NamespaceSelector, celNSLabels)
+		}
+		u.scope = "(" + notShadowed + " && " + sel + ")"
+		u.nsMiss = "(" + notShadowed + " && !" + sel + ")"
+	} else {
+		u.scope = "(request.namespace == " + celQuote(t.Namespace) + ")"
+		u.nsMiss = "false"
+	}
+	entry, err := json.Marshal(inject.StatusEntry{Namespace: t.Namespace, Name: t.Name, Generation: t.Generation, Hash: t.Hash,
+		Added: inject.Added{Containers: names(spec.Containers), InitContainers: names(spec.InitContainers), Volumes: volumeNames(spec.Volumes)}})
+	if err != nil {
+		return nil, err
+	}
+	u.entry = string(entry)
+	u.recorded = fmt.Sprintf("%s.contains(%s)", celAnnotation(v1alpha1.AnnotationStatus),
+		celQuote(fmt.Sprintf(`{"namespace":%q,"name":%q,`, t.Namespace, t.Name)))
+
+	u.addFailures()
+	if err := u.addOps(earlier); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+func names(cs []corev1.Container) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+func volumeNames(vs []corev1.Volume) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.Name)
+	}
+	return out
+}
+
+// addFailures lists what keeps the template from a pod, as the webhook's plan does: names the pod already has,
+// settings it sets otherwise, mounts of volumes nobody provides, required parameters it does not set.
+func (u *unit) addFailures() {
+	has := func(list, name string) string {
+		return fmt.Sprintf("object.spec.?%s.orValue([]).exists(x, x.name == %s)", list, celQuote(name))
+	}
+	add := func(cond, msg string) { u.failures = append(u.failures, failure{cond, celQuote(msg)}) }
+	for _, c := range u.spec.Containers {
+		add(has("containers", c.Name), fmt.Sprintf("container name %q already exists in pod", c.Name))
+		add(has("initContainers", c.Name), fmt.Sprintf("container name %q already exists in pod as an init container", c.Name))
+	}
+	for _, c := range u.spec.InitContainers {
+		add(has("initContainers", c.Name), fmt.Sprintf("init container name %q already exists in pod", c.Name))
+		add(has("containers", c.Name), fmt.Sprintf("init container name %q already exists in pod as a container", c.Name))
+	}
+	for _, v := range u.spec.Volumes {
+		add(has("volumes", v.Name), fmt.Sprintf("volume name %q already exists in pod", v.Name))
+	}
+	for _, b := range u.bools() {
+		add(fmt.Sprintf("(has(object.spec.%s) && object.spec.%s != %t)", b.field, b.field, b.want),
+			fmt.Sprintf("%s: the pod sets %t, the template sets %t", b.field, !b.want, b.want))
+	}
+	own := map[string]bool{}
+	for _, v := range u.spec.Volumes {
+		own[v.Name] = true
+	}
+	for _, m := range u.spec.VolumeMounts {
+		if own[m.Name] {
+			continue
+		}
+		path, err := u.v.str(m.MountPath)
+		if err != nil {
+			continue // reported by addOps
+		}
+		cond := fmt.Sprintf("(!%s && object.spec.containers.exists(c, %s && !c.?volumeMounts.orValue([]).exists(x, x.mountPath == %s)))",
+			has("volumes", m.Name), u.target("c"), path)
+		add(cond, fmt.Sprintf("volumeMount %q uses volume %q, which neither the pod nor the template has", m.MountPath, m.Name))
+	}
+	for _, p := range u.spec.Parameters {
+		if p.Default != nil {
+			continue
+		}
+		key := paramAnnotation(u.t.Name, p.Name)
+		add(fmt.Sprintf("!(%s in %s)", celQuote(key), celAnnotations),
+			fmt.Sprintf("parameter %q has no default and the pod does not set it; add the annotation %q to the pod", p.Name, key))
+	}
+}
+
+type boolSetting struct {
+	field string
+	want  bool
+}
+
+func (u *unit) bools() []boolSetting {
+	var out []boolSetting
+	for _, b := range []struct {
+		field string
+		v     *bool
+	}{{"shareProcessNamespace", u.spec.ShareProcessNamespace}, {"hostNetwork", u.spec.HostNetwork},
+		{"hostPID", u.spec.HostPID}, {"hostIPC", u.spec.HostIPC}} {
+		if b.v != nil {
+			out = append(out, boolSetting{b.field, *b.v})
+		}
+	}
+	return out
+}
+
+// sidecar is true for a container that the pod's record names as a template's: never an application container.
+// The record is read as text (CEL has no JSON decoder): each "containers" list of an entry, up to its "]".
+func sidecar(c string) string {
+	return fmt.Sprintf(`%s.split('"containers":[').exists(p, !p.startsWith('{"templates"') && p.contains(']') && `+
+		`p.substring(0, p.indexOf(']')).split(',').exists(q, q == '"' + %s.name + '"'))`, celAnnotation(v1alpha1.AnnotationStatus), c)
+}
+
+// target is true for a container that receives the template's volumeMounts and env.
+func (u *unit) target(c string) string {
+	if len(u.spec.TargetContainers) > 0 {
+		return fmt.Sprintf("(%s.name in %s && !%s)", c, celStringList(u.spec.TargetContainers), sidecar(c))
+	}
+	return "!" + sidecar(c)
+}
