@@ -12,11 +12,18 @@ import (
 // -ldflags "-X github.com/sidecar-dev/sidecar-injector/internal/cli.Version=v1.2.3".
 var Version = "dev"
 
-// VersionString describes this build: version, commit (from the Go build info when built from a git checkout)
-// and Go version.
+// Commit is the git commit the binary was built from, set at build time by `make image` and the Dockerfile
+// (-X github.com/sidecar-dev/sidecar-injector/internal/cli.Commit=...), which build with -buildvcs=false so that
+// the binary does not depend on the checkout's state. Empty means: read it from the Go build info.
+var Commit = ""
+
+// VersionString describes this build: version, commit (-ldflags, else the Go build info when built from a git
+// checkout) and Go version.
 func VersionString() string {
 	commit := "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
+	if Commit != "" {
+		commit = Commit
+	} else if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {
 				commit = s.Value
