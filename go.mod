@@ -2,6 +2,10 @@ module github.com/sidecar-dev/sidecar-injector
 
 go 1.26.8
 
+// bin/ holds tools and, while hack/cluster.sh runs, the cluster's state (pod volumes, container root
+// filesystems): never packages of this module.
+ignore ./bin
+
 require (
 	github.com/KimMachineGun/automemlimit v1.0.1
 	github.com/evanphx/json-patch/v5 v5.9.11
