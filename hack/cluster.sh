@@ -55,6 +55,9 @@ SOCK=$CTRD/containerd.sock
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 
+# has PATTERN: stdin has a line matching PATTERN. Unlike `cmd | grep -q`, it reads all of stdin, so that under
+# pipefail a long output (iptables-save) does not fail the pipeline with SIGPIPE when grep stops early.
+has() { [[ $(grep -c -- "$1") -gt 0 ]]; }
 pid_of() { local f=$RUN/$1.pid; [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"; }
 # api PATH: GET from the API server as the admin (curl, so that up needs no kubectl).
 api() { curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "https://$NODE_IP:$API_PORT$1"; }
@@ -98,7 +101,7 @@ install_node_packages() {
 check_ports() {
   local p busy=()
   for p in "${PORTS[@]}"; do
-    if ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then busy+=("$p"); fi
+    if ss -Hltn "sport = :$p" 2>/dev/null | has .; then busy+=("$p"); fi
   done
   [[ ${#busy[@]} -eq 0 ]] || die "port(s) ${busy[*]} are taken by another process ($(ss -Hltnp "sport = :${busy[0]}" | sed -n 's/.*users:((\("[^"]*"\).*/\1/p' | head -1)); stop it, or 'hack/cluster.sh down' if it is a cluster of ours"
 }
@@ -326,7 +329,7 @@ EOF
   start kube-proxy --config "$CLUSTER_DIR/kube-proxy.yaml"
 }
 
-node_ready() { api "/api/v1/nodes/$NODE_NAME" | tr -d ' \n' | grep -q '"type":"Ready","status":"True"'; }
+node_ready() { api "/api/v1/nodes/$NODE_NAME" | tr -d ' \n' | has '"type":"Ready","status":"True"'; }
 
 up() {
   local t0=$SECONDS
@@ -379,9 +382,10 @@ down() {
   stop kubelet
   remove_containers
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do [[ ${COMPONENTS[i]} == kubelet ]] || stop "${COMPONENTS[i]}"; done
-  # containerd-shims left by a crash: their command line names our containerd's socket.
+  # Processes of this cluster whose pid file is gone (a crashed or interrupted up, containerd-shims): every one
+  # names $CLUSTER_DIR on its command line (configs, data dirs, the containerd socket).
   local pid
-  for pid in $(pgrep -f "containerd-shim.*-address $SOCK" || true); do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in $(pgrep -f -- "$CLUSTER_DIR/" || true); do kill -KILL "$pid" 2>/dev/null || true; done
   # Mounts under the cluster's directory: kubelet volumes, container root filesystems, network namespaces.
   local m
   for m in $(awk -v d="$CLUSTER_DIR/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
@@ -390,7 +394,7 @@ down() {
   ip link del "$BRIDGE" 2>/dev/null || true
   # The pods' veth ends vanished with their network namespaces; kube-proxy removes its own rules, and the
   # kubelet's few chains go here (this machine runs no other kubelet: `up` fails when its ports are taken).
-  if [[ -x $BIN_DIR/kube-proxy ]] && iptables-save 2>/dev/null | grep -q KUBE-; then
+  if [[ -x $BIN_DIR/kube-proxy ]] && iptables-save 2>/dev/null | has KUBE-; then
     "$BIN_DIR/kube-proxy" --cleanup >/dev/null 2>&1 || true
   fi
   local ipt t ch
@@ -419,11 +423,11 @@ down() {
 # verify_down: says what is left, if anything, instead of claiming a clean machine.
 verify_down() {
   local left=()
-  pgrep -f "containerd-shim.*-address $SOCK" >/dev/null && left+=("containerd-shim processes")
+  pgrep -f -- "$CLUSTER_DIR/" >/dev/null && left+=("processes ($(pgrep -f -- "$CLUSTER_DIR/" | tr '\n' ' '))")
   awk -v d="$CLUSTER_DIR/" 'index($2, d) == 1 {f=1} END {exit !f}' /proc/self/mounts && left+=("mounts under $CLUSTER_DIR")
   ip link show "$BRIDGE" >/dev/null 2>&1 && left+=("the bridge $BRIDGE")
-  ip -br link show type veth 2>/dev/null | grep -q . && left+=("veth links ($(ip -br link show type veth | awk '{print $1}' | tr '\n' ' '))")
-  iptables-save 2>/dev/null | grep -q KUBE- && left+=("KUBE-* iptables rules")
+  ip -br link show type veth 2>/dev/null | has . && left+=("veth links ($(ip -br link show type veth | awk '{print $1}' | tr '\n' ' '))")
+  iptables-save 2>/dev/null | has KUBE- && left+=("KUBE-* iptables rules")
   if [[ ${#left[@]} -gt 0 ]]; then
     log "WARNING: down left ${left[*]}"; return 1
   fi
