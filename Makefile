@@ -103,9 +103,9 @@ TEST_ENV = GOTESTSUM="$(GOTESTSUM)" FUZZTIME="$(FUZZTIME)" GOTEST_FLAGS="$(GOTES
 	PROMTOOL="$(PROMTOOL)" MONITORING_CRDS="$(MONITORING_CRDS)" CYCLONEDX_GOMOD="$(CYCLONEDX_GOMOD)"
 
 .PHONY: test
-test: gotestsum control-plane helm promtool monitoring-crds cyclonedx-gomod ## helm lint, unit tests, a bounded fuzz run of every Fuzz* target, then ./test/... (integration, chart).
+test: gotestsum control-plane helm promtool monitoring-crds cyclonedx-gomod e2e-deps ## helm lint, unit tests, a bounded fuzz run of every Fuzz* target, ./test/... (integration, chart), then test/e2e on a real cluster (root only).
 	@$(MAKE) --no-print-directory chart-lint
-	$(TEST_ENV) hack/test.sh unit fuzz integration
+	$(TEST_ENV) hack/test.sh unit fuzz integration e2e
 
 .PHONY: test-unit
 test-unit: gotestsum ## Unit tests only (everything but ./test/...).
@@ -116,8 +116,12 @@ test-fuzz: gotestsum ## Fuzz every Fuzz* target for FUZZTIME each.
 	$(TEST_ENV) hack/test.sh fuzz
 
 .PHONY: test-integration
-test-integration: gotestsum control-plane helm promtool monitoring-crds cyclonedx-gomod ## ./test/... (integration and chart suites) against a local kube-apiserver and etcd.
+test-integration: gotestsum control-plane helm promtool monitoring-crds cyclonedx-gomod ## ./test/... but test/e2e (integration and chart suites) against a local kube-apiserver and etcd.
 	$(TEST_ENV) hack/test.sh integration
+
+.PHONY: test-e2e
+test-e2e: gotestsum helm e2e-deps ## test/e2e only: the chart and real pods on a one-node cluster (hack/cluster.sh; root on Linux).
+	$(TEST_ENV) hack/test.sh e2e
 
 .PHONY: bench
 bench: control-plane ## End-to-end benchmark: the injector beside two floor servers, plus the engine's Go benchmarks (BENCH_QUICK=1: a 1-minute smoke run).
@@ -152,19 +156,60 @@ docker-build: ## Build the container image $(IMG) (needs a Docker engine).
 
 RELEASE_DIR ?= $(LOCALBIN)/release
 
-# `release` does not build the image yet: when the `image` target (an OCI tarball, no Docker engine) is in the
-# tree, make it a prerequisite writing into $(RELEASE_DIR), and its tarball is checksummed with the rest.
+# The image's OCI tarball (`make image`, reproducible) is copied in first, so that it is checksummed with the rest.
 .PHONY: release
-release: helm cyclonedx-gomod ## Build the release artifacts into bin/release: packaged chart, SBOM, SHA256SUMS (reproducible).
+release: helm cyclonedx-gomod image ## Build the release artifacts into bin/release: image, packaged chart, SBOM, SHA256SUMS (reproducible).
+	mkdir -p "$(RELEASE_DIR)" && cp "$(LOCALBIN)/images/sidecar-injector.tar" "$(RELEASE_DIR)/"
 	RELEASE_DIR="$(RELEASE_DIR)" HELM="$(HELM)" CYCLONEDX_GOMOD="$(CYCLONEDX_GOMOD)" VERSION="$(VERSION)" hack/release.sh
 
+# As root on Linux the demo runs on the real one-node cluster (hack/demo-cluster.sh); elsewhere it says why and
+# runs the API-server-only demo (hack/demo.sh). DEMO_API_ONLY=1 chooses the latter anywhere.
 .PHONY: demo
-demo: build control-plane ## Start a local API server, inject a pod and show the diff (hack/demo.sh).
-	BIN_DIR="$(LOCALBIN)" KUBEBUILDER_ASSETS="$(LOCALBIN)" hack/demo.sh
+demo: ## Show the injector at work: on a real one-node cluster as root on Linux, else on a local API server.
+	@if [[ $$(uname -s) == Linux && $$(id -u) -eq 0 && -z "$${DEMO_API_ONLY:-}" ]]; then \
+		$(MAKE) --no-print-directory e2e-deps helm && BIN_DIR="$(LOCALBIN)" HELM="$(HELM)" hack/demo-cluster.sh; \
+	else \
+		echo "demo: the real cluster needs root on Linux (this is $$(uname -s), uid $$(id -u)$${DEMO_API_ONLY:+, DEMO_API_ONLY set}): showing the injection on a local API server instead"; \
+		$(MAKE) --no-print-directory build control-plane && BIN_DIR="$(LOCALBIN)" KUBEBUILDER_ASSETS="$(LOCALBIN)" hack/demo.sh; \
+	fi
+
+# The image of `make image`: override IMAGE_REPO/IMAGE_TAG to push it elsewhere, IMAGE_PLATFORMS for other ones.
+IMAGE_REPO      ?= localhost/sidecar-injector
+IMAGE_TAG       ?= $(VERSION)
+IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
+
+.PHONY: image
+image: ## Build the injector's image without Docker (go-containerregistry): bin/images/sidecar-injector.tar, OCI layout, amd64+arm64.
+	VERSION="$(VERSION)" IMAGE_REPO="$(IMAGE_REPO)" IMAGE_TAG="$(IMAGE_TAG)" IMAGE_PLATFORMS="$(IMAGE_PLATFORMS)" \
+		IMAGE_DIR="$(LOCALBIN)/images" hack/image.sh injector
+
+.PHONY: e2e-images
+e2e-images: ## Build the e2e tests' images (app, logshipper, proxy, pause) into bin/images/e2e-*.tar.
+	IMAGE_DIR="$(LOCALBIN)/images" hack/image.sh test-images
 
 .PHONY: clean
 clean: ## Remove build outputs and test results (keeps the tools in bin/).
-	rm -rf $(LOCALBIN)/sidecar-injector $(LOCALBIN)/test-results cover.out
+	rm -rf $(LOCALBIN)/sidecar-injector $(LOCALBIN)/test-results $(LOCALBIN)/images cover.out
+
+##@ Real cluster (root on Linux)
+
+.PHONY: cluster-up
+cluster-up: cluster-binaries e2e-images ## Start the one-node cluster (hack/cluster.sh up); kubeconfig bin/kubeconfig.
+	BIN_DIR="$(LOCALBIN)" hack/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the one-node cluster and remove what it created (hack/cluster.sh down).
+	BIN_DIR="$(LOCALBIN)" hack/cluster.sh down
+
+# What test/e2e needs: built only where it can run, so that `make test` as a normal user costs nothing extra.
+# The injector's image for the tests is built for this machine's platform only, tagged e2e.
+.PHONY: e2e-deps
+e2e-deps:
+	@if [[ $$(uname -s) == Linux && $$(id -u) -eq 0 ]]; then \
+		$(MAKE) --no-print-directory cluster-binaries e2e-images && \
+		VERSION="$(VERSION)" IMAGE_REPO=localhost/sidecar-injector IMAGE_TAG=e2e IMAGE_PLATFORMS="linux/$$(go env GOARCH)" \
+			IMAGE_DIR="$(LOCALBIN)/images" IMAGE_OUT="$(LOCALBIN)/images/e2e-sidecar-injector.tar" hack/image.sh injector >/dev/null; \
+	else echo "e2e-deps: not root on Linux, so test/e2e will be skipped and its binaries are not built"; fi
 
 .PHONY: clean-tools
 clean-tools: ## Remove everything in bin/, tools included (kube-apiserver takes minutes to rebuild).
@@ -175,6 +220,10 @@ clean-tools: ## Remove everything in bin/, tools included (kube-apiserver takes 
 .PHONY: control-plane
 control-plane: ## Build kube-apiserver and etcd from Go modules into bin/, for envtest and the demo.
 	BIN_DIR="$(LOCALBIN)" KUBERNETES_VERSION="$(KUBERNETES_VERSION)" ETCD_VERSION="$(ETCD_VERSION)" hack/build-control-plane.sh
+
+.PHONY: cluster-binaries
+cluster-binaries: ## Also build kubelet, kube-controller-manager, kube-scheduler and kube-proxy, for hack/cluster.sh.
+	BIN_DIR="$(LOCALBIN)" KUBERNETES_VERSION="$(KUBERNETES_VERSION)" ETCD_VERSION="$(ETCD_VERSION)" hack/build-control-plane.sh node
 
 .PHONY: tools
 tools: controller-gen gotestsum staticcheck promtool cyclonedx-gomod ## Install the Go tools.

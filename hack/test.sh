@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs the test stages of `make test`: hack/test.sh [unit] [fuzz] [integration]
+# Runs the test stages of `make test`: hack/test.sh [unit] [fuzz] [integration] [e2e]
 #
 #   unit         go test of every package except ./test/...
 #   fuzz         each Fuzz* target of the repository, one at a time (go test fuzzes one target per run), for
 #                FUZZTIME
-#   integration  ./test/... (the integration suite and the chart's tests) against the kube-apiserver and etcd
-#                in KUBEBUILDER_ASSETS, with helm from $HELM
+#   integration  ./test/... but ./test/e2e (the integration suite, the chart's tests, ...) against the
+#                kube-apiserver and etcd in KUBEBUILDER_ASSETS, with helm from $HELM
+#   e2e          ./test/e2e: the chart and real pods on the one-node cluster of hack/cluster.sh; needs root on
+#                Linux (skipped otherwise, failed when CI is set); E2E_TIMEOUT bounds it (default 15m)
 #
 # Every go test run goes through gotestsum, which also keeps its events in bin/test-results/*.json. All stages
 # run even when one fails, so a CI log shows every failure at once; the script then replays all the events
@@ -21,7 +23,7 @@ FORMAT=${GOTESTSUM_FORMAT:-pkgname-and-test-fails}
 RESULTS=${TEST_RESULTS_DIR:-bin/test-results}
 
 [[ -x "$GOTESTSUM" ]] || { echo "test.sh: $GOTESTSUM not found; run through 'make test', which installs it" >&2; exit 2; }
-[[ $# -gt 0 ]] || set -- unit fuzz integration
+[[ $# -gt 0 ]] || set -- unit fuzz integration e2e
 
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
@@ -85,8 +87,18 @@ run_integration() {
     failures+=(integration)
     return
   fi
+  local pkgs
+  mapfile -t pkgs < <(go list ./test/... | grep -Ev "^${module}/test/e2e(/|$)")
   # -count=1: the results depend on binaries that go test's cache does not track.
-  gotest integration -count=1 ./test/...
+  gotest integration -count=1 "${pkgs[@]}"
+}
+
+run_e2e() {
+  stage "e2e tests on a one-node cluster"
+  # Verbose, so that the log shows the cluster's time to Ready and the stories' figures (availability counts).
+  local FORMAT=standard-verbose
+  # The package stops the cluster itself at its own deadline (14m), before this timeout would kill it unclean.
+  gotest e2e -count=1 -timeout "${E2E_TIMEOUT:-15m}" ./test/e2e/
 }
 
 for s in "$@"; do
@@ -94,7 +106,8 @@ for s in "$@"; do
     unit) run_unit ;;
     fuzz) run_fuzz ;;
     integration) run_integration ;;
-    *) echo "test.sh: unknown stage '$s' (want unit, fuzz, integration)" >&2; exit 2 ;;
+    e2e) run_e2e ;;
+    *) echo "test.sh: unknown stage '$s' (want unit, fuzz, integration, e2e)" >&2; exit 2 ;;
   esac
 done
 

@@ -235,9 +235,19 @@ func addFileWriter(mgr manager.Manager, opts Options) error {
 	}); err != nil {
 		return fmt.Errorf("certs: secret event handler: %w", err)
 	}
-	// A plain runnable (not the cache itself) so that it runs whether or not this replica is the leader.
-	return mgr.Add(manager.RunnableFunc(c.Start))
+	// Every replica serves, so every replica writes the files, leader or not.
+	return mgr.Add(everyReplica(c.Start))
 }
+
+// everyReplica is a manager runnable that runs on every replica: the manager runs a runnable that does not say
+// otherwise (manager.RunnableFunc included) only on the leader, and a replica that is not the leader would then
+// never get its certificate files nor serve.
+type everyReplica func(ctx context.Context) error
+
+func (r everyReplica) Start(ctx context.Context) error { return r(ctx) }
+
+// NeedLeaderElection is false: see everyReplica.
+func (everyReplica) NeedLeaderElection() bool { return false }
 
 // fileWriter writes the serving certificate files from the Secret.
 type fileWriter struct {
@@ -312,8 +322,9 @@ func writeAtomic(path string, data []byte) error {
 // Add it with mgr.Add instead of registering srv as the manager's webhook server: controller-runtime's webhook
 // server fails to start when the certificate files are not there yet. Pair it with
 // mgr.AddReadyzCheck("webhook", srv.StartedChecker()) so that the pod turns ready only once it serves.
+// It runs on every replica, not only on the leader.
 func ServeWhenReady(srv webhook.Server, ready <-chan struct{}) manager.Runnable {
-	return manager.RunnableFunc(func(ctx context.Context) error {
+	return everyReplica(func(ctx context.Context) error {
 		select {
 		case <-ready:
 		case <-ctx.Done():

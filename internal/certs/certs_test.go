@@ -213,3 +213,17 @@ func parseCert(t *testing.T, data []byte) *x509.Certificate {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// A replica that is not the leader serves too: the manager runs a runnable only on the leader unless it says
+// NeedLeaderElection() == false, and with the chart's leader election a second replica then never became ready.
+func TestTheWebhookServerAndTheFileWriterRunOnEveryReplica(t *testing.T) {
+	for name, r := range map[string]manager.Runnable{
+		"ServeWhenReady":  ServeWhenReady(nil, make(chan struct{})),
+		"the file writer": everyReplica(func(context.Context) error { return nil }),
+	} {
+		le, ok := r.(manager.LeaderElectionRunnable)
+		if !ok || le.NeedLeaderElection() {
+			t.Errorf("%s runs only on the leader; want it on every replica (NeedLeaderElection false)", name)
+		}
+	}
+}
