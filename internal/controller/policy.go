@@ -14,8 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
@@ -60,15 +62,16 @@ type PolicyReconciler struct {
 
 var policyKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "policies"}}
 
-// SetupWithManager registers the controller: any template change, and any change to a generated object (so that
-// an edit or a deletion by hand is undone), reconciles the one key.
+// SetupWithManager registers the controller: a template created, deleted or with a new spec (not its status,
+// which changes with every pod injected: each reconcile compiles every template), and any change to a generated
+// object (so that an edit or a deletion by hand is undone), reconciles the one key.
 func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{policyKey}
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(PolicyControllerName).
-		Watches(&v1alpha1.SidecarTemplate{}, one).
+		Watches(&v1alpha1.SidecarTemplate{}, one, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&admissionregistrationv1.MutatingAdmissionPolicy{}, one).
 		Watches(&admissionregistrationv1.MutatingAdmissionPolicyBinding{}, one).
 		Watches(&admissionregistrationv1.ValidatingAdmissionPolicy{}, one).
