@@ -38,9 +38,9 @@ const (
 // managedByLabel marks the objects the controller generates: it deletes those no template needs any more.
 var managedByLabel = map[string]string{"app.kubernetes.io/managed-by": "sidecar-injector"}
 
-// RBAC of the policy controller: the generated objects are cluster-scoped.
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingadmissionpolicies;mutatingadmissionpolicybindings;validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get
+// The policy controller's RBAC is not generated from markers: it is granted only when Policy mode is enabled
+// (the chart's policyMode.enabled), because whoever may create MutatingAdmissionPolicies may mutate any object
+// of the cluster. See charts/sidecar-injector/templates/rbac.yaml.
 
 // PolicyReconciler generates the admission policies that serve the templates whose spec.mode is Policy or Auto
 // (package policy), keeps them in step with the templates (created, updated, deleted when no template needs
@@ -49,7 +49,8 @@ var managedByLabel = map[string]string{"app.kubernetes.io/managed-by": "sidecar-
 type PolicyReconciler struct {
 	Client client.Client
 	// Reader reads the owner without a cache (an informer on webhook configurations would need list and
-	// watch); mgr.GetAPIReader().
+	// watch; the chart grants get on the injector's own configuration, in selfManaged TLS mode);
+	// mgr.GetAPIReader().
 	Reader            client.Reader
 	InjectorNamespace string
 	// Name names the generated objects; "sidecar-injector" when empty.
@@ -129,8 +130,10 @@ func (r *PolicyReconciler) owner(ctx context.Context) (*metav1.OwnerReference, e
 	}
 	var cfg admissionregistrationv1.MutatingWebhookConfiguration
 	if err := r.Reader.Get(ctx, client.ObjectKey{Name: r.OwnerWebhookConfig}, &cfg); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil // not installed by the chart (tests, local runs): nothing owns them
+		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+			// Not installed by the chart (tests, local runs), or external TLS, where the chart does not let the
+			// injector read its configuration: nothing owns them (delete them by label after uninstalling).
+			return nil, nil
 		}
 		return nil, err
 	}

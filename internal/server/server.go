@@ -85,6 +85,10 @@ type Options struct {
 	LeaderElect bool
 	// DisableController turns the template status controller off (status, drift counts, Ready Events).
 	DisableController bool
+	// EnablePolicyMode runs the controller that generates the admission policies of templates in spec.mode
+	// Policy or Auto. Off, every template is served by the webhook. It needs RBAC to write admission policies
+	// cluster-wide, which is why it is opt-in.
+	EnablePolicyMode bool
 
 	// TLSMode says where the serving certificate comes from: TLSModeExternal (the default: CertDir holds tls.crt
 	// and tls.key, provided by cert-manager, a Secret volume or the caller) or TLSModeSelfManaged (the injector
@@ -211,8 +215,10 @@ func Run(ctx context.Context, opts Options) error {
 		if err := r.SetupWithManager(ctx, mgr); err != nil {
 			return fmt.Errorf("cannot set up the template status controller: %w", err)
 		}
-		if err := setupPolicyController(mgr, opts); err != nil {
-			return err
+		if opts.EnablePolicyMode {
+			if err := setupPolicyController(mgr, opts); err != nil {
+				return err
+			}
 		}
 	}
 
