@@ -121,7 +121,7 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	if err := r.deleteStale(ctx, objs); err != nil {
 		return reconcile.Result{}, err
 	}
-	return reconcile.Result{}, r.writeConditions(ctx, templates, res, name)
+	return reconcile.Result{}, r.writeConditions(ctx, templates, res)
 }
 
 func (r *PolicyReconciler) owner(ctx context.Context) (*metav1.OwnerReference, error) {
@@ -206,9 +206,9 @@ func (r *PolicyReconciler) deleteStale(ctx context.Context, keep []runtime.Objec
 }
 
 // writeConditions sets the ServedByPolicy condition of every template whose condition changes.
-func (r *PolicyReconciler) writeConditions(ctx context.Context, templates []*v1alpha1.SidecarTemplate, res *policy.Result, name string) error {
+func (r *PolicyReconciler) writeConditions(ctx context.Context, templates []*v1alpha1.SidecarTemplate, res *policy.Result) error {
 	for _, st := range templates {
-		c := servedCondition(st, res, name)
+		c := servedCondition(st, res)
 		if cur := meta.FindStatusCondition(st.Status.Conditions, c.Type); cur != nil && cur.Status == c.Status &&
 			cur.Reason == c.Reason && cur.Message == c.Message && cur.ObservedGeneration == c.ObservedGeneration {
 			continue
@@ -223,12 +223,13 @@ func (r *PolicyReconciler) writeConditions(ctx context.Context, templates []*v1a
 }
 
 // servedCondition says what serves the template.
-func servedCondition(st *v1alpha1.SidecarTemplate, res *policy.Result, name string) metav1.Condition {
+func servedCondition(st *v1alpha1.SidecarTemplate, res *policy.Result) metav1.Condition {
 	c := metav1.Condition{Type: v1alpha1.ConditionServedByPolicy, ObservedGeneration: st.Generation}
 	key := policy.Key{Namespace: st.Namespace, Name: st.Name}
-	if i := slices.Index(res.Served, key); i >= 0 {
+	if slices.Contains(res.Served, key) {
 		c.Status, c.Reason = metav1.ConditionTrue, ReasonCompiled
-		c.Message = fmt.Sprintf("served by MutatingAdmissionPolicy %q (mutation %d of %d); the webhook finds what it adds already there", name, i+1, len(res.Served))
+		c.Message = fmt.Sprintf("served by MutatingAdmissionPolicy %s; the webhook finds what it adds already there",
+			strings.Join(res.PoliciesOf(key), ", "))
 		return c
 	}
 	c.Status = metav1.ConditionFalse

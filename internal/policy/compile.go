@@ -54,6 +54,21 @@ type Result struct {
 	NotCompilable map[Key][]Unsupported
 }
 
+// PoliciesOf names the mutating policies that serve the template: its namespace's, or for a cluster-wide
+// template, every one.
+func (r *Result) PoliciesOf(k Key) []string {
+	var out []string
+	for _, mp := range r.Mutating {
+		for _, m := range mp.Spec.Mutations {
+			if m.JSONPatch != nil && strings.HasPrefix(m.JSONPatch.Expression, "// "+k.String()+"\n") {
+				out = append(out, mp.Name)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // Objects returns the generated objects in the order to apply them: policies before their bindings.
 func (r *Result) Objects() []runtime.Object {
 	var out []runtime.Object
