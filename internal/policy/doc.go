@@ -47,6 +47,8 @@
 // per construct (Unsupported), and stays on the webhook. See the Reason constants.
 //
 // Pods that arrive with a record written elsewhere (a pod re-created from an exported manifest, or a forged
-// record) are where Policy mode differs from the webhook: the webhook checks each recorded sidecar against what
-// the template renders; a policy trusts the record and does not apply a template it names.
+// record) are where Policy mode differs from the webhook: a policy counts a template as injected when the record
+// names it and the pod has every name it adds, where the webhook also checks that each recorded sidecar is what
+// the template renders; and a policy keeps the record's entries of other templates, where the webhook drops
+// those that do not apply when it rewrites the record.
 package policy

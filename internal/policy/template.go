@@ -46,6 +46,8 @@ type unit struct {
 	failures []failure
 	ops      []string // CEL lists of JSONPatch, applied in this order
 	entry    string   // the template's entry in the record, JSON
+	// entryPrefix is how the template's entry in the record starts: it finds the entry.
+	entryPrefix string
 	// firstContainers and firstInits count what this template puts in front of the pod's own lists, so that
 	// later templates insert behind it, as the webhook orders them.
 	firstContainers, firstInits int
@@ -130,8 +132,20 @@ func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, 
 		return nil, err
 	}
 	u.entry = string(entry)
-	u.recorded = fmt.Sprintf("%s.contains(%s)", celAnnotation(v1alpha1.AnnotationStatus),
-		celQuote(fmt.Sprintf(`{"namespace":%q,"name":%q,`, t.Namespace, t.Name)))
+	u.entryPrefix = fmt.Sprintf(`{"namespace":%q,"name":%q,`, t.Namespace, t.Name)
+	// The record names the template, and the pod has every name it adds: a record that names it for a sidecar
+	// the pod lacks (copied, or written before the template grew) does not make it count as injected. The webhook
+	// also checks that each recorded sidecar is what the template renders; that is not reproduced (see doc.go).
+	present := []string{fmt.Sprintf("%s.contains(%s)", celAnnotation(v1alpha1.AnnotationStatus), celQuote(u.entryPrefix))}
+	for _, l := range []struct {
+		list  string
+		names []string
+	}{{"containers", names(spec.Containers)}, {"initContainers", names(spec.InitContainers)}, {"volumes", volumeNames(spec.Volumes)}} {
+		for _, n := range l.names {
+			present = append(present, fmt.Sprintf("object.spec.?%s.orValue([]).exists(x, x.name == %s)", l.list, celQuote(n)))
+		}
+	}
+	u.recorded = "(" + strings.Join(present, " && ") + ")"
 
 	u.addFailures()
 	if err := u.addOps(earlier); err != nil {
