@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,7 +25,19 @@ const (
 	ReasonDNSConfig = "DNSConfigUnsupported"
 	// ReasonPerPodKey: a per-pod value in an annotation or label key, or one that names a key JSON escapes.
 	ReasonPerPodKey = "PerPodValueUnsupported"
+	// ReasonUnknownField: a spec field this compiler does not know (added to the API after it): never ignored.
+	ReasonUnknownField = "FieldUnsupported"
 )
+
+// compiledFields are the spec fields the compiler reproduces (or reports above). A template that sets any other
+// is not compiled: a field added to the API must be taught here before a policy may serve it.
+var compiledFields = map[string]bool{
+	"selector": true, "namespaceSelector": true, "order": true, "failurePolicy": true, "mode": true,
+	"containers": true, "containerPlacement": true, "initContainers": true, "initContainerPlacement": true,
+	"volumes": true, "volumeMounts": true, "env": true, "envFrom": true, "targetContainers": true,
+	"imagePullSecrets": true, "annotations": true, "labels": true, "shareProcessNamespace": true,
+	"hostAliases": true, "dnsConfig": true, "hostNetwork": true, "hostPID": true, "hostIPC": true, "parameters": true,
+}
 
 // Unsupported says why a template cannot be compiled: a reason per construct.
 type Unsupported struct {
@@ -75,6 +88,18 @@ func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsup
 	if t.Err != nil {
 		out = append(out, Unsupported{ReasonInvalid, t.Err.Error()})
 		return out
+	}
+	if m, err := jsonValue(spec); err == nil {
+		var unknown []string
+		for k := range m {
+			if !compiledFields[k] {
+				unknown = append(unknown, k)
+			}
+		}
+		slices.Sort(unknown)
+		for _, k := range unknown {
+			out = append(out, Unsupported{ReasonUnknownField, fmt.Sprintf("spec.%s is not known to the policy compiler", k)})
+		}
 	}
 	if len(spec.EnvFrom) > 0 {
 		out = append(out, Unsupported{ReasonEnvFrom, "spec.envFrom is added unless a container has an equal entry; a policy cannot compare whole entries"})
