@@ -290,7 +290,7 @@ func validating(units []*unit, opts Options, action admissionregistrationv1.Vali
 		}
 		notSelected := celQuote("is cluster-wide but its namespaceSelector does not select namespace ")
 		vs = append(vs, admissionregistrationv1.Validation{
-			Expression: fmt.Sprintf("// %s\n!(%s && %s && !%s) && !(%s && %s)", u.t.Key(), u.scope, u.wanted, u.recorded, u.request, u.nsMiss),
+			Expression: fmt.Sprintf("// %s\n!(%s && %s && !%s) && !(%s && %s)", u.t.Key(), u.scope, u.wanted, u.applied(), u.request, u.nsMiss),
 			MessageExpression: fmt.Sprintf("%s + (%s && %s ? %s + '\"' + request.namespace + '\"' : %s)",
 				celQuote(fmt.Sprintf("sidecar template %q: ", u.t.Name)), u.request, u.nsMiss, notSelected, why),
 		})

@@ -47,8 +47,7 @@
 // per construct (Unsupported), and stays on the webhook. See the Reason constants.
 //
 // Pods that arrive with a record written elsewhere (a pod re-created from an exported manifest, or a forged
-// record) are where Policy mode differs from the webhook: a policy counts a template as injected when the record
-// names it and the pod has every name it adds, where the webhook also checks that each recorded sidecar is what
-// the template renders; and a policy keeps the record's entries of other templates, where the webhook drops
-// those that do not apply when it rewrites the record.
+// record): a policy counts a template as injected as the webhook does (the record names it, and each sidecar and
+// volume it adds is in the pod as the template renders it), but it keeps the record's entries of other
+// templates, where the webhook drops those that do not apply when it rewrites the record.
 package policy

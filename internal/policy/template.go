@@ -82,6 +82,14 @@ func (u *unit) applies() string {
 	return cond
 }
 
+// applied is true, in the validating policy (which sees the pod after every mutation), when the template is in the
+// pod: the mutation wrote its current entry into the record, or the pod arrived with it injected. The entry is
+// checked first: between mutation and validation the API server may generate the pod's name, which per-pod
+// values rendered before it (so the rendering check alone would fail for {{ pod.name }}).
+func (u *unit) applied() string {
+	return fmt.Sprintf("(%s.contains(%s) || %s)", celAnnotation(v1alpha1.AnnotationStatus), celQuote(u.entry), u.recorded)
+}
+
 // unsupported lists every construct of the template that a policy cannot serve exactly.
 func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsupported {
 	var out []Unsupported
@@ -158,16 +166,21 @@ func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, 
 	}
 	u.entry = string(entry)
 	u.entryPrefix = fmt.Sprintf(`{"namespace":%q,"name":%q,`, t.Namespace, t.Name)
-	// The record names the template, and the pod has every name it adds: a record that names it for a sidecar
-	// the pod lacks (copied, or written before the template grew) does not make it count as injected. The webhook
-	// also checks that each recorded sidecar is what the template renders; that is not reproduced (see doc.go).
+	// The record names the template, and every sidecar and volume it adds is in the pod as the template renders
+	// it (the webhook's check: a record copied from another pod, or written before the template changed, does
+	// not make it count as injected).
 	present := []string{fmt.Sprintf("%s.contains(%s)", celAnnotation(v1alpha1.AnnotationStatus), celQuote(u.entryPrefix))}
 	for _, l := range []struct {
-		list  string
-		names []string
-	}{{"containers", names(spec.Containers)}, {"initContainers", names(spec.InitContainers)}, {"volumes", volumeNames(spec.Volumes)}} {
-		for _, n := range l.names {
-			present = append(present, fmt.Sprintf("object.spec.?%s.orValue([]).exists(x, x.name == %s)", l.list, celQuote(n)))
+		list      string
+		items     []any
+		container bool
+	}{{"containers", anys(spec.Containers), true}, {"initContainers", anys(spec.InitContainers), true}, {"volumes", anys(spec.Volumes), false}} {
+		for _, it := range l.items {
+			c, err := u.renders(it, l.container)
+			if err != nil {
+				return nil, err
+			}
+			present = append(present, fmt.Sprintf("object.spec.?%s.orValue([]).exists(x, %s)", l.list, c))
 		}
 	}
 	u.recorded = "(" + strings.Join(present, " && ") + ")"
@@ -177,6 +190,39 @@ func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, 
 		return nil, err
 	}
 	return u, nil
+}
+
+func anys[T any](xs []T) []any {
+	out := make([]any, len(xs))
+	for i := range xs {
+		out[i] = &xs[i]
+	}
+	return out
+}
+
+// renders is the CEL for "the pod's element x is what the template renders", as the webhook checks it: image as
+// sameImage, imagePullPolicy and resources not compared (other webhooks rewrite them), the rest contained.
+func (u *unit) renders(obj any, container bool) (string, error) {
+	want, err := jsonValue(obj)
+	if err != nil {
+		return "", err
+	}
+	var terms []string
+	if container {
+		img, _ := want["image"].(string)
+		if placeholderRE.MatchString(img) {
+			return "", fmt.Errorf("an image with per-pod values cannot be compared")
+		}
+		terms = append(terms, sameImage(img, "x.image"))
+		delete(want, "image")
+		delete(want, "imagePullPolicy")
+		delete(want, "resources")
+	}
+	c, err := u.v.contains(want, "x", 0)
+	if err != nil {
+		return "", err
+	}
+	return strings.Join(append(terms, c), " && "), nil
 }
 
 func names(cs []corev1.Container) []string {

@@ -43,7 +43,6 @@ const (
 // checked to still differ, so that a fix shows here.
 var knownDifferences = map[string]string{
 	"status-forged-claims-absent-template": "the pod arrives with a record naming a template out of scope: the webhook drops that entry when it rewrites the record, the policy keeps it",
-	"status-old-sidecar-version-conflicts": "the pod arrives with a record naming the template for a container that is not what the template renders (another image): the webhook denies it as a conflict, the policy trusts the record",
 }
 
 // TestPolicyModeStoresWhatTheWebhookStoresForEveryGoldenCase runs every golden case of the engine
