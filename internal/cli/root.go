@@ -1,5 +1,5 @@
 // Package cli is the sidecar-injector command line: `serve` (the admission webhook), `inject` (offline
-// injection) and `version`.
+// injection), `explain`, `compile` (templates to admission policies) and `version`.
 package cli
 
 import (

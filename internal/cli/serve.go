@@ -59,11 +59,13 @@ func NewServeCommand() *cobra.Command {
 			server.PodNamespaceEnv+")")
 	f.BoolVar(&opts.LeaderElect, "leader-elect", false,
 		"run the template status controller on one replica at a time (a Lease in --namespace); the webhook serves on every replica")
+	f.BoolVar(&opts.EnablePolicyMode, "enable-policy-mode", false,
+		"generate MutatingAdmissionPolicies for templates in spec.mode Policy or Auto (needs RBAC to write admission policies; off: the webhook serves every template)")
 	f.BoolVar(&opts.DisableController, "disable-controller", false,
 		"do not run the template status controller (Ready conditions, drift counts, template Events)")
 	f.StringVar(&opts.TLSMode, "tls-mode", server.TLSModeExternal, `where the serving certificate comes from: "external" (--cert-dir holds it: cert-manager, a mounted Secret) or "selfManaged" (the injector creates and rotates it in --tls-secret-name and keeps the caBundle of --webhook-config-name current)`)
 	f.StringVar(&opts.TLSSecretName, "tls-secret-name", "", "selfManaged: the Secret in --namespace holding the CA and serving certificate")
-	f.StringVar(&opts.WebhookConfigName, "webhook-config-name", "", "the MutatingWebhookConfiguration of this injector: selfManaged TLS keeps its caBundle current; it owns the admission policies generated for Policy mode, so that deleting it deletes them")
+	f.StringVar(&opts.WebhookConfigName, "webhook-config-name", "", "selfManaged: the MutatingWebhookConfiguration whose caBundle is kept current; it also owns the admission policies generated for Policy mode, so that deleting it deletes them")
 	f.StringVar(&opts.ServiceName, "service-name", "", "selfManaged: the Service the API server calls; the certificate is for <service>.<namespace>.svc")
 	f.StringSliceVar(&opts.TLSExtraDNSNames, "tls-extra-dns-names", nil, "selfManaged: more DNS names for the serving certificate")
 	addLimitFlags(f, &opts.Limits)

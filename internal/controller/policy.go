@@ -14,8 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
@@ -36,9 +38,9 @@ const (
 // managedByLabel marks the objects the controller generates: it deletes those no template needs any more.
 var managedByLabel = map[string]string{"app.kubernetes.io/managed-by": "sidecar-injector"}
 
-// RBAC of the policy controller: the generated objects are cluster-scoped.
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingadmissionpolicies;mutatingadmissionpolicybindings;validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get
+// The policy controller's RBAC is not generated from markers: it is granted only when Policy mode is enabled
+// (the chart's policyMode.enabled), because whoever may create MutatingAdmissionPolicies may mutate any object
+// of the cluster. See charts/sidecar-injector/templates/rbac.yaml.
 
 // PolicyReconciler generates the admission policies that serve the templates whose spec.mode is Policy or Auto
 // (package policy), keeps them in step with the templates (created, updated, deleted when no template needs
@@ -47,7 +49,8 @@ var managedByLabel = map[string]string{"app.kubernetes.io/managed-by": "sidecar-
 type PolicyReconciler struct {
 	Client client.Client
 	// Reader reads the owner without a cache (an informer on webhook configurations would need list and
-	// watch); mgr.GetAPIReader().
+	// watch; the chart grants get on the injector's own configuration, in selfManaged TLS mode);
+	// mgr.GetAPIReader().
 	Reader            client.Reader
 	InjectorNamespace string
 	// Name names the generated objects; "sidecar-injector" when empty.
@@ -60,15 +63,16 @@ type PolicyReconciler struct {
 
 var policyKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "policies"}}
 
-// SetupWithManager registers the controller: any template change, and any change to a generated object (so that
-// an edit or a deletion by hand is undone), reconciles the one key.
+// SetupWithManager registers the controller: a template created, deleted or with a new spec (not its status,
+// which changes with every pod injected: each reconcile compiles every template), and any change to a generated
+// object (so that an edit or a deletion by hand is undone), reconciles the one key.
 func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{policyKey}
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(PolicyControllerName).
-		Watches(&v1alpha1.SidecarTemplate{}, one).
+		Watches(&v1alpha1.SidecarTemplate{}, one, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&admissionregistrationv1.MutatingAdmissionPolicy{}, one).
 		Watches(&admissionregistrationv1.MutatingAdmissionPolicyBinding{}, one).
 		Watches(&admissionregistrationv1.ValidatingAdmissionPolicy{}, one).
@@ -117,7 +121,7 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	if err := r.deleteStale(ctx, objs); err != nil {
 		return reconcile.Result{}, err
 	}
-	return reconcile.Result{}, r.writeConditions(ctx, templates, res, name)
+	return reconcile.Result{}, r.writeConditions(ctx, templates, res)
 }
 
 func (r *PolicyReconciler) owner(ctx context.Context) (*metav1.OwnerReference, error) {
@@ -126,8 +130,10 @@ func (r *PolicyReconciler) owner(ctx context.Context) (*metav1.OwnerReference, e
 	}
 	var cfg admissionregistrationv1.MutatingWebhookConfiguration
 	if err := r.Reader.Get(ctx, client.ObjectKey{Name: r.OwnerWebhookConfig}, &cfg); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil // not installed by the chart (tests, local runs): nothing owns them
+		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+			// Not installed by the chart (tests, local runs), or external TLS, where the chart does not let the
+			// injector read its configuration: nothing owns them (delete them by label after uninstalling).
+			return nil, nil
 		}
 		return nil, err
 	}
@@ -200,9 +206,9 @@ func (r *PolicyReconciler) deleteStale(ctx context.Context, keep []runtime.Objec
 }
 
 // writeConditions sets the ServedByPolicy condition of every template whose condition changes.
-func (r *PolicyReconciler) writeConditions(ctx context.Context, templates []*v1alpha1.SidecarTemplate, res *policy.Result, name string) error {
+func (r *PolicyReconciler) writeConditions(ctx context.Context, templates []*v1alpha1.SidecarTemplate, res *policy.Result) error {
 	for _, st := range templates {
-		c := servedCondition(st, res, name)
+		c := servedCondition(st, res)
 		if cur := meta.FindStatusCondition(st.Status.Conditions, c.Type); cur != nil && cur.Status == c.Status &&
 			cur.Reason == c.Reason && cur.Message == c.Message && cur.ObservedGeneration == c.ObservedGeneration {
 			continue
@@ -217,12 +223,13 @@ func (r *PolicyReconciler) writeConditions(ctx context.Context, templates []*v1a
 }
 
 // servedCondition says what serves the template.
-func servedCondition(st *v1alpha1.SidecarTemplate, res *policy.Result, name string) metav1.Condition {
+func servedCondition(st *v1alpha1.SidecarTemplate, res *policy.Result) metav1.Condition {
 	c := metav1.Condition{Type: v1alpha1.ConditionServedByPolicy, ObservedGeneration: st.Generation}
 	key := policy.Key{Namespace: st.Namespace, Name: st.Name}
-	if i := slices.Index(res.Served, key); i >= 0 {
+	if slices.Contains(res.Served, key) {
 		c.Status, c.Reason = metav1.ConditionTrue, ReasonCompiled
-		c.Message = fmt.Sprintf("served by MutatingAdmissionPolicy %q (mutation %d of %d); the webhook finds what it adds already there", name, i+1, len(res.Served))
+		c.Message = fmt.Sprintf("served by MutatingAdmissionPolicy %s; the webhook finds what it adds already there",
+			strings.Join(res.PoliciesOf(key), ", "))
 		return c
 	}
 	c.Status = metav1.ConditionFalse

@@ -220,3 +220,91 @@ func jsonValue(obj any) (map[string]any, error) {
 func escapeKey(k string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
 }
+
+// celIdent matches the keys that CEL can select with a dot; any other key can only be a map key.
+var celIdent = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// celReserved are words CEL does not accept after a dot.
+var celReserved = map[string]bool{"in": true, "as": true, "break": true, "const": true, "continue": true, "else": true,
+	"for": true, "function": true, "if": true, "import": true, "let": true, "loop": true, "package": true,
+	"namespace": true, "return": true, "var": true, "void": true, "while": true, "true": true, "false": true, "null": true}
+
+// contains writes, as CEL over the value have, the webhook's check that the pod's element holds everything the
+// template renders (inject's contains): every key of an object with a value it contains; for a list of objects,
+// every element contained in some element of have; any other list equal; scalars equal.
+func (v *values) contains(want any, have string, depth int) (string, error) {
+	switch w := want.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(w))
+		for k := range w {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		terms := []string{"true"}
+		for _, k := range keys {
+			sel, present := have+"."+k, "has("+have+"."+k+")"
+			if !celIdent.MatchString(k) || celReserved[k] {
+				sel, present = have+"["+celQuote(k)+"]", celQuote(k)+" in "+have
+			}
+			c, err := v.contains(w[k], sel, depth+1)
+			if err != nil {
+				return "", err
+			}
+			terms = append(terms, "("+present+" && "+c+")")
+		}
+		return strings.Join(terms, " && "), nil
+	case []any:
+		objects := len(w) > 0
+		for _, e := range w {
+			if _, ok := e.(map[string]any); !ok {
+				objects = false
+			}
+		}
+		if !objects {
+			if len(w) == 0 {
+				return "size(" + have + ") == 0", nil
+			}
+			lit, err := v.literal(w)
+			if err != nil {
+				return "", err
+			}
+			return have + " == " + lit, nil
+		}
+		x := fmt.Sprintf("e%d", depth)
+		var terms []string
+		for _, e := range w {
+			c, err := v.contains(e, x, depth+1)
+			if err != nil {
+				return "", err
+			}
+			terms = append(terms, fmt.Sprintf("%s.exists(%s, %s)", have, x, c))
+		}
+		return strings.Join(terms, " && "), nil
+	}
+	lit, err := v.literal(want)
+	if err != nil {
+		return "", err
+	}
+	return have + " == " + lit, nil
+}
+
+// sameImage writes inject's sameImage as CEL over the image have: the same repository or one under a mirror's
+// prefix, and the same tag (none meaning latest) or digest, or a digest where want has a tag.
+func sameImage(want, have string) string {
+	repo, digest, _ := strings.Cut(want, "@")
+	tag := ""
+	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
+		repo, tag = repo[:i], repo[i+1:]
+	}
+	if tag == "" {
+		tag = "latest"
+	}
+	rule := "(p.size() > 1 || (rt[1] == '' ? 'latest' : rt[1]) == " + celQuote(tag) + ")"
+	if digest != "" {
+		rule = "(p.size() > 1 && p[1] == " + celQuote(digest) + ")"
+	}
+	// p: [reference, digest] of have; rt: [repository, tag] of the reference.
+	return fmt.Sprintf("[%s.split('@')].all(p, [p[0]].map(r, r.lastIndexOf(':') > r.lastIndexOf('/') ? "+
+		"[r.substring(0, r.lastIndexOf(':')), r.substring(r.lastIndexOf(':') + 1)] : [r, '']).all(rt, "+
+		"(rt[0] == %s || rt[0].endsWith(%s)) && %s))", have, celQuote(repo), celQuote("/"+repo), rule)
+}

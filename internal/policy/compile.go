@@ -54,6 +54,21 @@ type Result struct {
 	NotCompilable map[Key][]Unsupported
 }
 
+// PoliciesOf names the mutating policies that serve the template: its namespace's, or for a cluster-wide
+// template, every one.
+func (r *Result) PoliciesOf(k Key) []string {
+	var out []string
+	for _, mp := range r.Mutating {
+		for _, m := range mp.Spec.Mutations {
+			if m.JSONPatch != nil && strings.HasPrefix(m.JSONPatch.Expression, "// "+k.String()+"\n") {
+				out = append(out, mp.Name)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // Objects returns the generated objects in the order to apply them: policies before their bindings.
 func (r *Result) Objects() []runtime.Object {
 	var out []runtime.Object
@@ -275,7 +290,7 @@ func validating(units []*unit, opts Options, action admissionregistrationv1.Vali
 		}
 		notSelected := celQuote("is cluster-wide but its namespaceSelector does not select namespace ")
 		vs = append(vs, admissionregistrationv1.Validation{
-			Expression: fmt.Sprintf("// %s\n!(%s && %s && !%s) && !(%s && %s)", u.t.Key(), u.scope, u.wanted, u.recorded, u.request, u.nsMiss),
+			Expression: fmt.Sprintf("// %s\n!(%s && %s && !%s) && !(%s && %s)", u.t.Key(), u.scope, u.wanted, u.applied(), u.request, u.nsMiss),
 			MessageExpression: fmt.Sprintf("%s + (%s && %s ? %s + '\"' + request.namespace + '\"' : %s)",
 				celQuote(fmt.Sprintf("sidecar template %q: ", u.t.Name)), u.request, u.nsMiss, notSelected, why),
 		})

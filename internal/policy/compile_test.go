@@ -187,3 +187,18 @@ func TestPerPodValuesBecomeConcatenationsAndOtherBracesStayText(t *testing.T) {
 		t.Error("a per-pod value naming a key that JSON escapes is accepted; the webhook would look it up escaped")
 	}
 }
+
+func TestATemplateSettingAFieldTheCompilerDoesNotKnowIsNotCompiled(t *testing.T) {
+	// As if spec.order had been added to the API after the compiler was written.
+	delete(compiledFields, "order")
+	t.Cleanup(func() { compiledFields["order"] = true })
+	st := readTemplates(t, "testdata/templates.yaml")[1] // first: order -3
+	res, err := Compile([]*v1alpha1.SidecarTemplate{st}, Options{InjectorNamespace: "sidecar-injector"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	why := res.NotCompilable[Key{st.Namespace, st.Name}]
+	if len(res.Served) != 0 || len(why) != 1 || why[0].Reason != ReasonUnknownField || !strings.Contains(why[0].Message, "spec.order") {
+		t.Errorf("served %v, reasons %+v: want it left to the webhook with %s naming spec.order", res.Served, why, ReasonUnknownField)
+	}
+}

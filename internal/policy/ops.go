@@ -61,11 +61,15 @@ func (u *unit) metadataOps() error {
 	empty := string(fresh)                                   // {"templates":[]}
 	only := strings.TrimSuffix(empty, "]}") + u.entry + "]}" // a record naming this template only
 	prefix := strings.TrimSuffix(empty, "]}")                // {"templates":[
-	// The record is read once ([x].map(s, ...)[0] binds it: this CEL has no cel.bind). A record the webhook or
-	// an earlier mutation wrote gets this template's entry appended; anything else is replaced, as the webhook
-	// replaces a record it cannot read.
-	merged := fmt.Sprintf("[%s].map(s, s.startsWith(%s) && s.endsWith(']}') ? (s == %s ? %s : s.substring(0, s.size() - 2) + ',' + %s + ']}') : %s)[0]",
-		record, celQuote(prefix), celQuote(empty), celQuote(only), celQuote(u.entry), celQuote(only))
+	// The record is read once ([x].map(s, ...)[0] binds it: this CEL has no cel.bind). In a record the webhook or
+	// an earlier mutation wrote, an entry of this template is replaced in place (entries hold no braces: the
+	// first '}' after it ends it), else this template's entry is appended; anything else is replaced whole, as
+	// the webhook replaces a record it cannot read.
+	merged := fmt.Sprintf("[%s].map(s, !(s.startsWith(%s) && s.endsWith(']}')) || s == %s ? %s : "+
+		"(s.contains(%s) ? [s.indexOf(%s)].map(i, s.substring(0, i) + %s + s.substring(s.indexOf('}', i) + 1))[0] : "+
+		"s.substring(0, s.size() - 2) + ',' + %s + ']}'))[0]",
+		record, celQuote(prefix), celQuote(empty), celQuote(only),
+		celQuote(u.entryPrefix), celQuote(u.entryPrefix), celQuote(u.entry), celQuote(u.entry))
 	annotations, err := u.mapOps("annotations", u.spec.Annotations, merged)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,7 +25,19 @@ const (
 	ReasonDNSConfig = "DNSConfigUnsupported"
 	// ReasonPerPodKey: a per-pod value in an annotation or label key, or one that names a key JSON escapes.
 	ReasonPerPodKey = "PerPodValueUnsupported"
+	// ReasonUnknownField: a spec field this compiler does not know (added to the API after it): never ignored.
+	ReasonUnknownField = "FieldUnsupported"
 )
+
+// compiledFields are the spec fields the compiler reproduces (or reports above). A template that sets any other
+// is not compiled: a field added to the API must be taught here before a policy may serve it.
+var compiledFields = map[string]bool{
+	"selector": true, "namespaceSelector": true, "order": true, "failurePolicy": true, "mode": true,
+	"containers": true, "containerPlacement": true, "initContainers": true, "initContainerPlacement": true,
+	"volumes": true, "volumeMounts": true, "env": true, "envFrom": true, "targetContainers": true,
+	"imagePullSecrets": true, "annotations": true, "labels": true, "shareProcessNamespace": true,
+	"hostAliases": true, "dnsConfig": true, "hostNetwork": true, "hostPID": true, "hostIPC": true, "parameters": true,
+}
 
 // Unsupported says why a template cannot be compiled: a reason per construct.
 type Unsupported struct {
@@ -46,6 +59,8 @@ type unit struct {
 	failures []failure
 	ops      []string // CEL lists of JSONPatch, applied in this order
 	entry    string   // the template's entry in the record, JSON
+	// entryPrefix is how the template's entry in the record starts: it finds the entry.
+	entryPrefix string
 	// firstContainers and firstInits count what this template puts in front of the pod's own lists, so that
 	// later templates insert behind it, as the webhook orders them.
 	firstContainers, firstInits int
@@ -67,12 +82,32 @@ func (u *unit) applies() string {
 	return cond
 }
 
+// applied is true, in the validating policy (which sees the pod after every mutation), when the template is in the
+// pod: the mutation wrote its current entry into the record, or the pod arrived with it injected. The entry is
+// checked first: between mutation and validation the API server may generate the pod's name, which per-pod
+// values rendered before it (so the rendering check alone would fail for {{ pod.name }}).
+func (u *unit) applied() string {
+	return fmt.Sprintf("(%s.contains(%s) || %s)", celAnnotation(v1alpha1.AnnotationStatus), celQuote(u.entry), u.recorded)
+}
+
 // unsupported lists every construct of the template that a policy cannot serve exactly.
 func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsupported {
 	var out []Unsupported
 	if t.Err != nil {
 		out = append(out, Unsupported{ReasonInvalid, t.Err.Error()})
 		return out
+	}
+	if m, err := jsonValue(spec); err == nil {
+		var unknown []string
+		for k := range m {
+			if !compiledFields[k] {
+				unknown = append(unknown, k)
+			}
+		}
+		slices.Sort(unknown)
+		for _, k := range unknown {
+			out = append(out, Unsupported{ReasonUnknownField, fmt.Sprintf("spec.%s is not known to the policy compiler", k)})
+		}
 	}
 	if len(spec.EnvFrom) > 0 {
 		out = append(out, Unsupported{ReasonEnvFrom, "spec.envFrom is added unless a container has an equal entry; a policy cannot compare whole entries"})
@@ -130,14 +165,64 @@ func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, 
 		return nil, err
 	}
 	u.entry = string(entry)
-	u.recorded = fmt.Sprintf("%s.contains(%s)", celAnnotation(v1alpha1.AnnotationStatus),
-		celQuote(fmt.Sprintf(`{"namespace":%q,"name":%q,`, t.Namespace, t.Name)))
+	u.entryPrefix = fmt.Sprintf(`{"namespace":%q,"name":%q,`, t.Namespace, t.Name)
+	// The record names the template, and every sidecar and volume it adds is in the pod as the template renders
+	// it (the webhook's check: a record copied from another pod, or written before the template changed, does
+	// not make it count as injected).
+	present := []string{fmt.Sprintf("%s.contains(%s)", celAnnotation(v1alpha1.AnnotationStatus), celQuote(u.entryPrefix))}
+	for _, l := range []struct {
+		list      string
+		items     []any
+		container bool
+	}{{"containers", anys(spec.Containers), true}, {"initContainers", anys(spec.InitContainers), true}, {"volumes", anys(spec.Volumes), false}} {
+		for _, it := range l.items {
+			c, err := u.renders(it, l.container)
+			if err != nil {
+				return nil, err
+			}
+			present = append(present, fmt.Sprintf("object.spec.?%s.orValue([]).exists(x, %s)", l.list, c))
+		}
+	}
+	u.recorded = "(" + strings.Join(present, " && ") + ")"
 
 	u.addFailures()
 	if err := u.addOps(earlier); err != nil {
 		return nil, err
 	}
 	return u, nil
+}
+
+func anys[T any](xs []T) []any {
+	out := make([]any, len(xs))
+	for i := range xs {
+		out[i] = &xs[i]
+	}
+	return out
+}
+
+// renders is the CEL for "the pod's element x is what the template renders", as the webhook checks it: image as
+// sameImage, imagePullPolicy and resources not compared (other webhooks rewrite them), the rest contained.
+func (u *unit) renders(obj any, container bool) (string, error) {
+	want, err := jsonValue(obj)
+	if err != nil {
+		return "", err
+	}
+	var terms []string
+	if container {
+		img, _ := want["image"].(string)
+		if placeholderRE.MatchString(img) {
+			return "", fmt.Errorf("an image with per-pod values cannot be compared")
+		}
+		terms = append(terms, sameImage(img, "x.image"))
+		delete(want, "image")
+		delete(want, "imagePullPolicy")
+		delete(want, "resources")
+	}
+	c, err := u.v.contains(want, "x", 0)
+	if err != nil {
+		return "", err
+	}
+	return strings.Join(append(terms, c), " && "), nil
 }
 
 func names(cs []corev1.Container) []string {

@@ -106,6 +106,10 @@ type Options struct {
 	// Log is the root of every logger of the server (the manager's, the webhook's, the controller's); the zero
 	// Logger means controller-runtime's global one (logf.Log), which the serve command sets.
 	Log logr.Logger
+	// EnablePolicyMode runs the controller that generates the admission policies of templates in spec.mode
+	// Policy or Auto. Off, every template is served by the webhook. It needs RBAC to write admission policies
+	// cluster-wide, which is why it is opt-in.
+	EnablePolicyMode bool
 
 	// TLSMode says where the serving certificate comes from: TLSModeExternal (the default: CertDir holds tls.crt
 	// and tls.key, provided by cert-manager, a Secret volume or the caller) or TLSModeSelfManaged (the injector
@@ -261,8 +265,10 @@ func Run(ctx context.Context, opts Options) error {
 		if err := r.SetupWithManager(ctx, mgr); err != nil {
 			return fmt.Errorf("cannot set up the template status controller: %w", err)
 		}
-		if err := setupPolicyController(mgr, opts); err != nil {
-			return err
+		if opts.EnablePolicyMode {
+			if err := setupPolicyController(mgr, opts); err != nil {
+				return err
+			}
 		}
 	}
 

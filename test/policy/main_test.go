@@ -198,7 +198,7 @@ func startServer(env *envtest.Environment, cfg *rest.Config) (func() error, erro
 	opts := server.Options{
 		RestConfig: rest.CopyConfig(cfg), CertDir: wo.LocalServingCertDir, WebhookHost: wo.LocalServingHost,
 		WebhookPort: wo.LocalServingPort, MetricsBindAddress: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
-		HealthProbeBindAddress: health, Namespace: injectorNS, WebhookConfigName: "sidecar-injector",
+		HealthProbeBindAddress: health, Namespace: injectorNS, WebhookConfigName: "sidecar-injector", EnablePolicyMode: true,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

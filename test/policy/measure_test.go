@@ -74,7 +74,7 @@ func TestMeasureAdmissionThroughTheAPIServer(t *testing.T) {
 		{"no injection (policy cluster, namespace not bound)", policyCluster, "bench-off"},
 		{"webhook (2 templates)", webhookCluster, "bench"},
 		{"policy (2 templates)", policyCluster, "bench"},
-		{"policy (2 templates applied, 20 more in the policy)", policyCluster, "bench"},
+		{"policy (2 templates, 20 more served in another namespace)", policyCluster, "bench"},
 	} {
 		if strings.Contains(ph.name, "20 more") {
 			withOthers(t, two)
@@ -91,8 +91,8 @@ func TestMeasureAdmissionThroughTheAPIServer(t *testing.T) {
 	}
 }
 
-// withOthers serves 20 more templates from the policy cluster's policy, in another namespace: a pod of bench
-// evaluates their mutations too (each finds the pod out of its scope).
+// withOthers serves 20 more templates in another namespace: with a policy per namespace, a pod of bench does
+// not meet them (before that split, each cost it about 1.5 ms per call of the policy plugin).
 func withOthers(t *testing.T, two []*v1alpha1.SidecarTemplate) {
 	all := slices.Clone(two)
 	for i := range 20 {
