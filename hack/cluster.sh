@@ -414,6 +414,8 @@ down() {
     [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   find /var/log/containers -maxdepth 1 -type l -lname "$CLUSTER_DIR/*" -delete 2>/dev/null || true
+  # Directories the kubelet and containerd 1.6's shims create at fixed paths; removed only when empty.
+  rmdir /var/log/containers /run/containerd/s /run/containerd 2>/dev/null || true
   # A clean slate for the next up, except the certificates and containerd's images (root/).
   rm -rf "$RUN" "$CLUSTER_DIR/etcd" "$CLUSTER_DIR/kubelet" "$CLUSTER_DIR/pod-logs" "$CLUSTER_DIR/cni" \
     "$CTRD/state" "$CLUSTER_DIR/kubelet-plugins" "$CTRD/runc"
