@@ -8,6 +8,8 @@
 CONTROLLER_TOOLS_VERSION ?= v0.21.0
 KUBERNETES_VERSION       ?= v1.37.1
 ETCD_VERSION             ?= v3.6.8
+# containerd for the one-node cluster (hack/cluster.sh), built from Go modules like the Kubernetes binaries.
+CONTAINERD_VERSION       ?= v2.4.2
 GOTESTSUM_VERSION        ?= v1.13.0
 # staticcheck 2026.2.2, the current release; its go.mod asks for go1.26.0, so it builds with this repo's Go.
 STATICCHECK_VERSION      ?= v0.8.2
@@ -222,8 +224,9 @@ control-plane: ## Build kube-apiserver and etcd from Go modules into bin/, for e
 	BIN_DIR="$(LOCALBIN)" KUBERNETES_VERSION="$(KUBERNETES_VERSION)" ETCD_VERSION="$(ETCD_VERSION)" hack/build-control-plane.sh
 
 .PHONY: cluster-binaries
-cluster-binaries: ## Also build kubelet, kube-controller-manager, kube-scheduler and kube-proxy, for hack/cluster.sh.
-	BIN_DIR="$(LOCALBIN)" KUBERNETES_VERSION="$(KUBERNETES_VERSION)" ETCD_VERSION="$(ETCD_VERSION)" hack/build-control-plane.sh node
+cluster-binaries: ## Also build kubelet, kube-controller-manager, kube-scheduler, kube-proxy and containerd, for hack/cluster.sh.
+	BIN_DIR="$(LOCALBIN)" KUBERNETES_VERSION="$(KUBERNETES_VERSION)" ETCD_VERSION="$(ETCD_VERSION)" \
+		CONTAINERD_VERSION="$(CONTAINERD_VERSION)" hack/build-control-plane.sh node
 
 .PHONY: tools
 tools: controller-gen gotestsum staticcheck promtool cyclonedx-gomod ## Install the Go tools.

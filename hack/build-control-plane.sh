@@ -3,7 +3,8 @@
 #
 #   hack/build-control-plane.sh            etcd and kube-apiserver, for envtest and `make demo`
 #   hack/build-control-plane.sh node       also kube-controller-manager, kube-scheduler, kube-proxy and kubelet,
-#                                          for the one-node cluster of hack/cluster.sh (test/e2e)
+#                                          and containerd (with its runc shim and ctr) at CONTAINERD_VERSION, for
+#                                          the one-node cluster of hack/cluster.sh (test/e2e)
 #
 # Why build: the envtest binary download service is not reachable from CI, and the Go module proxy is.
 # Each binary is built in a throw-away module that requires the upstream module at the pinned version and
@@ -99,4 +100,32 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   vpkg=k8s.io/component-base/version
   ld="-s -w -X $vpkg.gitVersion=$KUBERNETES_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2) -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
   build_in_module "${missing[*]}" k8s.io/kubernetes "$KUBERNETES_VERSION" "${pkgs[*]}" "$staging" "$ld"
+fi
+
+# containerd v2 builds as it is published (`go install module@version`, no replaces to map), without cgo; the
+# build tags leave out the snapshotters that need cgo or kernel features this cluster does not use. Debian 12's
+# containerd 1.6 runs the cluster too, but it is past its upstream end of life.
+if [[ "${1:-}" == node ]]; then
+  CONTAINERD_VERSION=${CONTAINERD_VERSION:?set CONTAINERD_VERSION, e.g. v2.4.2}
+  ctrd_names=(containerd containerd-shim-runc-v2 ctr)
+  missing=()
+  for n in "${ctrd_names[@]}"; do stamp_ok "$n" "$CONTAINERD_VERSION" || missing+=("$n"); done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "containerd $CONTAINERD_VERSION already in $BIN_DIR"
+  else
+    log "building containerd $CONTAINERD_VERSION (containerd, containerd-shim-runc-v2, ctr) from Go modules"
+    gobin=$(mktemp -d)
+    mod=github.com/containerd/containerd/v2
+    pkgs=()
+    for n in "${ctrd_names[@]}"; do pkgs+=("$mod/cmd/$n@$CONTAINERD_VERSION"); done
+    CGO_ENABLED=0 GOBIN=$gobin GOFLAGS=-mod=mod go install -trimpath -tags "no_btrfs no_devmapper no_zfs" \
+      -ldflags "-s -w -X $mod/version.Version=${CONTAINERD_VERSION#v}" "${pkgs[@]}" ||
+      { rm -rf "$gobin"; fail "build of containerd $CONTAINERD_VERSION failed; see the go output above"; }
+    for n in "${ctrd_names[@]}"; do
+      mv -f "$gobin/$n" "$BIN_DIR/$n"
+      echo "$CONTAINERD_VERSION" > "$BIN_DIR/.$n.version"
+    done
+    rm -rf "$gobin"
+    log "built $BIN_DIR/containerd, containerd-shim-runc-v2 and ctr"
+  fi
 fi

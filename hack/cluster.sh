@@ -5,9 +5,9 @@
 #   hack/cluster.sh down    stop it and remove everything it created but the images and certificates
 #   hack/cluster.sh status  say whether it runs
 #
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy (iptables mode) and kubelet from
-# bin/ (`make cluster-binaries`), containerd, runc and the CNI bridge + host-local plugins from Debian packages
-# (installed when missing). Every image in bin/images/*.tar (`make image e2e-images`) is imported into the node's
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy (iptables mode), kubelet and
+# containerd v2 from bin/ (`make cluster-binaries`), runc and the CNI bridge + host-local plugins from Debian
+# packages (installed when missing; Debian's containerd 1.6 too when bin/ has none, and it works as well). Every image in bin/images/*.tar (`make image e2e-images`) is imported into the node's
 # containerd; no registry is ever contacted.
 #
 # Network: pods get addresses from 198.18.0.0/24 on the bridge sie2e0 (198.18.0.1, the node's address, where the
@@ -58,6 +58,8 @@ die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 # has PATTERN: stdin has a line matching PATTERN. Unlike `cmd | grep -q`, it reads all of stdin, so that under
 # pipefail a long output (iptables-save) does not fail the pipeline with SIGPIPE when grep stops early.
 has() { [[ $(grep -c -- "$1") -gt 0 ]]; }
+# ctr: bin/ctr (built with containerd), else Debian's.
+ctr() { if [[ -x $BIN_DIR/ctr ]]; then "$BIN_DIR/ctr" "$@"; else command ctr "$@"; fi; }
 pid_of() { local f=$RUN/$1.pid; [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"; }
 # api PATH: GET from the API server as the admin (curl, so that up needs no kubectl).
 api() { curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "https://$NODE_IP:$API_PORT$1"; }
@@ -84,7 +86,8 @@ preflight() {
 # install_node_packages: containerd, runc, the CNI plugins, iptables and openssl from Debian, when missing.
 install_node_packages() {
   local want=()
-  command -v containerd >/dev/null || want+=(containerd)
+  # containerd comes from bin/ (`make cluster-binaries`); Debian's 1.6 is the fallback when it is not there.
+  [[ -x $BIN_DIR/containerd ]] || command -v containerd >/dev/null || want+=(containerd)
   command -v runc >/dev/null || want+=(runc)
   [[ -x $CNI_BIN_DIR/bridge && -x $CNI_BIN_DIR/host-local && -x $CNI_BIN_DIR/loopback ]] || want+=(containernetworking-plugins)
   command -v iptables >/dev/null || want+=(iptables)
@@ -272,7 +275,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         SystemdCgroup = false
         Root = "$CTRD/runc"
 EOF
-  start containerd --config "$CTRD/config.toml"
+  # PATH: containerd finds its runc shim (containerd-shim-runc-v2) next to it in bin/.
+  PATH=$BIN_DIR:$PATH start containerd --config "$CTRD/config.toml"
   wait_for containerd 60 ctr --address "$SOCK" version
   local f
   for f in "$IMAGE_DIR"/*.tar; do import_image "$f"; done
@@ -414,6 +418,8 @@ down() {
     [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   find /var/log/containers -maxdepth 1 -type l -lname "$CLUSTER_DIR/*" -delete 2>/dev/null || true
+  # Directories the kubelet and containerd 1.6's shims create at fixed paths; removed only when empty.
+  rmdir /var/log/containers /run/containerd/s /run/containerd 2>/dev/null || true
   # A clean slate for the next up, except the certificates and containerd's images (root/).
   rm -rf "$RUN" "$CLUSTER_DIR/etcd" "$CLUSTER_DIR/kubelet" "$CLUSTER_DIR/pod-logs" "$CLUSTER_DIR/cni" \
     "$CTRD/state" "$CLUSTER_DIR/kubelet-plugins" "$CTRD/runc"

@@ -102,7 +102,11 @@ func helm(t *testing.T, args ...string) string {
 func tagImage(t *testing.T, src, dst string) {
 	t.Helper()
 	sock := filepath.Join(repoRoot, "bin", "cluster", "containerd", "containerd.sock")
-	out, err := exec.Command("ctr", "--address", sock, "-n", "k8s.io", "images", "tag", "--force", src, dst).CombinedOutput()
+	ctr := filepath.Join(repoRoot, "bin", "ctr") // built with containerd by `make cluster-binaries`
+	if _, err := os.Stat(ctr); err != nil {
+		ctr = "ctr" // Debian's containerd package
+	}
+	out, err := exec.Command(ctr, "--address", sock, "-n", "k8s.io", "images", "tag", "--force", src, dst).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ctr images tag %s %s: %v\n%s", src, dst, err, out)
 	}
