@@ -77,10 +77,59 @@ func TestWhatATemplateAdds(t *testing.T) {
 			check:     expectInitContainers("i1", "native", "regular"),
 		},
 		{
-			name:      "init containers are added to a pod that has none (absent array created whole)",
+			name:      "init containers are added to a pod that has none (absent array created whole), in the author's order",
 			pod:       podWith("  containers: [{name: app, image: a}]"),
 			templates: one("  initContainers: [{name: regular, image: r}, {name: native, image: n, restartPolicy: Always}]"),
-			check:     expectInitContainers("native", "regular"),
+			check:     expectInitContainers("regular", "native"),
+		},
+		{
+			name:      "under Auto, init containers up to the template's last native sidecar go before the pod's own, the rest after",
+			pod:       podWith("  initContainers: [{name: migrate, image: m}]\n  containers: [{name: app, image: a}]"),
+			templates: one("  initContainers: [{name: mesh-init, image: i}, {name: envoy, image: e, restartPolicy: Always}, {name: warm, image: w}]"),
+			check:     expectInitContainers("mesh-init", "envoy", "migrate", "warm"),
+		},
+		{
+			name:       "a pod that runs to completion gets the containers as native sidecars after the template's own leading init containers",
+			pod:        podWith("  restartPolicy: Never\n  initContainers: [{name: migrate, image: m}]\n  containers: [{name: app, image: a}]"),
+			templates:  one("  containers: [{name: shipper, image: s}]\n  initContainers: [{name: mesh-init, image: i}, {name: envoy, image: e, restartPolicy: Always}]"),
+			noWarnings: true,
+			check: func(t *testing.T, _ *Result, p *corev1.Pod) {
+				expectInitContainers("mesh-init", "envoy", "shipper", "migrate")(t, nil, p)
+				expectContainers("app")(t, nil, p)
+				for _, c := range p.Spec.InitContainers {
+					if c.Name == "shipper" && (c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways) {
+						t.Errorf("shipper has restartPolicy %v, want Always (a native sidecar)", c.RestartPolicy)
+					}
+				}
+			},
+		},
+		{
+			name:      "jobPolicy Keep adds regular containers to an OnFailure pod and warns that it will not complete",
+			pod:       podWith("  restartPolicy: OnFailure\n  containers: [{name: app, image: a}]"),
+			templates: one("  jobPolicy: Keep\n  containers: [{name: shipper, image: s}]"),
+			warnHas:   []string{`sidecar template "t" adds regular containers to a pod that runs to completion`, "jobPolicy to Native"},
+			check:     expectContainers("app", "shipper"),
+		},
+		{
+			name:      "jobPolicy Skip leaves a Never pod without the template, with its own reason",
+			pod:       podWith("  restartPolicy: Never\n  containers: [{name: app, image: a}]"),
+			templates: one("  jobPolicy: Skip\n  containers: [{name: shipper, image: s}]"),
+			decisions: []want{{"team-a", "t", OutcomeNotApplicable, ReasonJobPolicySkip}},
+			noPatch:   true,
+		},
+		{
+			name:      "jobPolicy Skip still injects into a pod that runs until deleted",
+			pod:       podWith("  restartPolicy: Always\n  containers: [{name: app, image: a}]"),
+			templates: one("  jobPolicy: Skip\n  containers: [{name: shipper, image: s}]"),
+			decisions: []want{{"team-a", "t", I, ReasonRequested}},
+			check:     expectContainers("app", "shipper"),
+		},
+		{
+			name:      "an unknown jobPolicy makes the template invalid, naming the field",
+			pod:       podWith("  restartPolicy: Never\n  containers: [{name: app, image: a}]"),
+			templates: one("  jobPolicy: Sometimes\n  containers: [{name: shipper, image: s}]"),
+			denied:    true,
+			denyHas:   []string{"spec.jobPolicy must be Native, Skip or Keep"},
 		},
 		{
 			name:      "volumes are appended, shared with the sidecars",

@@ -217,9 +217,7 @@ func (s *state) commit(t *Template, in *instance, p *plan) *Added {
 		s.containers.after = appendItems(s.containers.after, p.containers)
 	}
 	for i, c := range p.inits {
-		first := t.initPlace == v1alpha1.InitContainerPlacementFirst ||
-			(t.initPlace == v1alpha1.InitContainerPlacementAuto && p.initNative[i])
-		if first {
+		if p.initFirst[i] {
 			s.inits.before = append(s.inits.before, c)
 		} else {
 			s.inits.after = append(s.inits.after, c)

@@ -189,22 +189,28 @@ func frontIndex(earlier []*unit, count func(*unit) int) string {
 	return "(" + strings.Join(terms, " + ") + ")"
 }
 
-// initOps adds the template's init containers: native sidecars in front of the pod's own under Auto, all of them
-// in front under First, the others behind.
+// initOps adds the template's init containers as the engine places them: under Auto those up to and including
+// the last native sidecar in front of the pod's own (the author's order kept), the rest behind; all of them in
+// front under First, behind under Last.
 func (u *unit) initOps(earlier []*unit) error {
 	cs := u.spec.InitContainers
 	if len(cs) == 0 {
 		return nil
 	}
 	place := u.spec.InitContainerPlacement
+	lastNative := -1
+	for i := range cs {
+		if cs[i].RestartPolicy != nil && *cs[i].RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			lastNative = i
+		}
+	}
 	var front, back []string
 	for i := range cs {
 		lit, err := u.item(&cs[i])
 		if err != nil {
 			return err
 		}
-		native := cs[i].RestartPolicy != nil && *cs[i].RestartPolicy == corev1.ContainerRestartPolicyAlways
-		if place == v1alpha1.InitContainerPlacementFirst || (place != v1alpha1.InitContainerPlacementLast && native) {
+		if place == v1alpha1.InitContainerPlacementFirst || (place != v1alpha1.InitContainerPlacementLast && i <= lastNative) {
 			front = append(front, lit)
 		} else {
 			back = append(back, lit)

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -24,6 +25,9 @@ const (
 	ReasonDNSConfig = "DNSConfigUnsupported"
 	// ReasonPerPodKey: a per-pod value in an annotation or label key, or one that names a key JSON escapes.
 	ReasonPerPodKey = "PerPodValueUnsupported"
+	// ReasonJobPolicy: what containers become depends on whether the pod runs to completion (spec.jobPolicy):
+	// Native turns them into native sidecars, Keep warns; a policy does neither. Skip compiles (a condition).
+	ReasonJobPolicy = "JobPolicyUnsupported"
 )
 
 // Unsupported says why a template cannot be compiled: a reason per construct.
@@ -74,6 +78,10 @@ func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsup
 		out = append(out, Unsupported{ReasonInvalid, t.Err.Error()})
 		return out
 	}
+	if jp := cmp.Or(spec.JobPolicy, v1alpha1.JobPolicyNative); len(spec.Containers) > 0 && jp != v1alpha1.JobPolicySkip {
+		out = append(out, Unsupported{ReasonJobPolicy, fmt.Sprintf("spec.jobPolicy %s: in pods that run to completion (restartPolicy Never or OnFailure) spec.containers %s; a policy adds them as regular containers to every pod (jobPolicy Skip compiles)", jp,
+			map[v1alpha1.JobPolicy]string{v1alpha1.JobPolicyNative: "become native sidecars", v1alpha1.JobPolicyKeep: "come with an admission warning"}[jp])})
+	}
 	if len(spec.EnvFrom) > 0 {
 		out = append(out, Unsupported{ReasonEnvFrom, "spec.envFrom is added unless a container has an equal entry; a policy cannot compare whole entries"})
 	}
@@ -108,6 +116,9 @@ func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, 
 	u.wanted = u.request
 	if spec.Selector != nil {
 		u.wanted = "(" + u.request + " || " + selectorCEL(spec.Selector, celLabels) + ")"
+	}
+	if spec.JobPolicy == v1alpha1.JobPolicySkip { // pods that run to completion are left without the template
+		u.wanted = "(" + u.wanted + " && !(has(object.spec.restartPolicy) && object.spec.restartPolicy in ['Never', 'OnFailure']))"
 	}
 	if t.ClusterWide {
 		notShadowed := "true"

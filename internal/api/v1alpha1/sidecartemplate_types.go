@@ -41,6 +41,24 @@ const (
 	InitContainerPlacementLast InitContainerPlacement = "Last"
 )
 
+// JobPolicy says what a template's containers become in a pod that runs to completion (restartPolicy Never or
+// OnFailure: Jobs, CronJobs, workflow steps), where a regular sidecar container that never exits keeps the pod
+// from ever completing.
+// +kubebuilder:validation:Enum=Native;Skip;Keep
+type JobPolicy string
+
+const (
+	// JobPolicyNative adds the template's containers to such pods as native sidecars (init containers with
+	// restartPolicy: Always, placed before the pod's own init containers), which the kubelet stops when the
+	// application's containers have finished, so the pod can complete.
+	JobPolicyNative JobPolicy = "Native"
+	// JobPolicySkip leaves such pods without the template (decision reason JobPolicySkip).
+	JobPolicySkip JobPolicy = "Skip"
+	// JobPolicyKeep adds the containers as regular containers, with an admission warning: the pod completes only
+	// if they exit by themselves.
+	JobPolicyKeep JobPolicy = "Keep"
+)
+
 // Mode says what serves a template: the webhook, or admission policies that the API server applies itself.
 // +kubebuilder:validation:Enum=Webhook;Policy;Auto
 type Mode string
@@ -129,6 +147,15 @@ type SidecarTemplateSpec struct {
 	// spec, and a defaulted field would make every pod injected before it look outdated.
 	// +optional
 	Mode Mode `json:"mode,omitempty"`
+
+	// jobPolicy says what containers become in a pod that runs to completion (restartPolicy Never or
+	// OnFailure): Native adds them as native sidecars (init containers with restartPolicy: Always, placed as
+	// native sidecars are) so that the pod can complete; Skip leaves such pods without this template; Keep adds
+	// them as regular containers, with an admission warning that the pod will not complete unless they exit by
+	// themselves. Pods that run until deleted (restartPolicy Always) are not affected. Absent means Native; no
+	// default is written into stored templates, for the same reason as mode's.
+	// +optional
+	JobPolicy JobPolicy `json:"jobPolicy,omitempty"`
 
 	// containers are added to spec.containers. Names are fixed (no per-pod values). Absent means none.
 	// +optional
