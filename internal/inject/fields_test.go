@@ -104,6 +104,50 @@ func TestWhatATemplateAdds(t *testing.T) {
 			},
 		},
 		{
+			name:       "targetContainers may name the pod's own init container: it gets env and mounts, without a warning",
+			pod:        podWith("  initContainers: [{name: migrate, image: m}, {name: seed, image: s}]\n  containers: [{name: app, image: a}]"),
+			templates:  one("  targetContainers: [migrate, app]\n  env: [{name: DB_PASSWORD_FILE, value: /vault/secrets/db}]\n  volumes: [{name: secrets, emptyDir: {}}]\n  volumeMounts: [{name: secrets, mountPath: /vault/secrets}]"),
+			noWarnings: true,
+			check: func(t *testing.T, _ *Result, p *corev1.Pod) {
+				for _, c := range p.Spec.InitContainers {
+					_, mounted := mountAt(c, "/vault/secrets")
+					if named := c.Name == "migrate"; mounted != named || (len(c.Env) == 1) != named {
+						t.Errorf("init container %s: mounted %t, env %v; only migrate, which targetContainers names, gets them", c.Name, mounted, c.Env)
+					}
+				}
+				if _, ok := mountAt(container(t, p, "app"), "/vault/secrets"); !ok {
+					t.Errorf("app, also named, has no mount")
+				}
+			},
+		},
+		{
+			name:      "without targetContainers the pod's init containers get nothing",
+			pod:       podWith("  initContainers: [{name: migrate, image: m}]\n  containers: [{name: app, image: a}]"),
+			templates: one("  env: [{name: X, value: x}]"),
+			check: func(t *testing.T, _ *Result, p *corev1.Pod) {
+				if e := p.Spec.InitContainers[0].Env; len(e) != 0 {
+					t.Errorf("migrate got env %v", e)
+				}
+				if e := container(t, p, "app").Env; len(e) != 1 {
+					t.Errorf("app got env %v, want X", e)
+				}
+			},
+		},
+		{
+			name:      "an init container named in targetContainers keeps its index while the template's native sidecar goes in front",
+			pod:       podWith("  initContainers: [{name: migrate, image: m, env: [{name: A, value: a}]}]\n  containers: [{name: app, image: a}]"),
+			templates: one("  targetContainers: [migrate]\n  initContainers: [{name: agent, image: g, restartPolicy: Always}]\n  env: [{name: X, value: x}]"),
+			check: func(t *testing.T, _ *Result, p *corev1.Pod) {
+				expectInitContainers("agent", "migrate")(t, nil, p)
+				if e := p.Spec.InitContainers[1].Env; len(e) != 2 || e[1].Name != "X" {
+					t.Errorf("migrate env %v, want A then X", e)
+				}
+				if e := p.Spec.InitContainers[0].Env; len(e) != 0 {
+					t.Errorf("the template's own agent got env %v", e)
+				}
+			},
+		},
+		{
 			name:      "jobPolicy Keep adds regular containers to an OnFailure pod and warns that it will not complete",
 			pod:       podWith("  restartPolicy: OnFailure\n  containers: [{name: app, image: a}]"),
 			templates: one("  jobPolicy: Keep\n  containers: [{name: shipper, image: s}]"),

@@ -292,7 +292,7 @@ func (s *state) targets(t *Template, in *instance, p *plan) []targetAdds {
 	}
 	if len(t.targets) == 0 {
 		for i := range s.apps {
-			if a := &s.apps[i]; !a.sidecar {
+			if a := &s.apps[i]; !a.sidecar && !a.init {
 				out = append(out, targetAdds{a: a})
 			}
 		}

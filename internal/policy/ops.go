@@ -106,7 +106,7 @@ func (u *unit) mapOps(field string, m map[string]string, record string) (string,
 }
 
 // appOps adds the template's env vars and volume mounts to each target container that does not have them
-// (by name, by mount path).
+// (by name, by mount path): the pod's containers, and the init containers targetContainers names.
 func (u *unit) appOps() error {
 	for _, l := range []struct {
 		field string
@@ -131,11 +131,18 @@ func (u *unit) appOps() error {
 			}
 			items = append(items, lit)
 		}
-		path := fmt.Sprintf("'/spec/containers/' + string(i) + '/%s'", l.field)
 		missing := fmt.Sprintf("[%s].filter(e, !c.?%s.orValue([]).exists(x, x.%s == e.%s))", strings.Join(items, ", "), l.field, keyField, keyField)
-		ops := fmt.Sprintf("[%s].map(m, has(c.%s) ? m.map(e, %s) : (m.size() > 0 ? [%s] : []))[0]", missing, l.field,
-			patchOp("add", path+" + '/-'", "e"), patchOp("add", path, "m"))
-		u.ops = append(u.ops, fmt.Sprintf("object.spec.containers.transformList(i, c, %s, %s).flatten()", u.target("c"), ops))
+		ops := func(list string) string {
+			path := fmt.Sprintf("'/spec/%s/' + string(i) + '/%s'", list, l.field)
+			return fmt.Sprintf("[%s].map(m, has(c.%s) ? m.map(e, %s) : (m.size() > 0 ? [%s] : []))[0]", missing, l.field,
+				patchOp("add", path+" + '/-'", "e"), patchOp("add", path, "m"))
+		}
+		u.ops = append(u.ops, fmt.Sprintf("object.spec.containers.transformList(i, c, %s, %s).flatten()", u.target("c"), ops("containers")))
+		if len(u.spec.TargetContainers) > 0 {
+			// Init containers only when named, and never one a template added (the record names it).
+			u.ops = append(u.ops, fmt.Sprintf("object.spec.?initContainers.orValue([]).transformList(i, c, (c.name in %s && !%s), %s).flatten()",
+				celStringList(u.spec.TargetContainers), recordedIn("initContainers", "c"), ops("initContainers")))
+		}
 	}
 	return nil
 }

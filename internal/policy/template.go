@@ -78,10 +78,6 @@ func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsup
 		out = append(out, Unsupported{ReasonInvalid, t.Err.Error()})
 		return out
 	}
-	if jp := cmp.Or(spec.JobPolicy, v1alpha1.JobPolicyNative); len(spec.Containers) > 0 && jp != v1alpha1.JobPolicySkip {
-		out = append(out, Unsupported{ReasonJobPolicy, fmt.Sprintf("spec.jobPolicy %s: in pods that run to completion (restartPolicy Never or OnFailure) spec.containers %s; a policy adds them as regular containers to every pod (jobPolicy Skip compiles)", jp,
-			map[v1alpha1.JobPolicy]string{v1alpha1.JobPolicyNative: "become native sidecars", v1alpha1.JobPolicyKeep: "come with an admission warning"}[jp])})
-	}
 	if len(spec.EnvFrom) > 0 {
 		out = append(out, Unsupported{ReasonEnvFrom, "spec.envFrom is added unless a container has an equal entry; a policy cannot compare whole entries"})
 	}
@@ -90,6 +86,10 @@ func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsup
 	}
 	if spec.DNSConfig != nil {
 		out = append(out, Unsupported{ReasonDNSConfig, "spec.dnsConfig is merged into the pod's dnsConfig; a policy does not merge it"})
+	}
+	if jp := cmp.Or(spec.JobPolicy, v1alpha1.JobPolicyNative); len(spec.Containers) > 0 && jp != v1alpha1.JobPolicySkip {
+		out = append(out, Unsupported{ReasonJobPolicy, fmt.Sprintf("spec.jobPolicy %s: in pods that run to completion (restartPolicy Never or OnFailure) spec.containers %s; a policy adds them as regular containers to every pod (jobPolicy Skip compiles)", jp,
+			map[v1alpha1.JobPolicy]string{v1alpha1.JobPolicyNative: "become native sidecars", v1alpha1.JobPolicyKeep: "come with an admission warning"}[jp])})
 	}
 	for field, m := range map[string]map[string]string{"annotations": spec.Annotations, "labels": spec.Labels} {
 		for k := range m {
@@ -236,9 +236,13 @@ func (u *unit) bools() []boolSetting {
 
 // sidecar is true for a container that the pod's record names as a template's: never an application container.
 // The record is read as text (CEL has no JSON decoder): each "containers" list of an entry, up to its "]".
-func sidecar(c string) string {
-	return fmt.Sprintf(`%s.split('"containers":[').exists(p, !p.startsWith('{"templates"') && p.contains(']') && `+
-		`p.substring(0, p.indexOf(']')).split(',').exists(q, q == '"' + %s.name + '"'))`, celAnnotation(v1alpha1.AnnotationStatus), c)
+func sidecar(c string) string { return recordedIn("containers", c) }
+
+// recordedIn is true when the pod's record names container c in one of its entries' list ("containers" or
+// "initContainers"). The record is read as text (CEL has no JSON decoder): each such list, up to its "]".
+func recordedIn(list, c string) string {
+	return fmt.Sprintf(`%s.split('"%s":[').exists(p, !p.startsWith('{"templates"') && p.contains(']') && `+
+		`p.substring(0, p.indexOf(']')).split(',').exists(q, q == '"' + %s.name + '"'))`, celAnnotation(v1alpha1.AnnotationStatus), list, c)
 }
 
 // target is true for a container that receives the template's volumeMounts and env.

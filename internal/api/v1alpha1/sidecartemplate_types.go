@@ -32,8 +32,9 @@ const (
 type InitContainerPlacement string
 
 const (
-	// InitContainerPlacementAuto puts native sidecars (restartPolicy: Always) before the pod's own init
-	// containers, so that those can use them, and other init containers after the pod's own.
+	// InitContainerPlacementAuto keeps the template's order: its init containers up to and including its last
+	// native sidecar (restartPolicy: Always) go before the pod's own init containers, so that those can use
+	// them, and the rest after the pod's own.
 	InitContainerPlacementAuto InitContainerPlacement = "Auto"
 	// InitContainerPlacementFirst puts every init container of the template before the pod's own.
 	InitContainerPlacementFirst InitContainerPlacement = "First"
@@ -183,9 +184,9 @@ type SidecarTemplateSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(c, !has(c.restartPolicy) || c.restartPolicy == 'Always')",message="an init container's restartPolicy can only be Always (a native sidecar)"
 	InitContainers []corev1.Container `json:"initContainers,omitempty"`
 
-	// initContainerPlacement says where initContainers go: Auto puts native sidecars before the pod's own init
-	// containers (so those can use them) and other init containers after; First and Last put all of them before
-	// or after the pod's own. Absent means Auto.
+	// initContainerPlacement says where initContainers go: Auto keeps the template's order, putting those up to
+	// and including its last native sidecar before the pod's own init containers (so those can use them) and
+	// the rest after; First and Last put all of them before or after the pod's own. Absent means Auto.
 	// +optional
 	// +kubebuilder:default=Auto
 	InitContainerPlacement InitContainerPlacement `json:"initContainerPlacement,omitempty"`
@@ -222,9 +223,10 @@ type SidecarTemplateSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	EnvFrom []corev1.EnvFromSource `json:"envFrom,omitempty"`
 
-	// targetContainers names the application containers that receive volumeMounts, env and envFrom. Absent
-	// means all of the pod's own containers (never the sidecars that templates add). A name the pod does not
-	// have is reported in an admission warning.
+	// targetContainers names the application containers that receive volumeMounts, env and envFrom; it may
+	// name the pod's own init containers, which receive them only when named. Absent means all of the pod's own
+	// containers (never its init containers, nor the sidecars that templates add). A name the pod does not have
+	// is reported in an admission warning.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
