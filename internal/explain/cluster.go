@@ -85,7 +85,7 @@ func (c *ClusterSource) NamespaceLabels(ctx context.Context, namespace string) (
 // it with the context's namespace ("" when it names none).
 func NewClient(kubeconfig, kubeContext string) (client.Client, string, error) {
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig},
+		loadingRules(kubeconfig),
 		&clientcmd.ConfigOverrides{CurrentContext: kubeContext})
 	cfg, err := cc.ClientConfig()
 	if err != nil {
@@ -106,4 +106,12 @@ func NewClient(kubeconfig, kubeContext string) (client.Client, string, error) {
 		return nil, "", fmt.Errorf("client for %s: %w", cfg.Host, err)
 	}
 	return cl, ns, nil
+}
+
+// loadingRules find the kubeconfig as kubectl does: the explicit path, else $KUBECONFIG (a list of files), else
+// ~/.kube/config.
+func loadingRules(kubeconfig string) *clientcmd.ClientConfigLoadingRules {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	return rules
 }
