@@ -2,6 +2,7 @@ package explain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -88,6 +89,9 @@ func NewClient(kubeconfig, kubeContext string) (client.Client, string, error) {
 		loadingRules(kubeconfig),
 		&clientcmd.ConfigOverrides{CurrentContext: kubeContext})
 	cfg, err := cc.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		return nil, "", errors.New("no cluster to read templates from: give --templates FILE (offline), --kubeconfig PATH, or set $KUBECONFIG")
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}
