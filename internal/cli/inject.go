@@ -27,6 +27,7 @@ type injectOptions struct {
 	injectorNamespace string
 	namespaceLabels   map[string]string
 	output            string
+	strict            bool
 }
 
 // NewInjectCommand returns the `inject` command: offline injection of pods and workloads read from files.
@@ -51,6 +52,12 @@ A document whose pod is denied, or that cannot be read, is reported on stderr wi
 number (counting from 1, empty documents not counted) and left out of the output; the other documents are
 still written and the command exits non-zero. Engine warnings go to stderr, prefixed "Warning:".
 
+A document that asks for injection where nothing reads the request — sidecar.dev/inject on a workload's own
+metadata instead of its pod template's, or on a kind inject does not know (an Argo Rollout, a PodTemplate) — is
+reported on stderr as a warning and written unchanged in that respect; with --strict the command then exits
+non-zero. The default is a warning so that pipelines over mixed manifests (where such annotations may be meant
+for another tool) keep working; CI should pass --strict.
+
 Per-pod values that a pod template does not have yet (the pod's name, for instance) are substituted as the
 webhook would see them for a pod without them: prefer the downward API for those.`,
 		Example: `  sidecar-injector inject -f deploy.yaml --templates sidecars.yaml --namespace team-a
@@ -71,6 +78,8 @@ webhook would see them for a pod without them: prefer the downward API for those
 	f.StringToStringVar(&o.namespaceLabels, "namespace-labels", nil,
 		"labels of the namespace the objects are created in, key=value,... (for namespaceSelectors and "+
 			v1alpha1.LabelInjection+"="+v1alpha1.LabelInjectionDisabled+"); "+labelNamespaceName+" is set to the namespace's name")
+	f.BoolVar(&o.strict, "strict", false, "exit non-zero when a document asks for injection where nothing reads the request "+
+		"(an unknown kind, or "+v1alpha1.AnnotationInject+" on a workload's own metadata); without it they are warnings")
 	f.StringVarP(&o.output, "output", "o", "yaml",
 		"output format: yaml (documents separated by ---) or json (the object, or a v1 List of them when there are several)")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"yaml", "json"}, cobra.ShellCompDirectiveNoFileComp))
@@ -102,9 +111,13 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	failed, written := 0, 0
+	failed, written, misplaced := 0, 0, 0
 	var injected []map[string]any // for -o json, written at the end
 	for _, doc := range docs {
+		if msg := o.misplacedRequest(doc); msg != "" {
+			misplaced++
+			fmt.Fprintf(stderr, "Warning: %s\n", msg)
+		}
 		obj, err := o.injectDocument(doc, templates, stderr)
 		if err != nil {
 			failed++
@@ -138,7 +151,37 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 	if failed > 0 {
 		return fmt.Errorf("%s: %d of %d documents could not be injected (left out of the output)", fileDisplayName(o.filename), failed, len(docs))
 	}
+	if misplaced > 0 && o.strict {
+		return fmt.Errorf("%s: %d of %d documents ask for injection where nothing reads the request (--strict)", fileDisplayName(o.filename), misplaced, len(docs))
+	}
 	return nil
+}
+
+// podKinds are the kinds whose pods inject finds (workload.Pods); a List is looked into item by item.
+var podKinds = map[string]bool{"Pod": true, "Deployment": true, "StatefulSet": true, "DaemonSet": true, "ReplicaSet": true,
+	"ReplicationController": true, "Job": true, "CronJob": true, "List": true}
+
+// misplacedRequest says why a document asks for injection (sidecar.dev/inject on its own metadata) where
+// nothing reads it, or returns "". A workload's own annotations never reach its pods: the webhook and inject
+// read the pod template's. An unknown kind (an Argo Rollout, a PodTemplate) passes through uninjected.
+func (o *injectOptions) misplacedRequest(doc workload.Document) string {
+	if doc.Err != nil || doc.Object == nil {
+		return ""
+	}
+	meta, _ := doc.Object["metadata"].(map[string]any)
+	annotations, _ := meta["annotations"].(map[string]any)
+	value, asks := annotations[v1alpha1.AnnotationInject]
+	kind, _ := doc.Object["kind"].(string)
+	switch {
+	case !asks || kind == "Pod" || kind == "List":
+		return ""
+	case podKinds[kind]:
+		return fmt.Sprintf("%s: %s: %v is on the %s's own metadata, where nothing reads it; move it to the pod template's (spec.template.metadata.annotations%s)",
+			o.documentName(doc), v1alpha1.AnnotationInject, value, kind, map[bool]string{true: " of spec.jobTemplate.spec"}[kind == "CronJob"])
+	default:
+		return fmt.Sprintf("%s: asks for injection (%s: %v) but inject does not know where a %s keeps its pod; passed through uninjected",
+			o.documentName(doc), v1alpha1.AnnotationInject, value, kind)
+	}
 }
 
 // injectDocument injects every pod of one document; the returned error is the message for stderr, naming the

@@ -239,6 +239,22 @@ func TestInjectCommand(t *testing.T) {
 			wantStderr: []string{`required flag(s) "filename", "templates" not set`},
 		},
 		{
+			name:      "sidecar.dev/inject on a Deployment's own metadata or on an unknown kind is a warning naming the fix, and the documents are written",
+			args:      []string{"-f", td + "misplaced.yaml", "--templates", td + "templates.yaml", "--namespace", "team-a"},
+			golden:    "misplaced",
+			wantKinds: []string{"Deployment", "PodTemplate"},
+			wantStderr: []string{`document 1 (Deployment "web"): sidecar.dev/inject: log-shipper is on the Deployment's own metadata, where nothing reads it; move it to the pod template's`,
+				`document 2 (PodTemplate "canary"): asks for injection (sidecar.dev/inject: log-shipper) but inject does not know where a PodTemplate keeps its pod`},
+		},
+		{
+			name:       "with --strict the same documents make the command fail, after writing them",
+			args:       []string{"-f", td + "misplaced.yaml", "--templates", td + "templates.yaml", "--namespace", "team-a", "--strict"},
+			golden:     "misplaced-strict",
+			wantKinds:  []string{"Deployment", "PodTemplate"},
+			wantErr:    true,
+			wantStderr: []string{"2 of 2 documents ask for injection where nothing reads the request (--strict)"},
+		},
+		{
 			name:       "a file that does not exist is an error naming it",
 			args:       []string{"-f", td + "nope.yaml", "--templates", td + "templates.yaml"},
 			golden:     "missing-file",
