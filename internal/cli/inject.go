@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -21,7 +24,7 @@ import (
 const labelNamespaceName = "kubernetes.io/metadata.name"
 
 type injectOptions struct {
-	filename          string
+	filenames         []string
 	templates         string
 	namespace         string
 	injectorNamespace string
@@ -34,7 +37,7 @@ type injectOptions struct {
 func NewInjectCommand() *cobra.Command {
 	o := &injectOptions{}
 	cmd := &cobra.Command{
-		Use:   "inject -f FILE|- --templates FILE [--namespace NS]",
+		Use:   "inject -f FILE|DIR|- [-f ...] --templates FILE [--namespace NS] [--strict]",
 		Short: "Inject sidecars into pods and workloads read from files (offline)",
 		Long: `Inject sidecars into Pods and workloads read from a file (or stdin with -f -), with the same engine as the
 webhook, and write them injected as YAML on stdout, in input order, separated by ---.
@@ -69,7 +72,8 @@ webhook would see them for a pod without them: prefer the downward API for those
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.filename, "filename", "f", "", "file with the Pods and workloads to inject, or - for stdin (required)")
+	f.StringArrayVarP(&o.filenames, "filename", "f", nil, "file or directory (its .yaml, .yml and .json files, not recursively) "+
+		"with the Pods and workloads to inject, or - for stdin; repeat for several, read in order (required)")
 	f.StringVar(&o.templates, "templates", "", "file with the SidecarTemplates: YAML documents, JSON objects or a List (required)")
 	f.StringVarP(&o.namespace, "namespace", "n", "default",
 		"namespace of the objects and templates that do not set metadata.namespace")
@@ -91,7 +95,7 @@ webhook would see them for a pod without them: prefer the downward API for those
 }
 
 func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
-	if o.filename == "-" && o.templates == "-" {
+	if slices.Contains(o.filenames, "-") && o.templates == "-" {
 		return errors.New("-f and --templates cannot both read stdin")
 	}
 	if o.namespace == "" {
@@ -104,10 +108,21 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	docs, err := readDocuments(o.filename, stdin)
+	files, err := expandInputs(o.filenames)
 	if err != nil {
 		return err
 	}
+	var docs []fileDoc
+	for _, file := range files {
+		read, err := readDocuments(file, stdin)
+		if err != nil {
+			return err
+		}
+		for _, d := range read {
+			docs = append(docs, fileDoc{Document: d, file: file})
+		}
+	}
+	inputs := fileDisplayName(strings.Join(files, ", "))
 
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
@@ -149,10 +164,10 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("writing the output: %w", err)
 	}
 	if failed > 0 {
-		return fmt.Errorf("%s: %d of %d documents could not be injected (left out of the output)", fileDisplayName(o.filename), failed, len(docs))
+		return fmt.Errorf("%s: %d of %d documents could not be injected (left out of the output)", inputs, failed, len(docs))
 	}
 	if misplaced > 0 && o.strict {
-		return fmt.Errorf("%s: %d of %d documents ask for injection where nothing reads the request (--strict)", fileDisplayName(o.filename), misplaced, len(docs))
+		return fmt.Errorf("%s: %d of %d documents ask for injection where nothing reads the request (--strict)", inputs, misplaced, len(docs))
 	}
 	return nil
 }
@@ -164,7 +179,7 @@ var podKinds = map[string]bool{"Pod": true, "Deployment": true, "StatefulSet": t
 // misplacedRequest says why a document asks for injection (sidecar.dev/inject on its own metadata) where
 // nothing reads it, or returns "". A workload's own annotations never reach its pods: the webhook and inject
 // read the pod template's. An unknown kind (an Argo Rollout, a PodTemplate) passes through uninjected.
-func (o *injectOptions) misplacedRequest(doc workload.Document) string {
+func (o *injectOptions) misplacedRequest(doc fileDoc) string {
 	if doc.Err != nil || doc.Object == nil {
 		return ""
 	}
@@ -186,7 +201,7 @@ func (o *injectOptions) misplacedRequest(doc workload.Document) string {
 
 // injectDocument injects every pod of one document; the returned error is the message for stderr, naming the
 // file, the document and the object.
-func (o *injectOptions) injectDocument(doc workload.Document, templates []*inject.Template, stderr io.Writer) (map[string]any, error) {
+func (o *injectOptions) injectDocument(doc fileDoc, templates []*inject.Template, stderr io.Writer) (map[string]any, error) {
 	docName := o.documentName(doc)
 	if doc.Err != nil {
 		return nil, fmt.Errorf("%s: %v", docName, doc.Err)
@@ -254,8 +269,45 @@ func fileDisplayName(file string) string {
 
 // documentName is `file: document N (Kind "name")`, or `file: document N (starting on line L)` when the document
 // could not be decoded.
-func (o *injectOptions) documentName(doc workload.Document) string {
-	return doc.Name(fileDisplayName(o.filename))
+func (o *injectOptions) documentName(doc fileDoc) string {
+	return doc.Name(fileDisplayName(doc.file))
+}
+
+// fileDoc is a document and the file it was read from.
+type fileDoc struct {
+	workload.Document
+	file string
+}
+
+// expandInputs replaces each directory by its .yaml, .yml and .json files, in name order (not recursively, as
+// kubectl apply -f DIR); - (stdin) may be given once.
+func expandInputs(inputs []string) ([]string, error) {
+	var out []string
+	stdin := 0
+	for _, in := range inputs {
+		if in == "-" {
+			if stdin++; stdin > 1 {
+				return nil, errors.New("-f - (stdin) can be given only once")
+			}
+			out = append(out, in)
+			continue
+		}
+		entries, err := os.ReadDir(in)
+		if err != nil {
+			out = append(out, in) // not a directory: a file, whose reading reports what is wrong with it
+			continue
+		}
+		n := len(out)
+		for _, e := range entries {
+			if ext := filepath.Ext(e.Name()); !e.IsDir() && (ext == ".yaml" || ext == ".yml" || ext == ".json") {
+				out = append(out, filepath.Join(in, e.Name()))
+			}
+		}
+		if len(out) == n {
+			return nil, fmt.Errorf("%s: no .yaml, .yml or .json file in the directory", in)
+		}
+	}
+	return out, nil
 }
 
 func readDocuments(file string, stdin io.Reader) ([]workload.Document, error) {

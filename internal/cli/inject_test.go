@@ -255,6 +255,19 @@ func TestInjectCommand(t *testing.T) {
 			wantStderr: []string{"2 of 2 documents ask for injection where nothing reads the request (--strict)"},
 		},
 		{
+			name:      "several -f, a directory among them, are read in order: the directory's YAML files by name",
+			args:      []string{"-f", td + "pod.yaml", "-f", td + "dir", "--templates", td + "templates.yaml", "--namespace", "team-a"},
+			golden:    "several-inputs",
+			wantKinds: []string{"Pod", "Deployment", "CronJob"},
+		},
+		{
+			name:       "stdin can be read once only",
+			args:       []string{"-f", "-", "-f", "-", "--templates", td + "templates.yaml"},
+			golden:     "stdin-twice",
+			wantErr:    true,
+			wantStderr: []string{"-f - (stdin) can be given only once"},
+		},
+		{
 			name:       "a file that does not exist is an error naming it",
 			args:       []string{"-f", td + "nope.yaml", "--templates", td + "templates.yaml"},
 			golden:     "missing-file",
