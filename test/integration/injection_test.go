@@ -304,4 +304,3 @@ func TestAJobsPodGetsTheTemplatesContainersAsNativeSidecars(t *testing.T) {
 		t.Errorf("a pod that runs until deleted: containers %v, init containers %v; want shipper as a regular container", g, containerNames(svc.Spec.InitContainers))
 	}
 }
-
