@@ -11,15 +11,16 @@ import (
 func NewExplainCommand() *cobra.Command {
 	var cfg explain.Config
 	cmd := &cobra.Command{
-		Use:   "explain -f FILE|- (--templates FILE | --kubeconfig PATH [--context NAME])",
+		Use:   "explain -f FILE|- [--templates FILE | --kubeconfig PATH] [--context NAME] [--exit-code]",
 		Short: "Explain which templates a pod would receive, and why not",
 		Long: `explain runs the webhook's injection engine on the pods in FILE and prints, for every candidate
 template, whether it applies and why not (outcome, reason, message), the containers, init containers and
 volumes it would add, the admission warnings, the denial if any, and the exact JSON patch.
 
-Templates come from a file (--templates, offline; templates without a namespace take --namespace) or from a
-cluster (--kubeconfig: the SidecarTemplates of the pod's namespace and of the injector's namespace, and the
-namespace's labels, read live). FILE holds Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet,
+Templates come from a file (--templates, offline; templates without a namespace take --namespace) or, without
+--templates, from a cluster found as kubectl finds it (--kubeconfig, else $KUBECONFIG, else ~/.kube/config): the
+SidecarTemplates of the pod's namespace and of the injector's namespace, and the namespace's labels, read live.
+With --exit-code the command fails after the report when a pod would be denied. FILE holds Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet,
 ReplicationController, Job, CronJob, List; YAML, multi-document, or JSON), read as the inject command reads
 them; for a workload, the pod is its pod template and the patch is the one the webhook would send for it.`,
 		Example: `  sidecar-injector explain -f pod.yaml --templates templates.yaml --namespace team-a
@@ -42,8 +43,8 @@ them; for a workload, the pod is its pod template and the patch is the one the w
 	f.StringVar(&cfg.NamespaceLabels, "namespace-labels", "", "labels of the pods' namespace, k=v,k2=v2 (against a cluster: replace the real ones)")
 	f.StringVarP(&cfg.Output, "output", "o", "text", "output format: text or json")
 	_ = cmd.MarkFlagRequired("filename")
+	f.BoolVar(&cfg.ExitCode, "exit-code", false, "exit non-zero when a pod would be denied (for CI gates), after printing the report")
 	cmd.MarkFlagsMutuallyExclusive("templates", "kubeconfig")
-	cmd.MarkFlagsOneRequired("templates", "kubeconfig")
 	_ = cmd.MarkFlagFilename("filename", "yaml", "yml", "json")
 	_ = cmd.MarkFlagFilename("templates", "yaml", "yml", "json")
 	return cmd

@@ -51,7 +51,6 @@ func TestExplainCommandErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--templates", "t.yaml"}, `required flag(s) "filename" not set`},
-		{[]string{"-f", "p.yaml"}, "at least one of the flags in the group [templates kubeconfig] is required"},
 		{[]string{"-f", "p.yaml", "--templates", "t.yaml", "--kubeconfig", "k"}, "if any flags in the group [templates kubeconfig] are set none of the others can be"},
 		{[]string{"-f", "../explain/testdata/pods.yaml", "--kubeconfig", "/nonexistent/kubeconfig"}, "kubeconfig /nonexistent/kubeconfig"},
 		{[]string{"-f", "../explain/testdata/pods.yaml", "--templates", "../explain/testdata/templates.yaml", "extra"}, "unknown command"},
@@ -60,5 +59,42 @@ func TestExplainCommandErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("explain %v: error %v, want one containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// --exit-code fails after the report when a pod would be denied, and passes when none would be.
+func TestExplainExitCodeFailsOnlyWhenAPodWouldBeDenied(t *testing.T) {
+	base := []string{"-f", "../explain/testdata/pods.yaml", "--templates", "../explain/testdata/templates.yaml", "-n", "team-a"}
+	out, err := runExplain(append(base, "--exit-code")...)
+	if err == nil || !strings.Contains(err.Error(), "would be denied (--exit-code)") || !strings.Contains(out, "Denied") {
+		t.Errorf("with a denied pod: error %v (output %d bytes), want the report and an error naming the denied pods", err, len(out))
+	}
+	if _, err := runExplain(base...); err != nil {
+		t.Errorf("without --exit-code the same pods: %v, want no error", err)
+	}
+	if _, err := runExplain("-f", "../explain/testdata/workloads.yaml", "--templates", "../explain/testdata/templates.yaml", "-n", "team-a", "--exit-code"); err != nil {
+		t.Errorf("no pod denied, --exit-code: %v, want no error", err)
+	}
+}
+
+// Without --templates or --kubeconfig, the cluster is found through $KUBECONFIG, as kubectl finds it.
+func TestExplainReadsKubeconfigFromTheEnvironment(t *testing.T) {
+	path := t.TempDir() + "/config"
+	// A server on loopback port 1, where nothing listens: the error shows which kubeconfig was read.
+	kc := `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: from-env, context: {cluster: c, user: u, namespace: team-a}}]
+current-context: from-env
+`
+	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", path)
+	t.Setenv("HOME", t.TempDir()) // no ~/.kube/config to fall back on
+	_, err := runExplain("-f", "../explain/testdata/pods.yaml")
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Errorf("explain with $KUBECONFIG: error %v, want one from the cluster it names (127.0.0.1:1)", err)
 	}
 }

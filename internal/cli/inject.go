@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -21,19 +24,20 @@ import (
 const labelNamespaceName = "kubernetes.io/metadata.name"
 
 type injectOptions struct {
-	filename          string
+	filenames         []string
 	templates         string
 	namespace         string
 	injectorNamespace string
 	namespaceLabels   map[string]string
 	output            string
+	strict            bool
 }
 
 // NewInjectCommand returns the `inject` command: offline injection of pods and workloads read from files.
 func NewInjectCommand() *cobra.Command {
 	o := &injectOptions{}
 	cmd := &cobra.Command{
-		Use:   "inject -f FILE|- --templates FILE [--namespace NS]",
+		Use:   "inject -f FILE|DIR|- [-f ...] --templates FILE [--namespace NS] [--strict]",
 		Short: "Inject sidecars into pods and workloads read from files (offline)",
 		Long: `Inject sidecars into Pods and workloads read from a file (or stdin with -f -), with the same engine as the
 webhook, and write them injected as YAML on stdout, in input order, separated by ---.
@@ -51,6 +55,12 @@ A document whose pod is denied, or that cannot be read, is reported on stderr wi
 number (counting from 1, empty documents not counted) and left out of the output; the other documents are
 still written and the command exits non-zero. Engine warnings go to stderr, prefixed "Warning:".
 
+A document that asks for injection where nothing reads the request — sidecar.dev/inject on a workload's own
+metadata instead of its pod template's, or on a kind inject does not know (an Argo Rollout, a PodTemplate) — is
+reported on stderr as a warning and written unchanged in that respect; with --strict the command then exits
+non-zero. The default is a warning so that pipelines over mixed manifests (where such annotations may be meant
+for another tool) keep working; CI should pass --strict.
+
 Per-pod values that a pod template does not have yet (the pod's name, for instance) are substituted as the
 webhook would see them for a pod without them: prefer the downward API for those.`,
 		Example: `  sidecar-injector inject -f deploy.yaml --templates sidecars.yaml --namespace team-a
@@ -62,7 +72,8 @@ webhook would see them for a pod without them: prefer the downward API for those
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.filename, "filename", "f", "", "file with the Pods and workloads to inject, or - for stdin (required)")
+	f.StringArrayVarP(&o.filenames, "filename", "f", nil, "file or directory (its .yaml, .yml and .json files, not recursively) "+
+		"with the Pods and workloads to inject, or - for stdin; repeat for several, read in order (required)")
 	f.StringVar(&o.templates, "templates", "", "file with the SidecarTemplates: YAML documents, JSON objects or a List (required)")
 	f.StringVarP(&o.namespace, "namespace", "n", "default",
 		"namespace of the objects and templates that do not set metadata.namespace")
@@ -71,6 +82,8 @@ webhook would see them for a pod without them: prefer the downward API for those
 	f.StringToStringVar(&o.namespaceLabels, "namespace-labels", nil,
 		"labels of the namespace the objects are created in, key=value,... (for namespaceSelectors and "+
 			v1alpha1.LabelInjection+"="+v1alpha1.LabelInjectionDisabled+"); "+labelNamespaceName+" is set to the namespace's name")
+	f.BoolVar(&o.strict, "strict", false, "exit non-zero when a document asks for injection where nothing reads the request "+
+		"(an unknown kind, or "+v1alpha1.AnnotationInject+" on a workload's own metadata); without it they are warnings")
 	f.StringVarP(&o.output, "output", "o", "yaml",
 		"output format: yaml (documents separated by ---) or json (the object, or a v1 List of them when there are several)")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"yaml", "json"}, cobra.ShellCompDirectiveNoFileComp))
@@ -82,7 +95,7 @@ webhook would see them for a pod without them: prefer the downward API for those
 }
 
 func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
-	if o.filename == "-" && o.templates == "-" {
+	if slices.Contains(o.filenames, "-") && o.templates == "-" {
 		return errors.New("-f and --templates cannot both read stdin")
 	}
 	if o.namespace == "" {
@@ -95,16 +108,31 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	docs, err := readDocuments(o.filename, stdin)
+	files, err := expandInputs(o.filenames)
 	if err != nil {
 		return err
 	}
+	var docs []fileDoc
+	for _, file := range files {
+		read, err := readDocuments(file, stdin)
+		if err != nil {
+			return err
+		}
+		for _, d := range read {
+			docs = append(docs, fileDoc{Document: d, file: file})
+		}
+	}
+	inputs := fileDisplayName(strings.Join(files, ", "))
 
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	failed, written := 0, 0
+	failed, written, misplaced := 0, 0, 0
 	var injected []map[string]any // for -o json, written at the end
 	for _, doc := range docs {
+		if msg := o.misplacedRequest(doc); msg != "" {
+			misplaced++
+			fmt.Fprintf(stderr, "Warning: %s\n", msg)
+		}
 		obj, err := o.injectDocument(doc, templates, stderr)
 		if err != nil {
 			failed++
@@ -136,14 +164,44 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("writing the output: %w", err)
 	}
 	if failed > 0 {
-		return fmt.Errorf("%s: %d of %d documents could not be injected (left out of the output)", fileDisplayName(o.filename), failed, len(docs))
+		return fmt.Errorf("%s: %d of %d documents could not be injected (left out of the output)", inputs, failed, len(docs))
+	}
+	if misplaced > 0 && o.strict {
+		return fmt.Errorf("%s: %d of %d documents ask for injection where nothing reads the request (--strict)", inputs, misplaced, len(docs))
 	}
 	return nil
 }
 
+// podKinds are the kinds whose pods inject finds (workload.Pods); a List is looked into item by item.
+var podKinds = map[string]bool{"Pod": true, "Deployment": true, "StatefulSet": true, "DaemonSet": true, "ReplicaSet": true,
+	"ReplicationController": true, "Job": true, "CronJob": true, "List": true}
+
+// misplacedRequest says why a document asks for injection (sidecar.dev/inject on its own metadata) where
+// nothing reads it, or returns "". A workload's own annotations never reach its pods: the webhook and inject
+// read the pod template's. An unknown kind (an Argo Rollout, a PodTemplate) passes through uninjected.
+func (o *injectOptions) misplacedRequest(doc fileDoc) string {
+	if doc.Err != nil || doc.Object == nil {
+		return ""
+	}
+	meta, _ := doc.Object["metadata"].(map[string]any)
+	annotations, _ := meta["annotations"].(map[string]any)
+	value, asks := annotations[v1alpha1.AnnotationInject]
+	kind, _ := doc.Object["kind"].(string)
+	switch {
+	case !asks || kind == "Pod" || kind == "List":
+		return ""
+	case podKinds[kind]:
+		return fmt.Sprintf("%s: %s: %v is on the %s's own metadata, where nothing reads it; move it to the pod template's (spec.template.metadata.annotations%s)",
+			o.documentName(doc), v1alpha1.AnnotationInject, value, kind, map[bool]string{true: " of spec.jobTemplate.spec"}[kind == "CronJob"])
+	default:
+		return fmt.Sprintf("%s: asks for injection (%s: %v) but inject does not know where a %s keeps its pod; passed through uninjected",
+			o.documentName(doc), v1alpha1.AnnotationInject, value, kind)
+	}
+}
+
 // injectDocument injects every pod of one document; the returned error is the message for stderr, naming the
 // file, the document and the object.
-func (o *injectOptions) injectDocument(doc workload.Document, templates []*inject.Template, stderr io.Writer) (map[string]any, error) {
+func (o *injectOptions) injectDocument(doc fileDoc, templates []*inject.Template, stderr io.Writer) (map[string]any, error) {
 	docName := o.documentName(doc)
 	if doc.Err != nil {
 		return nil, fmt.Errorf("%s: %v", docName, doc.Err)
@@ -211,8 +269,45 @@ func fileDisplayName(file string) string {
 
 // documentName is `file: document N (Kind "name")`, or `file: document N (starting on line L)` when the document
 // could not be decoded.
-func (o *injectOptions) documentName(doc workload.Document) string {
-	return doc.Name(fileDisplayName(o.filename))
+func (o *injectOptions) documentName(doc fileDoc) string {
+	return doc.Name(fileDisplayName(doc.file))
+}
+
+// fileDoc is a document and the file it was read from.
+type fileDoc struct {
+	workload.Document
+	file string
+}
+
+// expandInputs replaces each directory by its .yaml, .yml and .json files, in name order (not recursively, as
+// kubectl apply -f DIR); - (stdin) may be given once.
+func expandInputs(inputs []string) ([]string, error) {
+	var out []string
+	stdin := 0
+	for _, in := range inputs {
+		if in == "-" {
+			if stdin++; stdin > 1 {
+				return nil, errors.New("-f - (stdin) can be given only once")
+			}
+			out = append(out, in)
+			continue
+		}
+		entries, err := os.ReadDir(in)
+		if err != nil {
+			out = append(out, in) // not a directory: a file, whose reading reports what is wrong with it
+			continue
+		}
+		n := len(out)
+		for _, e := range entries {
+			if ext := filepath.Ext(e.Name()); !e.IsDir() && (ext == ".yaml" || ext == ".yml" || ext == ".json") {
+				out = append(out, filepath.Join(in, e.Name()))
+			}
+		}
+		if len(out) == n {
+			return nil, fmt.Errorf("%s: no .yaml, .yml or .json file in the directory", in)
+		}
+	}
+	return out, nil
 }
 
 func readDocuments(file string, stdin io.Reader) ([]workload.Document, error) {

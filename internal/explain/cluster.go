@@ -2,6 +2,7 @@ package explain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -85,9 +86,12 @@ func (c *ClusterSource) NamespaceLabels(ctx context.Context, namespace string) (
 // it with the context's namespace ("" when it names none).
 func NewClient(kubeconfig, kubeContext string) (client.Client, string, error) {
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig},
+		loadingRules(kubeconfig),
 		&clientcmd.ConfigOverrides{CurrentContext: kubeContext})
 	cfg, err := cc.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		return nil, "", errors.New("no cluster to read templates from: give --templates FILE (offline), --kubeconfig PATH, or set $KUBECONFIG")
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}
@@ -106,4 +110,12 @@ func NewClient(kubeconfig, kubeContext string) (client.Client, string, error) {
 		return nil, "", fmt.Errorf("client for %s: %w", cfg.Host, err)
 	}
 	return cl, ns, nil
+}
+
+// loadingRules find the kubeconfig as kubectl does: the explicit path, else $KUBECONFIG (a list of files), else
+// ~/.kube/config.
+func loadingRules(kubeconfig string) *clientcmd.ClientConfigLoadingRules {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	return rules
 }

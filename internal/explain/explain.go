@@ -277,6 +277,8 @@ func why(d inject.Decision, st *v1alpha1.SidecarTemplate, namespace string, nsLa
 		return fmt.Sprintf("pods in %s are never injected", namespace)
 	case inject.ReasonInjectorNamespace:
 		return fmt.Sprintf("pods in the injector's own namespace %q are never injected", namespace)
+	case inject.ReasonJobPolicySkip:
+		return "the pod runs to completion (restartPolicy Never or OnFailure) and the template's spec.jobPolicy is Skip"
 	case inject.ReasonInvalid:
 		return "its selector or namespaceSelector cannot be parsed, so it selects no pod (see the template's Ready condition)"
 	}

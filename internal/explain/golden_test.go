@@ -152,6 +152,9 @@ func mustRead(t *testing.T, file string) string {
 }
 
 func TestErrors(t *testing.T) {
+	// No kubeconfig anywhere: the cluster is found as kubectl finds it ($KUBECONFIG, ~/.kube/config).
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("HOME", t.TempDir())
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
@@ -166,8 +169,8 @@ func TestErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"no template source", Config{File: pod}, "exactly one of --templates"},
-		{"both template sources", Config{File: pod, TemplatesFile: "x", Kubeconfig: "y"}, "exactly one of --templates"},
+		{"no template source and no kubeconfig anywhere", Config{File: pod}, "no cluster to read templates from: give --templates FILE"},
+		{"both template sources", Config{File: pod, TemplatesFile: "x", Kubeconfig: "y"}, "give either --templates FILE (offline) or a cluster"},
 		{"bad output", Config{File: pod, TemplatesFile: "testdata/templates.yaml", Output: "yaml"}, "text or json"},
 		{"unknown field", Config{File: pod, TemplatesFile: write("t1.yaml",
 			"apiVersion: sidecar.dev/v1alpha1\nkind: SidecarTemplate\nmetadata: {name: t}\nspec: {containerz: []}\n")}, `document 1 (SidecarTemplate "t"): unknown field "spec.containerz"`},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,6 +37,8 @@ type Config struct {
 	NamespaceLabelsSet bool
 	// Output is "text" (default) or "json".
 	Output string
+	// ExitCode makes Run return ErrDenied, after the report, when a pod would be denied (CI gates).
+	ExitCode bool
 
 	// client replaces the one built from Kubeconfig (tests).
 	client client.Reader
@@ -51,9 +54,11 @@ func Run(ctx context.Context, cfg Config, stdin io.Reader, stdout io.Writer) err
 	if cfg.File == "" {
 		return errors.New("-f FILE (or - for stdin) is required")
 	}
-	cluster := cfg.Kubeconfig != "" || cfg.client != nil
-	if (cfg.TemplatesFile != "") == cluster {
-		return errors.New("give exactly one of --templates FILE (offline) and --kubeconfig PATH (read the cluster)")
+	// Without --templates the templates come from a cluster, found as kubectl finds it: --kubeconfig, else
+	// $KUBECONFIG, else ~/.kube/config.
+	cluster := cfg.TemplatesFile == ""
+	if !cluster && (cfg.Kubeconfig != "" || cfg.client != nil) {
+		return errors.New("give either --templates FILE (offline) or a cluster (--kubeconfig PATH, $KUBECONFIG or ~/.kube/config), not both")
 	}
 	if cfg.TemplatesFile == "-" && cfg.File == "-" {
 		return errors.New("-f and --templates cannot both read stdin")
@@ -122,9 +127,30 @@ func Run(ctx context.Context, cfg Config, stdin io.Reader, stdout io.Writer) err
 		return err
 	}
 	if cfg.Output == "json" {
-		return rep.WriteJSON(stdout)
+		err = rep.WriteJSON(stdout)
+	} else {
+		err = rep.WriteText(stdout)
 	}
-	return rep.WriteText(stdout)
+	if err == nil && cfg.ExitCode {
+		err = deniedError(rep)
+	}
+	return err
+}
+
+// ErrDenied is returned (wrapped) with ExitCode when a pod would be denied.
+var ErrDenied = errors.New("denied")
+
+func deniedError(rep *Report) error {
+	var denied []string
+	for _, p := range rep.Pods {
+		if p.Denied {
+			denied = append(denied, p.Source)
+		}
+	}
+	if len(denied) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d pods would be %w (--exit-code): %s", len(denied), len(rep.Pods), ErrDenied, strings.Join(denied, ", "))
 }
 
 type labelsOverride struct {

@@ -77,10 +77,103 @@ func TestWhatATemplateAdds(t *testing.T) {
 			check:     expectInitContainers("i1", "native", "regular"),
 		},
 		{
-			name:      "init containers are added to a pod that has none (absent array created whole)",
+			name:      "init containers are added to a pod that has none (absent array created whole), in the author's order",
 			pod:       podWith("  containers: [{name: app, image: a}]"),
 			templates: one("  initContainers: [{name: regular, image: r}, {name: native, image: n, restartPolicy: Always}]"),
-			check:     expectInitContainers("native", "regular"),
+			check:     expectInitContainers("regular", "native"),
+		},
+		{
+			name:      "under Auto, init containers up to the template's last native sidecar go before the pod's own, the rest after",
+			pod:       podWith("  initContainers: [{name: migrate, image: m}]\n  containers: [{name: app, image: a}]"),
+			templates: one("  initContainers: [{name: mesh-init, image: i}, {name: envoy, image: e, restartPolicy: Always}, {name: warm, image: w}]"),
+			check:     expectInitContainers("mesh-init", "envoy", "migrate", "warm"),
+		},
+		{
+			name:       "a pod that runs to completion gets the containers as native sidecars after the template's own leading init containers",
+			pod:        podWith("  restartPolicy: Never\n  initContainers: [{name: migrate, image: m}]\n  containers: [{name: app, image: a}]"),
+			templates:  one("  containers: [{name: shipper, image: s}]\n  initContainers: [{name: mesh-init, image: i}, {name: envoy, image: e, restartPolicy: Always}]"),
+			noWarnings: true,
+			check: func(t *testing.T, _ *Result, p *corev1.Pod) {
+				expectInitContainers("mesh-init", "envoy", "shipper", "migrate")(t, nil, p)
+				expectContainers("app")(t, nil, p)
+				for _, c := range p.Spec.InitContainers {
+					if c.Name == "shipper" && (c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways) {
+						t.Errorf("shipper has restartPolicy %v, want Always (a native sidecar)", c.RestartPolicy)
+					}
+				}
+			},
+		},
+		{
+			name:       "targetContainers may name the pod's own init container: it gets env and mounts, without a warning",
+			pod:        podWith("  initContainers: [{name: migrate, image: m}, {name: seed, image: s}]\n  containers: [{name: app, image: a}]"),
+			templates:  one("  targetContainers: [migrate, app]\n  env: [{name: DB_PASSWORD_FILE, value: /vault/secrets/db}]\n  volumes: [{name: secrets, emptyDir: {}}]\n  volumeMounts: [{name: secrets, mountPath: /vault/secrets}]"),
+			noWarnings: true,
+			check: func(t *testing.T, _ *Result, p *corev1.Pod) {
+				for _, c := range p.Spec.InitContainers {
+					_, mounted := mountAt(c, "/vault/secrets")
+					if named := c.Name == "migrate"; mounted != named || (len(c.Env) == 1) != named {
+						t.Errorf("init container %s: mounted %t, env %v; only migrate, which targetContainers names, gets them", c.Name, mounted, c.Env)
+					}
+				}
+				if _, ok := mountAt(container(t, p, "app"), "/vault/secrets"); !ok {
+					t.Errorf("app, also named, has no mount")
+				}
+			},
+		},
+		{
+			name:      "without targetContainers the pod's init containers get nothing",
+			pod:       podWith("  initContainers: [{name: migrate, image: m}]\n  containers: [{name: app, image: a}]"),
+			templates: one("  env: [{name: X, value: x}]"),
+			check: func(t *testing.T, _ *Result, p *corev1.Pod) {
+				if e := p.Spec.InitContainers[0].Env; len(e) != 0 {
+					t.Errorf("migrate got env %v", e)
+				}
+				if e := container(t, p, "app").Env; len(e) != 1 {
+					t.Errorf("app got env %v, want X", e)
+				}
+			},
+		},
+		{
+			name:      "an init container named in targetContainers keeps its index while the template's native sidecar goes in front",
+			pod:       podWith("  initContainers: [{name: migrate, image: m, env: [{name: A, value: a}]}]\n  containers: [{name: app, image: a}]"),
+			templates: one("  targetContainers: [migrate]\n  initContainers: [{name: agent, image: g, restartPolicy: Always}]\n  env: [{name: X, value: x}]"),
+			check: func(t *testing.T, _ *Result, p *corev1.Pod) {
+				expectInitContainers("agent", "migrate")(t, nil, p)
+				if e := p.Spec.InitContainers[1].Env; len(e) != 2 || e[1].Name != "X" {
+					t.Errorf("migrate env %v, want A then X", e)
+				}
+				if e := p.Spec.InitContainers[0].Env; len(e) != 0 {
+					t.Errorf("the template's own agent got env %v", e)
+				}
+			},
+		},
+		{
+			name:      "jobPolicy Keep adds regular containers to an OnFailure pod and warns that it will not complete",
+			pod:       podWith("  restartPolicy: OnFailure\n  containers: [{name: app, image: a}]"),
+			templates: one("  jobPolicy: Keep\n  containers: [{name: shipper, image: s}]"),
+			warnHas:   []string{`sidecar template "t" adds regular containers to a pod that runs to completion`, "jobPolicy to Native"},
+			check:     expectContainers("app", "shipper"),
+		},
+		{
+			name:      "jobPolicy Skip leaves a Never pod without the template, with its own reason",
+			pod:       podWith("  restartPolicy: Never\n  containers: [{name: app, image: a}]"),
+			templates: one("  jobPolicy: Skip\n  containers: [{name: shipper, image: s}]"),
+			decisions: []want{{"team-a", "t", OutcomeNotApplicable, ReasonJobPolicySkip}},
+			noPatch:   true,
+		},
+		{
+			name:      "jobPolicy Skip still injects into a pod that runs until deleted",
+			pod:       podWith("  restartPolicy: Always\n  containers: [{name: app, image: a}]"),
+			templates: one("  jobPolicy: Skip\n  containers: [{name: shipper, image: s}]"),
+			decisions: []want{{"team-a", "t", I, ReasonRequested}},
+			check:     expectContainers("app", "shipper"),
+		},
+		{
+			name:      "an unknown jobPolicy makes the template invalid, naming the field",
+			pod:       podWith("  restartPolicy: Never\n  containers: [{name: app, image: a}]"),
+			templates: one("  jobPolicy: Sometimes\n  containers: [{name: shipper, image: s}]"),
+			denied:    true,
+			denyHas:   []string{"spec.jobPolicy must be Native, Skip or Keep"},
 		},
 		{
 			name:      "volumes are appended, shared with the sidecars",

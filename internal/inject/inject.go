@@ -99,6 +99,11 @@ func (res *Result) apply(st *state, a applying, pv *podValues) {
 		res.fail(d, t.FailurePolicy, ReasonInvalid, fmt.Sprintf("sidecar template %q is invalid: %v", t.Name, t.Err))
 		return
 	}
+	if pv.completes && t.jobPolicy == v1alpha1.JobPolicySkip {
+		d.Outcome, d.Reason = OutcomeNotApplicable, ReasonJobPolicySkip
+		d.Message = fmt.Sprintf("sidecar template %q is not injected into pods that run to completion (restartPolicy Never or OnFailure): its spec.jobPolicy is Skip", t.Name)
+		return
+	}
 	var rendered instance // the template's additions for this pod, when it has per-pod values
 	in, err := t.instanceFor(pv, &rendered, st.limits.MaxRenderedBytes)
 	reason := ReasonMissingParameter
@@ -107,6 +112,10 @@ func (res *Result) apply(st *state, a applying, pv *podValues) {
 		var p plan
 		if err = st.plan(t, in, &p); err == nil {
 			res.Warnings = append(res.Warnings, p.warnings...)
+			if pv.completes && len(p.containers) > 0 {
+				// Only Keep gets here with containers: Native made them init containers.
+				res.Warnings = append(res.Warnings, fmt.Sprintf("sidecar template %q adds regular containers to a pod that runs to completion (restartPolicy Never or OnFailure): the pod will not complete unless they exit by themselves; set the template's spec.jobPolicy to Native to add them as native sidecars", t.Name))
+			}
 			d.Added = st.commit(t, in, &p)
 			if p.empty() && st.recorded(t) {
 				d.Outcome, d.Reason = OutcomeAlreadyInjected, ReasonAlreadyInjected

@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 )
 
 // item is one thing a template adds to a list, already encoded, with the key that decides whether the pod has
@@ -21,7 +23,7 @@ type item struct {
 type instance struct {
 	containers     []item
 	initContainers []item
-	native         []bool // per init container: restartPolicy Always
+	initFirst      []bool // per init container: placed before the pod's own init containers
 	volumes        []item
 	mounts         []item   // key: mountPath
 	mountVolumes   []string // the volume each mount uses
@@ -58,7 +60,13 @@ func encodeContainer(c *corev1.Container) json.RawMessage {
 	return bytes.Replace(mustEncode(c), []byte(`,"resources":{}`), nil, 1)
 }
 
-func newInstance(p *payload) *instance {
+// newInstance encodes what the template adds. place decides which init containers go before the pod's own
+// (initFirst); under Auto the author's order is kept: those up to and including the last native sidecar go
+// before, the rest after (a mesh's [iptables init, proxy] must not have its iptables step run last). The last
+// converted init containers are the template's containers turned into native sidecars for a pod that runs to
+// completion (jobPolicy Native, see jobPayload): not the author's init containers, so they never move those,
+// and they go where native sidecars go.
+func newInstance(p *payload, place v1alpha1.InitContainerPlacement, converted int) *instance {
 	in := &instance{
 		annotationVals: p.Annotations, annotations: slices.Sorted(maps.Keys(p.Annotations)),
 		labelVals: p.Labels, labels: slices.Sorted(maps.Keys(p.Labels)),
@@ -68,10 +76,21 @@ func newInstance(p *payload) *instance {
 	for i := range p.Containers {
 		in.containers = append(in.containers, item{key: p.Containers[i].Name, raw: encodeContainer(&p.Containers[i])})
 	}
+	own := p.InitContainers[:len(p.InitContainers)-converted]
+	lastNative := -1
+	for i := range own {
+		if own[i].RestartPolicy != nil && *own[i].RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			lastNative = i
+		}
+	}
 	for i := range p.InitContainers {
 		c := &p.InitContainers[i]
 		in.initContainers = append(in.initContainers, item{key: c.Name, raw: encodeContainer(c)})
-		in.native = append(in.native, c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways)
+		first := place == v1alpha1.InitContainerPlacementFirst
+		if place == v1alpha1.InitContainerPlacementAuto {
+			first = i <= lastNative || i >= len(own)
+		}
+		in.initFirst = append(in.initFirst, first)
 	}
 	for i := range p.Volumes {
 		in.volumes = append(in.volumes, item{key: p.Volumes[i].Name, raw: mustEncode(&p.Volumes[i])})

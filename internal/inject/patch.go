@@ -83,6 +83,9 @@ func (s *state) patch() []jsonpatch.Operation {
 			continue // most containers of most pods: no path to build
 		}
 		base := "/spec/containers/" + strconv.Itoa(a.index)
+		if a.init {
+			base = "/spec/initContainers/" + strconv.Itoa(a.index)
+		}
 		ops = appendList(ops, base, "/env", a.envPresent, nil, a.addEnv)
 		ops = appendList(ops, base, "/volumeMounts", a.mountsPresent, nil, a.addMounts)
 		ops = appendList(ops, base, "/envFrom", a.envFromPresent, nil, a.addEnvFrom)

@@ -141,8 +141,12 @@ func (t *Template) instanceFor(pv *podValues, rendered *instance, maxRendered in
 	if msg != "" {
 		return nil, errors.New(msg)
 	}
+	base := t.base
+	if pv.completes && t.jobBase != nil {
+		base = t.jobBase
+	}
 	if !t.placeholders {
-		return t.base, nil
+		return base, nil
 	}
 	value := resolver(pv, params)
 	copied, exceeded := 0, false
@@ -155,7 +159,7 @@ func (t *Template) instanceFor(pv *podValues, rendered *instance, maxRendered in
 		return v
 	}
 	in := rendered
-	*in = *t.base
+	*in = *base
 	items := func(list []item) []item {
 		if !slices.ContainsFunc(list, func(it item) bool { return it.dyn }) {
 			return list

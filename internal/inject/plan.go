@@ -13,7 +13,7 @@ import (
 type plan struct {
 	containers          []item
 	inits               []item
-	initNative          []bool
+	initFirst           []bool // per entry of inits: placed before the pod's own init containers
 	volumes, pulls      []item
 	kept                Added // names the record attributes to this template that the pod has
 	targets             []targetAdds
@@ -131,7 +131,7 @@ func (s *state) planNamed(t *Template, in *instance, p *plan) {
 		case s.containers.has(c.key):
 			p.conflict("init container name %q already exists in pod as a container", c.key)
 		default:
-			p.initNative = append(p.initNative, in.native[i])
+			p.initFirst = append(p.initFirst, in.initFirst[i])
 			return true
 		}
 		return false
@@ -292,7 +292,7 @@ func (s *state) targets(t *Template, in *instance, p *plan) []targetAdds {
 	}
 	if len(t.targets) == 0 {
 		for i := range s.apps {
-			if a := &s.apps[i]; !a.sidecar {
+			if a := &s.apps[i]; !a.sidecar && !a.init {
 				out = append(out, targetAdds{a: a})
 			}
 		}

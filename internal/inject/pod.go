@@ -37,6 +37,7 @@ type specView struct {
 	ImagePullSecrets      viewList[namedView]      `json:"imagePullSecrets"`
 	ServiceAccountName    string                   `json:"serviceAccountName"`
 	ServiceAccount        string                   `json:"serviceAccount"`
+	RestartPolicy         string                   `json:"restartPolicy"`
 	ShareProcessNamespace *bool                    `json:"shareProcessNamespace"`
 	HostNetwork           *bool                    `json:"hostNetwork"`
 	HostPID               *bool                    `json:"hostPID"`

@@ -285,7 +285,7 @@ func TestPropertyEverythingInjectedLands(t *testing.T) {
 }
 
 // TestPropertyApplicationContainersOnly: env and mounts go to the pod's own containers, never into a sidecar a
-// template added, and never into init containers.
+// template added, and never into the pod's init containers unless a template names them in targetContainers.
 func TestPropertyApplicationContainersOnly(t *testing.T) {
 	for _, c := range allPropertyCases(t) {
 		t.Run(c.name, func(t *testing.T) {
@@ -315,12 +315,18 @@ func TestPropertyApplicationContainersOnly(t *testing.T) {
 					}
 				}
 			}
+			named := map[string]bool{}
+			for _, tm := range c.req.Templates {
+				for _, n := range tm.targets {
+					named[n] = true
+				}
+			}
 			initBefore := map[string]corev1.Container{}
 			for _, x := range before.Spec.InitContainers {
 				initBefore[x.Name] = x
 			}
 			for _, x := range after.Spec.InitContainers {
-				if b, ok := initBefore[x.Name]; ok && (len(x.Env) != len(b.Env) || len(x.VolumeMounts) != len(b.VolumeMounts) || len(x.EnvFrom) != len(b.EnvFrom)) {
+				if b, ok := initBefore[x.Name]; ok && !named[x.Name] && (len(x.Env) != len(b.Env) || len(x.VolumeMounts) != len(b.VolumeMounts) || len(x.EnvFrom) != len(b.EnvFrom)) {
 					t.Errorf("the pod's init container %q was given env or mounts", x.Name)
 				}
 			}

@@ -101,7 +101,7 @@ func (s *state) loadStatus(raw string, known func(namespace, name string) *Templ
 	for i := range s.apps {
 		a := &s.apps[i]
 		for _, e := range s.entries {
-			if slices.Contains(e.Containers, a.name) {
+			if (!a.init && slices.Contains(e.Containers, a.name)) || (a.init && slices.Contains(e.InitContainers, a.name)) {
 				a.sidecar = true
 			}
 		}

@@ -25,7 +25,8 @@ type Request struct {
 	Index *Index
 	// OmitNotApplicable leaves NotApplicable decisions out of the result. The webhook sets it: with many
 	// cluster-wide templates, a decision for each one that does not apply is most of the engine's work, and
-	// nothing on the admission path reads them. explain and the tests keep them.
+	// nothing on the admission path reads them. explain and the tests keep them. A JobPolicySkip decision is
+	// kept: it is about a template that applies to the pod, and metrics count it.
 	OmitNotApplicable bool
 	// Limits bound what this admission may ask for and produce; zero fields take DefaultLimits.
 	Limits Limits

@@ -48,6 +48,7 @@ const (
 	ReasonMissingParameter          Reason = "MissingParameter"          // a required parameter is not set by the pod
 	ReasonPodDenied                 Reason = "PodDenied"                 // could be injected, but another template denies the pod
 	ReasonLimitExceeded             Reason = "LimitExceeded"             // the template's work for this pod exceeds one of the Limits
+	ReasonJobPolicySkip             Reason = "JobPolicySkip"             // the pod runs to completion and the template's jobPolicy is Skip
 )
 
 // Decision is the engine's verdict on one template for one pod.

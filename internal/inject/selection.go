@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/agnivade/levenshtein"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
@@ -200,8 +201,35 @@ func (r *Result) resolve(req Request, templates []*Template, requested []string,
 		}
 		r.Decisions = append(r.Decisions, Decision{Name: n})
 		r.fail(&r.Decisions[len(r.Decisions)-1], v1alpha1.FailurePolicyFail, ReasonNotFound, fmt.Sprintf(
-			"sidecar template %q requested by annotation %s was not found in namespace %q nor among the cluster-wide templates",
-			n, v1alpha1.AnnotationInject, req.Namespace))
+			"sidecar template %q requested by annotation %s was not found in namespace %q nor among the cluster-wide templates%s",
+			n, v1alpha1.AnnotationInject, req.Namespace, didYouMean(req, n)))
 	}
 	return out
+}
+
+// didYouMean suggests the template of the pod's scope whose name is closest to a requested name that matched
+// none, when it is close enough to be a misspelling: at most 2 edits, fewer than half the name. Only a pod that
+// is about to be denied pays for it.
+func didYouMean(req Request, name string) string {
+	all := req.Templates
+	if req.Index != nil {
+		all = req.Index.Templates()
+	}
+	best, bestDist := "", 0
+	for _, t := range all {
+		if t.Namespace != req.Namespace && (t.Namespace != req.InjectorNamespace || req.InjectorNamespace == "") {
+			continue
+		}
+		d := levenshtein.ComputeDistance(name, t.Name)
+		if d > 2 || 2*d >= len(name) {
+			continue
+		}
+		if best == "" || d < bestDist || (d == bestDist && t.Name < best) {
+			best, bestDist = t.Name, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf("; did you mean %q?", best)
 }

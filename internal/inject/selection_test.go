@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 const (
@@ -31,6 +33,25 @@ func TestSelection(t *testing.T) {
 			notInjected: []string{"team-b/shipper"},
 			denied:      true,
 			denyHas:     []string{`"shipper"`},
+		},
+		{
+			name:      "a misspelt name is denied with a suggestion of the close name in the pod's scope",
+			pod:       simplePod("", `{sidecar.dev/inject: log-shiper}`),
+			templates: tmpl("team-a", "log-shipper", "") + tmpl("team-b", "log-shipped", ""),
+			decisions: []want{{"", "log-shiper", DN, ReasonNotFound}},
+			denied:    true,
+			denyHas:   []string{`"log-shiper"`, `did you mean "log-shipper"?`},
+		},
+		{
+			name:      "a name far from every template's gets no suggestion, nor one from another tenant",
+			pod:       simplePod("", `{sidecar.dev/inject: shipper}`),
+			templates: tmpl("team-a", "proxy", "") + tmpl("team-b", "shipper", ""),
+			denied:    true,
+			check: func(t *testing.T, r *Result, _ *corev1.Pod) {
+				if strings.Contains(r.DenyMessage, "did you mean") {
+					t.Errorf("deny message suggests a name: %s", r.DenyMessage)
+				}
+			},
 		},
 		{
 			name:        "a pod in team-a never receives a team-b template whose selector matches every pod",

@@ -64,10 +64,11 @@ func subsequence[T any](all []T, keep func(i int, e T) bool) []T {
 	return slices.Clip(all)
 }
 
-// appContainer is one of the pod's own containers and what templates add to it.
+// appContainer is one of the pod's own containers, or init containers, and what templates add to it.
 type appContainer struct {
 	index                                     int
 	name                                      string
+	init                                      bool // an init container: receives only from templates that name it in targetContainers
 	sidecar                                   bool // recorded as injected by a template: never an app container
 	envPresent, mountsPresent, envFromPresent bool
 	// What the container has: the pod's entries (the decoded view, not copied) and what templates added
@@ -134,7 +135,7 @@ type state struct {
 	labels, annotations               map[string]string // the pod's
 	addLabels, addAnnotations         map[string]string // nil until a template adds some
 	containers, inits, volumes, pulls namedList
-	apps                              []appContainer // one per pod container, by index; never appended to
+	apps                              []appContainer // one per pod container, then per init container, by index; never appended to
 	bools                             [4]boolSetting // shareProcessNamespace, hostNetwork, hostPID, hostIPC
 	aliasesPresent                    bool
 	aliases                           []*hostAliasEntry
@@ -171,10 +172,16 @@ func (s *state) init(raw []byte, pod *podView) {
 	s.volumes = namedList{present: spec.Volumes != nil, own: spec.Volumes}
 	s.pulls = namedList{present: spec.ImagePullSecrets != nil, own: spec.ImagePullSecrets}
 	// All of them in one allocation: the pod's containers are known here and never change.
-	s.apps = make([]appContainer, len(spec.Containers))
+	// Init containers too: targetContainers may name them (a migration step that needs the template's secrets).
+	s.apps = make([]appContainer, len(spec.Containers)+len(spec.InitContainers))
 	for i, c := range spec.Containers {
 		s.apps[i] = appContainer{index: i, name: c.Name, envPresent: c.Env != nil, mountsPresent: c.VolumeMounts != nil,
 			envFromPresent: c.EnvFrom != nil, env: c.Env, mounts: c.VolumeMounts, rawEnvFrom: c.EnvFrom}
+	}
+	for i, c := range spec.InitContainers {
+		s.apps[len(spec.Containers)+i] = appContainer{index: i, name: c.Name, init: true, envPresent: c.Env != nil,
+			mountsPresent: c.VolumeMounts != nil, envFromPresent: c.EnvFrom != nil, env: c.Env, mounts: c.VolumeMounts,
+			rawEnvFrom: c.EnvFrom}
 	}
 	s.bools = [4]boolSetting{
 		{field: "shareProcessNamespace", pod: spec.ShareProcessNamespace},
@@ -217,9 +224,7 @@ func (s *state) commit(t *Template, in *instance, p *plan) *Added {
 		s.containers.after = appendItems(s.containers.after, p.containers)
 	}
 	for i, c := range p.inits {
-		first := t.initPlace == v1alpha1.InitContainerPlacementFirst ||
-			(t.initPlace == v1alpha1.InitContainerPlacementAuto && p.initNative[i])
-		if first {
+		if p.initFirst[i] {
 			s.inits.before = append(s.inits.before, c)
 		} else {
 			s.inits.after = append(s.inits.after, c)

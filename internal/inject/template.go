@@ -46,6 +46,8 @@ type Template struct {
 	params            []v1alpha1.TemplateParameter
 	placeholders      bool      // what the template adds has {{ pod.* }} or {{ params.* }}
 	base              *instance // what the template adds, encoded once; per-pod values not yet substituted
+	jobBase           *instance // base for a pod that runs to completion (jobPolicy Native); nil: base serves it
+	jobPolicy         v1alpha1.JobPolicy
 	containerPlace    v1alpha1.ContainerPlacement
 	initPlace         v1alpha1.InitContainerPlacement
 	targets           []string
@@ -117,6 +119,7 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		containerPlace: cmp.Or(spec.ContainerPlacement, v1alpha1.ContainerPlacementLast),
 		initPlace:      cmp.Or(spec.InitContainerPlacement, v1alpha1.InitContainerPlacementAuto),
 		targets:        spec.TargetContainers,
+		jobPolicy:      cmp.Or(spec.JobPolicy, v1alpha1.JobPolicyNative),
 	}
 	specJSON, err := json.Marshal(spec)
 	if err != nil { // cannot happen for API types; kept so that a future field cannot panic here
@@ -148,8 +151,26 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		t.Err = errors.New(strings.Join(c, "; "))
 		return t
 	}
-	t.base = newInstance(pl)
+	t.base = newInstance(pl, t.initPlace, 0)
+	if t.jobPolicy == v1alpha1.JobPolicyNative && len(pl.Containers) > 0 {
+		t.jobBase = newInstance(jobPayload(pl), t.initPlace, len(pl.Containers))
+	}
 	return t
+}
+
+// jobPayload is what a template adds to a pod that runs to completion under jobPolicy Native: its containers
+// become native sidecars (init containers with restartPolicy Always) after its own init containers, which the
+// kubelet stops once the application's containers have exited, so the pod can complete.
+func jobPayload(pl *payload) *payload {
+	job := *pl
+	job.Containers = nil
+	job.InitContainers = slices.Clone(pl.InitContainers)
+	always := corev1.ContainerRestartPolicyAlways
+	for _, c := range pl.Containers {
+		c.RestartPolicy = &always
+		job.InitContainers = append(job.InitContainers, c)
+	}
+	return &job
 }
 
 // checks collects what is wrong with a template, each a sentence that says what to change.
@@ -197,6 +218,11 @@ func (t *Template) checkSettings(spec *v1alpha1.SidecarTemplateSpec, injectorNam
 	case v1alpha1.ContainerPlacementFirst, v1alpha1.ContainerPlacementLast:
 	default:
 		c.add("spec.containerPlacement must be First or Last, not %q", t.containerPlace)
+	}
+	switch t.jobPolicy {
+	case v1alpha1.JobPolicyNative, v1alpha1.JobPolicySkip, v1alpha1.JobPolicyKeep:
+	default:
+		c.add("spec.jobPolicy must be Native, Skip or Keep, not %q", t.jobPolicy)
 	}
 	switch t.initPlace {
 	case v1alpha1.InitContainerPlacementAuto, v1alpha1.InitContainerPlacementFirst, v1alpha1.InitContainerPlacementLast:

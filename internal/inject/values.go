@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 )
 
@@ -18,6 +20,7 @@ func valuesOf(pod *podView, namespace string) *podValues {
 	}
 	if s := pod.Spec; s != nil {
 		pv.serviceAccount = cmp.Or(s.ServiceAccountName, s.ServiceAccount)
+		pv.completes = s.RestartPolicy == string(corev1.RestartPolicyNever) || s.RestartPolicy == string(corev1.RestartPolicyOnFailure)
 	}
 	// The API server's ServiceAccount admission fills in "default" before webhooks run; offline, do the same.
 	pv.serviceAccount = cmp.Or(pv.serviceAccount, "default")
@@ -28,6 +31,8 @@ func valuesOf(pod *podView, namespace string) *podValues {
 type podValues struct {
 	name, generateName, namespace, serviceAccount string
 	labels, annotations                           map[string]string
+	// completes: the pod runs to completion (restartPolicy Never or OnFailure), so spec.jobPolicy applies.
+	completes bool
 }
 
 // paramAnnotation is the pod annotation that sets parameter param of template tmpl.

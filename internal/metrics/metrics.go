@@ -59,8 +59,8 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecar_injector_template_decisions_total",
 			Help: "Decisions about one template for one pod, by template, outcome (Injected, AlreadyInjected, " +
-				"Skipped, Denied) and reason. NotApplicable decisions, and the Injected ones of a denied pod, are " +
-				"not counted. A requested name that matched no template is counted with empty namespace and template.",
+				"Skipped, Denied; NotApplicable only with reason JobPolicySkip) and reason. Other NotApplicable decisions, " +
+				"and the Injected ones of a denied pod, are not counted. A requested name that matched no template is counted with empty namespace and template.",
 		}, []string{"namespace", "template", "outcome", "reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sidecar_injector_engine_duration_seconds",
@@ -152,12 +152,16 @@ func (m *Metrics) ObserveAdmission(res *inject.Result, err error, d time.Duratio
 		dec := &res.Decisions[i]
 		switch dec.Outcome {
 		case inject.OutcomeSkipped, inject.OutcomeDenied:
+		case inject.OutcomeNotApplicable:
+			if dec.Reason != inject.ReasonJobPolicySkip {
+				continue // one per pod and template in scope, not worth a series
+			}
 		case inject.OutcomeInjected, inject.OutcomeAlreadyInjected:
 			if res.Denied {
 				continue // the pod was denied: nothing was injected
 			}
 		default:
-			continue // NotApplicable: one per pod and template in scope, not worth a series
+			continue
 		}
 		name := dec.Name
 		if dec.Namespace == "" { // a requested name that matched nothing: chosen by the pod, not a template

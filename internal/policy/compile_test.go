@@ -107,6 +107,9 @@ func TestCompileServesTemplatesInInjectionOrderAndReportsEveryUnsupportedConstru
 	if got := strings.Join(reasons(Key{"sidecar-injector", "dns"}), " "); got != ReasonEnvFrom+" "+ReasonHostAliases+" "+ReasonDNSConfig {
 		t.Errorf("dns: reasons %q, want one per unsupported construct", got)
 	}
+	if got := reasons(Key{"team-a", "job-native"}); len(got) != 1 || got[0] != ReasonJobPolicy {
+		t.Errorf("job-native: reasons %v, want [%s]: a policy cannot make containers native sidecars in Job pods", got, ReasonJobPolicy)
+	}
 	if got := reasons(Key{"team-a", "invalid"}); len(got) != 1 || got[0] != ReasonInvalid {
 		t.Errorf("invalid: reasons %v, want [%s]", got, ReasonInvalid)
 	}

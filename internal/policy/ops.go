@@ -110,7 +110,7 @@ func (u *unit) mapOps(field string, m map[string]string, record string) (string,
 }
 
 // appOps adds the template's env vars and volume mounts to each target container that does not have them
-// (by name, by mount path).
+// (by name, by mount path): the pod's containers, and the init containers targetContainers names.
 func (u *unit) appOps() error {
 	for _, l := range []struct {
 		field string
@@ -135,11 +135,18 @@ func (u *unit) appOps() error {
 			}
 			items = append(items, lit)
 		}
-		path := fmt.Sprintf("'/spec/containers/' + string(i) + '/%s'", l.field)
 		missing := fmt.Sprintf("[%s].filter(e, !c.?%s.orValue([]).exists(x, x.%s == e.%s))", strings.Join(items, ", "), l.field, keyField, keyField)
-		ops := fmt.Sprintf("[%s].map(m, has(c.%s) ? m.map(e, %s) : (m.size() > 0 ? [%s] : []))[0]", missing, l.field,
-			patchOp("add", path+" + '/-'", "e"), patchOp("add", path, "m"))
-		u.ops = append(u.ops, fmt.Sprintf("object.spec.containers.transformList(i, c, %s, %s).flatten()", u.target("c"), ops))
+		ops := func(list string) string {
+			path := fmt.Sprintf("'/spec/%s/' + string(i) + '/%s'", list, l.field)
+			return fmt.Sprintf("[%s].map(m, has(c.%s) ? m.map(e, %s) : (m.size() > 0 ? [%s] : []))[0]", missing, l.field,
+				patchOp("add", path+" + '/-'", "e"), patchOp("add", path, "m"))
+		}
+		u.ops = append(u.ops, fmt.Sprintf("object.spec.containers.transformList(i, c, %s, %s).flatten()", u.target("c"), ops("containers")))
+		if len(u.spec.TargetContainers) > 0 {
+			// Init containers only when named, and never one a template added (the record names it).
+			u.ops = append(u.ops, fmt.Sprintf("object.spec.?initContainers.orValue([]).transformList(i, c, (c.name in %s && !%s), %s).flatten()",
+				celStringList(u.spec.TargetContainers), recordedIn("initContainers", "c"), ops("initContainers")))
+		}
 	}
 	return nil
 }
@@ -193,22 +200,28 @@ func frontIndex(earlier []*unit, count func(*unit) int) string {
 	return "(" + strings.Join(terms, " + ") + ")"
 }
 
-// initOps adds the template's init containers: native sidecars in front of the pod's own under Auto, all of them
-// in front under First, the others behind.
+// initOps adds the template's init containers as the engine places them: under Auto those up to and including
+// the last native sidecar in front of the pod's own (the author's order kept), the rest behind; all of them in
+// front under First, behind under Last.
 func (u *unit) initOps(earlier []*unit) error {
 	cs := u.spec.InitContainers
 	if len(cs) == 0 {
 		return nil
 	}
 	place := u.spec.InitContainerPlacement
+	lastNative := -1
+	for i := range cs {
+		if cs[i].RestartPolicy != nil && *cs[i].RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			lastNative = i
+		}
+	}
 	var front, back []string
 	for i := range cs {
 		lit, err := u.item(&cs[i])
 		if err != nil {
 			return err
 		}
-		native := cs[i].RestartPolicy != nil && *cs[i].RestartPolicy == corev1.ContainerRestartPolicyAlways
-		if place == v1alpha1.InitContainerPlacementFirst || (place != v1alpha1.InitContainerPlacementLast && native) {
+		if place == v1alpha1.InitContainerPlacementFirst || (place != v1alpha1.InitContainerPlacementLast && i <= lastNative) {
 			front = append(front, lit)
 		} else {
 			back = append(back, lit)

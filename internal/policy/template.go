@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -27,6 +28,9 @@ const (
 	ReasonPerPodKey = "PerPodValueUnsupported"
 	// ReasonUnknownField: a spec field this compiler does not know (added to the API after it): never ignored.
 	ReasonUnknownField = "FieldUnsupported"
+	// ReasonJobPolicy: what containers become depends on whether the pod runs to completion (spec.jobPolicy):
+	// Native turns them into native sidecars, Keep warns; a policy does neither. Skip compiles (a condition).
+	ReasonJobPolicy = "JobPolicyUnsupported"
 )
 
 // compiledFields are the spec fields the compiler reproduces (or reports above). A template that sets any other
@@ -37,6 +41,7 @@ var compiledFields = map[string]bool{
 	"volumes": true, "volumeMounts": true, "env": true, "envFrom": true, "targetContainers": true,
 	"imagePullSecrets": true, "annotations": true, "labels": true, "shareProcessNamespace": true,
 	"hostAliases": true, "dnsConfig": true, "hostNetwork": true, "hostPID": true, "hostIPC": true, "parameters": true,
+	"jobPolicy": true,
 }
 
 // Unsupported says why a template cannot be compiled: a reason per construct.
@@ -118,6 +123,10 @@ func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsup
 	if spec.DNSConfig != nil {
 		out = append(out, Unsupported{ReasonDNSConfig, "spec.dnsConfig is merged into the pod's dnsConfig; a policy does not merge it"})
 	}
+	if jp := cmp.Or(spec.JobPolicy, v1alpha1.JobPolicyNative); len(spec.Containers) > 0 && jp != v1alpha1.JobPolicySkip {
+		out = append(out, Unsupported{ReasonJobPolicy, fmt.Sprintf("spec.jobPolicy %s: in pods that run to completion (restartPolicy Never or OnFailure) spec.containers %s; a policy adds them as regular containers to every pod (jobPolicy Skip compiles)", jp,
+			map[v1alpha1.JobPolicy]string{v1alpha1.JobPolicyNative: "become native sidecars", v1alpha1.JobPolicyKeep: "come with an admission warning"}[jp])})
+	}
 	for field, m := range map[string]map[string]string{"annotations": spec.Annotations, "labels": spec.Labels} {
 		for k := range m {
 			if placeholderRE.MatchString(k) {
@@ -143,6 +152,9 @@ func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, 
 	u.wanted = u.request
 	if spec.Selector != nil {
 		u.wanted = "(" + u.request + " || " + selectorCEL(spec.Selector, celLabels) + ")"
+	}
+	if spec.JobPolicy == v1alpha1.JobPolicySkip { // pods that run to completion are left without the template
+		u.wanted = "(" + u.wanted + " && !(has(object.spec.restartPolicy) && object.spec.restartPolicy in ['Never', 'OnFailure']))"
 	}
 	if t.ClusterWide {
 		notShadowed := "true"
@@ -310,9 +322,13 @@ func (u *unit) bools() []boolSetting {
 
 // sidecar is true for a container that the pod's record names as a template's: never an application container.
 // The record is read as text (CEL has no JSON decoder): each "containers" list of an entry, up to its "]".
-func sidecar(c string) string {
-	return fmt.Sprintf(`%s.split('"containers":[').exists(p, !p.startsWith('{"templates"') && p.contains(']') && `+
-		`p.substring(0, p.indexOf(']')).split(',').exists(q, q == '"' + %s.name + '"'))`, celAnnotation(v1alpha1.AnnotationStatus), c)
+func sidecar(c string) string { return recordedIn("containers", c) }
+
+// recordedIn is true when the pod's record names container c in one of its entries' list ("containers" or
+// "initContainers"). The record is read as text (CEL has no JSON decoder): each such list, up to its "]".
+func recordedIn(list, c string) string {
+	return fmt.Sprintf(`%s.split('"%s":[').exists(p, !p.startsWith('{"templates"') && p.contains(']') && `+
+		`p.substring(0, p.indexOf(']')).split(',').exists(q, q == '"' + %s.name + '"'))`, celAnnotation(v1alpha1.AnnotationStatus), list, c)
 }
 
 // target is true for a container that receives the template's volumeMounts and env.

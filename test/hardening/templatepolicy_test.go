@@ -197,8 +197,14 @@ func TestTheTemplatePolicyRefusesWhatANamespacedTemplateMustNotAddAndAcceptsTheS
 		}
 		n++
 		for _, ns := range []string{st.Namespace, "vap-tenant"} {
-			t.Run("the sample "+filepath.Base(f)+" is accepted in "+ns, func(t *testing.T) {
-				if err := create(ns, st.Name, st.Spec); err != nil {
+			// A cluster-wide sample (mesh-proxy: NET_ADMIN for its iptables step) is the platform's: a tenant's
+			// copy is refused, which is the policy working.
+			platformOnly := ns == "vap-tenant" && st.Namespace == "sidecar-injector" && addsCapabilities(&st.Spec)
+			t.Run("the sample "+filepath.Base(f)+" in "+ns, func(t *testing.T) {
+				switch err := create(ns, st.Name, st.Spec); {
+				case platformOnly && err == nil:
+					t.Errorf("a tenant's copy of a sample that adds capabilities was accepted")
+				case !platformOnly && err != nil:
 					t.Errorf("refused: %v", err)
 				}
 			})
@@ -268,4 +274,16 @@ func TestTheTemplateRolesAggregateIntoViewForEveryoneAndEditOnlyForAdmins(t *tes
 			t.Errorf("%s: may create templates = %v", cr.Name, write)
 		}
 	}
+}
+
+// addsCapabilities reports whether a template's containers or init containers add Linux capabilities beyond
+// NET_BIND_SERVICE (the chart's default allowance for namespaced templates).
+func addsCapabilities(spec *v1alpha1.SidecarTemplateSpec) bool {
+	for _, c := range append(slices.Clone(spec.Containers), spec.InitContainers...) {
+		if sc := c.SecurityContext; sc != nil && sc.Capabilities != nil &&
+			slices.ContainsFunc(sc.Capabilities.Add, func(c corev1.Capability) bool { return c != "NET_BIND_SERVICE" }) {
+			return true
+		}
+	}
+	return false
 }

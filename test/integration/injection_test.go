@@ -145,7 +145,7 @@ func TestANativeSidecarLandsBeforeThePodsInitContainersWithItsProbesAndIsAccepte
 	liveness := probe(corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/proxy", "check"}}})
 	createTemplate(t, ns, "mesh", v1alpha1.SidecarTemplateSpec{
 		InitContainers: []corev1.Container{
-			{Name: "mesh-init", Image: "registry.example/mesh-init:1"}, // a plain init container: after the pod's own
+			{Name: "mesh-init", Image: "registry.example/mesh-init:1"}, // the iptables step: listed before the proxy, it stays before it
 			{
 				Name: "mesh-proxy", Image: "registry.example/mesh-proxy:1",
 				RestartPolicy: ptrTo(corev1.ContainerRestartPolicyAlways),
@@ -159,10 +159,10 @@ func TestANativeSidecarLandsBeforeThePodsInitContainersWithItsProbesAndIsAccepte
 	pod.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "registry.example/migrate:1"}}
 	got := createPod(t, pod) // createPod fails the test if the API server rejects the injected pod
 
-	if g, w := containerNames(got.Spec.InitContainers), []string{"mesh-proxy", "migrate", "mesh-init"}; !slices.Equal(g, w) {
-		t.Fatalf("init containers = %v, want %v (native sidecar first, plain init container after the pod's own)", g, w)
+	if g, w := containerNames(got.Spec.InitContainers), []string{"mesh-init", "mesh-proxy", "migrate"}; !slices.Equal(g, w) {
+		t.Fatalf("init containers = %v, want %v (the template's order up to its native sidecar, before the pod's own)", g, w)
 	}
-	proxy := got.Spec.InitContainers[0]
+	proxy := got.Spec.InitContainers[1]
 	if proxy.RestartPolicy == nil || *proxy.RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Errorf("mesh-proxy restartPolicy = %v, want Always", deref(proxy.RestartPolicy))
 	}
@@ -173,8 +173,8 @@ func TestANativeSidecarLandsBeforeThePodsInitContainersWithItsProbesAndIsAccepte
 			t.Errorf("mesh-proxy %s = %+v, want %+v", name, pair[0], pair[1])
 		}
 	}
-	if got.Spec.InitContainers[2].RestartPolicy != nil {
-		t.Errorf("mesh-init restartPolicy = %v, want unset", *got.Spec.InitContainers[2].RestartPolicy)
+	if got.Spec.InitContainers[0].RestartPolicy != nil {
+		t.Errorf("mesh-init restartPolicy = %v, want unset", *got.Spec.InitContainers[0].RestartPolicy)
 	}
 	if g := containerNames(got.Spec.Containers); !slices.Equal(g, []string{"app"}) {
 		t.Errorf("containers = %v, want [app]", g)
@@ -184,7 +184,7 @@ func TestANativeSidecarLandsBeforeThePodsInitContainersWithItsProbesAndIsAccepte
 	if err := k8s.Get(ctxFor(t), client.ObjectKeyFromObject(got), &stored); err != nil {
 		t.Fatal(err)
 	}
-	if g := containerNames(stored.Spec.InitContainers); !slices.Equal(g, []string{"mesh-proxy", "migrate", "mesh-init"}) {
+	if g := containerNames(stored.Spec.InitContainers); !slices.Equal(g, []string{"mesh-init", "mesh-proxy", "migrate"}) {
 		t.Errorf("stored init containers = %v", g)
 	}
 }
@@ -276,5 +276,31 @@ func TestAServerSideDryRunCreateReturnsTheInjectedPodAndStoresNothing(t *testing
 	}
 	if real.Annotations[v1alpha1.AnnotationStatus] != got.Annotations[v1alpha1.AnnotationStatus] {
 		t.Errorf("status differs: real %s, dry-run %s", real.Annotations[v1alpha1.AnnotationStatus], got.Annotations[v1alpha1.AnnotationStatus])
+	}
+}
+
+// A Job's pod (restartPolicy Never) gets the template's containers as native sidecars, which the API server
+// accepts, so that the pod can complete; a Deployment's pod gets the same template as regular containers.
+func TestAJobsPodGetsTheTemplatesContainersAsNativeSidecars(t *testing.T) {
+	ns := createNamespace(t, "jobs", nil)
+	createTemplate(t, ns, "shipper", v1alpha1.SidecarTemplateSpec{
+		Containers: []corev1.Container{{Name: "shipper", Image: "registry.example/shipper:1"}},
+	})
+	waitUntilServed(t, ns, ns, "shipper")
+
+	job := newPod(ns, "nightly", withInject("shipper"))
+	job.Spec.RestartPolicy = corev1.RestartPolicyNever
+	got := createPod(t, job)
+	if g := containerNames(got.Spec.Containers); len(g) != 1 {
+		t.Errorf("containers = %v, want only the application's", g)
+	}
+	if g := containerNames(got.Spec.InitContainers); !slices.Equal(g, []string{"shipper"}) ||
+		deref(got.Spec.InitContainers[0].RestartPolicy) != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("init containers = %v, want [shipper] with restartPolicy Always (a native sidecar)", g)
+	}
+
+	svc := createPod(t, newPod(ns, "web", withInject("shipper")))
+	if g := containerNames(svc.Spec.Containers); !slices.Contains(g, "shipper") || len(svc.Spec.InitContainers) != 0 {
+		t.Errorf("a pod that runs until deleted: containers %v, init containers %v; want shipper as a regular container", g, containerNames(svc.Spec.InitContainers))
 	}
 }

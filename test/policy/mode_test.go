@@ -23,7 +23,7 @@ func TestTemplatesInPolicyAndAutoModeAreServedByGeneratedPoliciesAndNothingIsLef
 	c := webhookCluster
 	c.ensureNamespace(t, "mode-a", nil)
 	policyT := &v1alpha1.SidecarTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: "mode-a", Name: "by-policy"},
-		Spec: v1alpha1.SidecarTemplateSpec{Mode: v1alpha1.ModePolicy,
+		Spec: v1alpha1.SidecarTemplateSpec{Mode: v1alpha1.ModePolicy, JobPolicy: v1alpha1.JobPolicySkip,
 			Containers: []corev1.Container{{Name: "policy-sidecar", Image: "policy:1"}},
 			Env:        []corev1.EnvVar{{Name: "BY", Value: "policy"}}}}
 	autoT := &v1alpha1.SidecarTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: "mode-a", Name: "auto"},

@@ -32,13 +32,32 @@ const (
 type InitContainerPlacement string
 
 const (
-	// InitContainerPlacementAuto puts native sidecars (restartPolicy: Always) before the pod's own init
-	// containers, so that those can use them, and other init containers after the pod's own.
+	// InitContainerPlacementAuto keeps the template's order: its init containers up to and including its last
+	// native sidecar (restartPolicy: Always) go before the pod's own init containers, so that those can use
+	// them, and the rest after the pod's own.
 	InitContainerPlacementAuto InitContainerPlacement = "Auto"
 	// InitContainerPlacementFirst puts every init container of the template before the pod's own.
 	InitContainerPlacementFirst InitContainerPlacement = "First"
 	// InitContainerPlacementLast puts every init container of the template after the pod's own.
 	InitContainerPlacementLast InitContainerPlacement = "Last"
+)
+
+// JobPolicy says what a template's containers become in a pod that runs to completion (restartPolicy Never or
+// OnFailure: Jobs, CronJobs, workflow steps), where a regular sidecar container that never exits keeps the pod
+// from ever completing.
+// +kubebuilder:validation:Enum=Native;Skip;Keep
+type JobPolicy string
+
+const (
+	// JobPolicyNative adds the template's containers to such pods as native sidecars (init containers with
+	// restartPolicy: Always, placed before the pod's own init containers), which the kubelet stops when the
+	// application's containers have finished, so the pod can complete.
+	JobPolicyNative JobPolicy = "Native"
+	// JobPolicySkip leaves such pods without the template (decision reason JobPolicySkip).
+	JobPolicySkip JobPolicy = "Skip"
+	// JobPolicyKeep adds the containers as regular containers, with an admission warning: the pod completes only
+	// if they exit by themselves.
+	JobPolicyKeep JobPolicy = "Keep"
 )
 
 // Mode says what serves a template: the webhook, or admission policies that the API server applies itself.
@@ -130,6 +149,15 @@ type SidecarTemplateSpec struct {
 	// +optional
 	Mode Mode `json:"mode,omitempty"`
 
+	// jobPolicy says what containers become in a pod that runs to completion (restartPolicy Never or
+	// OnFailure): Native adds them as native sidecars (init containers with restartPolicy: Always, placed as
+	// native sidecars are) so that the pod can complete; Skip leaves such pods without this template; Keep adds
+	// them as regular containers, with an admission warning that the pod will not complete unless they exit by
+	// themselves. Pods that run until deleted (restartPolicy Always) are not affected. Absent means Native; no
+	// default is written into stored templates, for the same reason as mode's.
+	// +optional
+	JobPolicy JobPolicy `json:"jobPolicy,omitempty"`
+
 	// containers are added to spec.containers. Names are fixed (no per-pod values). Absent means none.
 	// +optional
 	// +listType=map
@@ -156,9 +184,9 @@ type SidecarTemplateSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(c, !has(c.restartPolicy) || c.restartPolicy == 'Always')",message="an init container's restartPolicy can only be Always (a native sidecar)"
 	InitContainers []corev1.Container `json:"initContainers,omitempty"`
 
-	// initContainerPlacement says where initContainers go: Auto puts native sidecars before the pod's own init
-	// containers (so those can use them) and other init containers after; First and Last put all of them before
-	// or after the pod's own. Absent means Auto.
+	// initContainerPlacement says where initContainers go: Auto keeps the template's order, putting those up to
+	// and including its last native sidecar before the pod's own init containers (so those can use them) and
+	// the rest after; First and Last put all of them before or after the pod's own. Absent means Auto.
 	// +optional
 	// +kubebuilder:default=Auto
 	InitContainerPlacement InitContainerPlacement `json:"initContainerPlacement,omitempty"`
@@ -195,9 +223,10 @@ type SidecarTemplateSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	EnvFrom []corev1.EnvFromSource `json:"envFrom,omitempty"`
 
-	// targetContainers names the application containers that receive volumeMounts, env and envFrom. Absent
-	// means all of the pod's own containers (never the sidecars that templates add). A name the pod does not
-	// have is reported in an admission warning.
+	// targetContainers names the application containers that receive volumeMounts, env and envFrom; it may
+	// name the pod's own init containers, which receive them only when named. Absent means all of the pod's own
+	// containers (never its init containers, nor the sidecars that templates add). A name the pod does not have
+	// is reported in an admission warning.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
