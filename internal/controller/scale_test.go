@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,6 +118,9 @@ func TestStartAtScale(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	nsCount := scaleNamespaces(t)
+	if os.Getenv("SIDECAR_SCALE_HEAP_PROFILE") != "" {
+		runtime.MemProfileRate = 4096 // fine enough to tell the store's objects apart
+	}
 	fast := rest.CopyConfig(cfg)
 	fast.QPS, fast.Burst = -1, 0 // as the injector: no client-side throttling, so creation is quick
 	k8s, err := client.New(fast, client.Options{Scheme: scheme})
@@ -144,12 +148,12 @@ func TestStartAtScale(t *testing.T) {
 	n := int64(len(templates))
 
 	first := startController(ctx, t, fast, injectorNS, n)
-	t.Logf("first start, %d templates without status: %s; %.2f CPU s", n, first.work, first.cpu)
+	t.Logf("first start, %d templates without status: %s; %.2f CPU s; live heap %.1f MiB", n, first.work, first.cpu, first.heapMiB)
 	if got := first.work.statusWrites.Load(); got != n {
 		t.Errorf("first start: %d status writes for %d templates without status, want one each", got, n)
 	}
 	second := startController(ctx, t, fast, injectorNS, n)
-	t.Logf("second start, %d templates with current status: %s; %.2f CPU s", n, second.work, second.cpu)
+	t.Logf("second start, %d templates with current status: %s; %.2f CPU s; live heap %.1f MiB", n, second.work, second.cpu, second.heapMiB)
 	if got := second.work.statusWrites.Load(); got != 0 {
 		t.Errorf("second start: %d status writes, want none: every status was current", got)
 	}
@@ -163,8 +167,9 @@ func TestStartAtScale(t *testing.T) {
 }
 
 type startResult struct {
-	work *startWork
-	cpu  float64
+	work    *startWork
+	cpu     float64
+	heapMiB float64 // live heap added by the manager: informers, store, controller
 }
 
 // startController runs the controller (with the webhook's store, as the injector does) until it has reconciled
@@ -174,7 +179,7 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w := &startWork{prefix: injectorNS}
-	runtime.GC()
+	heap0 := heapInUse()
 	cpu0 := cpuSeconds(t)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
@@ -212,11 +217,35 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 		}
 	}
 	cpu := cpuSeconds(t) - cpu0
+	heap := heapInUse()
+	if p := os.Getenv("SIDECAR_SCALE_HEAP_PROFILE"); p != "" {
+		writeHeapProfile(t, p)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("manager: %v", err)
 	}
-	return startResult{work: w, cpu: cpu}
+	return startResult{work: w, cpu: cpu, heapMiB: float64(heap-heap0) / (1 << 20)}
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// writeHeapProfile writes the heap profile to path ($SIDECAR_SCALE_HEAP_PROFILE: what the live heap is made of).
+func writeHeapProfile(t *testing.T, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // createAll creates objs with 16 clients at once.

@@ -64,6 +64,14 @@ func (e *entry) template(injectorNamespace string) *inject.Template {
 	return t
 }
 
+// peek returns the compiled template if it is compiled, else compiles it without keeping the result.
+func (e *entry) peek(injectorNamespace string) *inject.Template {
+	if t := e.compiled.Load(); t != nil {
+		return t
+	}
+	return inject.Compile(e.obj, injectorNamespace)
+}
+
 // namespaceTemplates is one namespace's templates.
 type namespaceTemplates struct {
 	byName map[string]*entry
@@ -110,13 +118,7 @@ func (s *Templates) Index(namespace string) *inject.Index {
 	defer s.mu.RUnlock()
 	// Built under the read lock, which holds back only the event handlers: a handler's change cannot slip in
 	// between reading the templates and caching the index built from them.
-	cluster := s.cluster.index.Load()
-	if cluster == nil {
-		cluster = inject.NewClusterIndex(s.injectorNamespace, s.compile(s.cluster.templates))
-		if !s.cluster.index.CompareAndSwap(nil, cluster) {
-			cluster = s.cluster.index.Load()
-		}
-	}
+	cluster := s.clusterIndex()
 	ns := s.byNamespace[namespace]
 	if namespace == s.injectorNamespace {
 		return cluster
@@ -130,6 +132,57 @@ func (s *Templates) Index(namespace string) *inject.Index {
 	x := cluster.ForNamespace(namespace, s.compile(ns.own))
 	ns.indexed.Store(&versionedIndex{version: s.cluster.version, index: x})
 	return x
+}
+
+// clusterIndex returns the cluster-wide layer's index, building it on first use; s.mu must be held (for reading).
+func (s *Templates) clusterIndex() *inject.Index {
+	cluster := s.cluster.index.Load()
+	if cluster == nil {
+		cluster = inject.NewClusterIndex(s.injectorNamespace, s.compile(s.cluster.templates))
+		if !s.cluster.index.CompareAndSwap(nil, cluster) {
+			cluster = s.cluster.index.Load()
+		}
+	}
+	return cluster
+}
+
+// Peek is Index for a reader that is not an admission (the status controller, which looks at every namespace
+// after a start): it returns the index admissions use when there is one, else one built for this call, whose
+// templates are compiled for it and not kept. Without it the controller would leave every template of the
+// cluster compiled, and an index per namespace, in memory for good; admissions only need those of namespaces
+// that see pods. The cluster-wide layer, which every admission needs, is built and kept as by Index.
+func (s *Templates) Peek(namespace string) *inject.Index {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	cluster := s.clusterIndex()
+	if namespace == s.injectorNamespace {
+		return cluster
+	}
+	ns := s.byNamespace[namespace]
+	if ns == nil {
+		return cluster.ForNamespace(namespace, nil)
+	}
+	if c := ns.indexed.Load(); c != nil && c.version == s.cluster.version {
+		return c.index
+	}
+	own := make([]*inject.Template, len(ns.own))
+	for i, e := range ns.own {
+		own[i] = e.peek(s.injectorNamespace)
+	}
+	return cluster.ForNamespace(namespace, own)
+}
+
+// PeekTemplate is Get for a reader that is not an admission: the compiled template when it is compiled
+// already, else compiled for this call and not kept (see Peek); nil when the store has no such template.
+func (s *Templates) PeekTemplate(namespace, name string) *inject.Template {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if ns := s.byNamespace[namespace]; ns != nil {
+		if e := ns.byName[name]; e != nil {
+			return e.peek(s.injectorNamespace)
+		}
+	}
+	return nil
 }
 
 // bareIndex returns the index of namespace, which has no templates of its own: the cluster-wide layer, with its
