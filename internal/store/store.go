@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	corev1 "k8s.io/api/core/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
@@ -336,6 +337,25 @@ func (s *Templates) OnDelete(obj any) {
 }
 
 var _ toolscache.ResourceEventHandler = (*Templates)(nil)
+
+// TemplateTransform is the cache transform for SidecarTemplates: it drops what neither admissions nor the
+// status controller read, before the informer keeps the object: managedFields and kubectl's
+// last-applied-configuration annotation (a second copy of the whole spec in JSON, on every template that was
+// kubectl-applied). Every other field stays: the controller compares status, Compile reads the spec.
+func TemplateTransform(obj any) (any, error) {
+	t, ok := obj.(*v1alpha1.SidecarTemplate)
+	if !ok {
+		return obj, nil
+	}
+	t.ManagedFields = nil
+	if _, ok := t.Annotations[corev1.LastAppliedConfigAnnotation]; ok {
+		delete(t.Annotations, corev1.LastAppliedConfigAnnotation)
+		if len(t.Annotations) == 0 {
+			t.Annotations = nil
+		}
+	}
+	return t, nil
+}
 
 // Register feeds the store from the informer for SidecarTemplates in informers (a controller-runtime cache).
 // The returned registration's HasSynced tells when the store has seen every template of the initial list.

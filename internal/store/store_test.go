@@ -406,3 +406,28 @@ func TestNamespacesWithoutTemplatesGetTheirOwnIndexUpToABound(t *testing.T) {
 	assertCandidates(t, s, "bare-a", "sidecar-injector/cluster-0", "sidecar-injector/cluster-1",
 		"sidecar-injector/cluster-2", "sidecar-injector/new-cluster-wide")
 }
+
+func TestTheCacheKeepsNeitherManagedFieldsNorKubectlsCopyOfTheSpec(t *testing.T) {
+	tpl := tmpl("team-a", "log-shipper", 1, 0)
+	tpl.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	tpl.Annotations = map[string]string{corev1.LastAppliedConfigAnnotation: `{"spec":{}}`, "team": "a"}
+	tpl.Status.ObservedGeneration = 1
+	got, err := TemplateTransform(tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := got.(*v1alpha1.SidecarTemplate)
+	if out.ManagedFields != nil {
+		t.Error("managedFields kept")
+	}
+	if _, ok := out.Annotations[corev1.LastAppliedConfigAnnotation]; ok || out.Annotations["team"] != "a" {
+		t.Errorf("annotations %v: want only kubectl's copy of the spec dropped", out.Annotations)
+	}
+	if out.Status.ObservedGeneration != 1 || len(out.Spec.Containers) != 1 {
+		t.Error("the transform dropped the spec or the status, which Compile and the controller read")
+	}
+	pod := &corev1.Pod{}
+	if got, _ := TemplateTransform(pod); got != pod {
+		t.Error("another kind was changed")
+	}
+}
