@@ -181,6 +181,17 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 	defer cancel()
 	w := &startWork{prefix: injectorNS}
 	heap0 := heapInUse()
+	if p := os.Getenv("SIDECAR_SCALE_CPU_PROFILE"); p != "" { // where a start's CPU goes
+		f, err := os.Create(fmt.Sprintf("%s.%d", p, time.Now().UnixNano()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cpu0 := cpuSeconds(t)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
