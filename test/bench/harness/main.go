@@ -841,7 +841,7 @@ func (h *harness) runScale(ctx context.Context, two, review *proc) (*scaleResult
 	// be decided by the luck of what else ran.
 	cp := controlPlanePIDs(h.scaleAPI)
 	others := append(cp, two.cmd.Process.Pid)
-	settled, ok := h.settleAll(inj, others, 420*time.Second)
+	settled, ok := h.settleAll(inj, others, 600*time.Second)
 	if len(cp) < 2 {
 		h.note("scale: found %d of the scale API server's 2 processes (kube-apiserver, etcd): their quiet is unknown, so the settled passes are not a pass", len(cp))
 		ok = false
