@@ -212,6 +212,9 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 	}
 	r := &TemplateReconciler{Client: w.counting(mgr.GetClient()), InjectorNamespace: injectorNS, Templates: templates,
 		Events: events.NewRecorder(w), Metrics: m}
+	if os.Getenv("SIDECAR_SCALE_UNPACED") != "" { // the same CPU seconds, sooner (measurements only)
+		r.Pace = Unlimited
+	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		t.Fatal(err)
 	}
