@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
@@ -198,6 +199,13 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             crconfig.Controller{SkipNameValidation: ptr.To(true)}, // started twice
+		// As serve's cache (internal/server): templates without managedFields and kubectl's copy.
+		Cache: cache.Options{DefaultTransform: func(obj any) (any, error) {
+			if _, ok := obj.(*v1alpha1.SidecarTemplate); ok {
+				return store.TemplateTransform(obj)
+			}
+			return cache.TransformStripManagedFields()(obj)
+		}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +248,7 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 	if err := <-done; err != nil {
 		t.Errorf("manager: %v", err)
 	}
-	return startResult{work: w, cpu: cpu, heapMiB: float64(heap-heap0) / (1 << 20)}
+	return startResult{work: w, cpu: cpu, heapMiB: (float64(heap) - float64(heap0)) / (1 << 20)}
 }
 
 // heapInUse is the live heap after a collection.
