@@ -44,6 +44,9 @@ type Metrics struct {
 
 	mu    sync.Mutex
 	ready map[string]bool // template key -> Ready, behind the templates gauge
+	// readyCount and notReadyCount count ready's values, kept on every change: recounting the map on every
+	// reconcile made a start over 10,100 templates quadratic (15% of the controller's CPU).
+	readyCount, notReadyCount int
 
 	process *process // build info, certificate expiry, cache sync (process.go)
 }
@@ -180,8 +183,22 @@ func labelValue(v string) string { return strings.ToValidUTF8(v, "\uFFFD") }
 func (m *Metrics) SetTemplateReady(namespace, name string, ready bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.ready[namespace+"/"+name] = ready
+	key := namespace + "/" + name
+	if old, tracked := m.ready[key]; tracked {
+		m.countLocked(old, -1)
+	}
+	m.ready[key] = ready
+	m.countLocked(ready, 1)
 	m.updateTemplatesLocked()
+}
+
+// countLocked adds delta to the count of ready or not-ready templates.
+func (m *Metrics) countLocked(ready bool, delta int) {
+	if ready {
+		m.readyCount += delta
+	} else {
+		m.notReadyCount += delta
+	}
 }
 
 // ForgetTemplate is called when the template namespace/name is deleted: its decision series are dropped (so the
@@ -192,21 +209,14 @@ func (m *Metrics) ForgetTemplate(namespace, name string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key := namespace + "/" + name
-	if _, tracked := m.ready[key]; tracked {
+	if old, tracked := m.ready[key]; tracked {
 		delete(m.ready, key)
+		m.countLocked(old, -1)
 		m.updateTemplatesLocked()
 	}
 }
 
 func (m *Metrics) updateTemplatesLocked() {
-	var ready, notReady int
-	for _, r := range m.ready {
-		if r {
-			ready++
-		} else {
-			notReady++
-		}
-	}
-	m.templates.WithLabelValues("true").Set(float64(ready))
-	m.templates.WithLabelValues("false").Set(float64(notReady))
+	m.templates.WithLabelValues("true").Set(float64(m.readyCount))
+	m.templates.WithLabelValues("false").Set(float64(m.notReadyCount))
 }

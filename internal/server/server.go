@@ -23,6 +23,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -198,7 +199,7 @@ func Run(ctx context.Context, opts Options) error {
 			// Only the stores read the cache, through event handlers; fail instead of starting an informer
 			// on the admission path should anyone Get a kind that is not watched.
 			ReaderFailOnMissingInformer: true,
-			DefaultTransform:            cache.TransformStripManagedFields(),
+			DefaultTransform:            transform(cache.TransformStripManagedFields()),
 		},
 		Metrics:                metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)},
 		HealthProbeBindAddress: disabledIfEmpty(opts.HealthProbeBindAddress),
@@ -383,6 +384,18 @@ func (o *Options) complete() error {
 }
 
 // restConfig returns the API server connection to use.
+// transform is the cache's transform: store.TemplateTransform for SidecarTemplates (the informer's copy of
+// every template is most of the injector's memory at scale), others for everything else. Not a per-object
+// transform (cache.Options.ByObject): that asks the API server for a REST mapping when the manager is made.
+func transform(others toolscache.TransformFunc) toolscache.TransformFunc {
+	return func(obj any) (any, error) {
+		if _, ok := obj.(*v1alpha1.SidecarTemplate); ok {
+			return store.TemplateTransform(obj)
+		}
+		return others(obj)
+	}
+}
+
 func (o *Options) restConfig() (*rest.Config, error) {
 	if o.RestConfig != nil {
 		return o.RestConfig, nil

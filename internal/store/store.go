@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	corev1 "k8s.io/api/core/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
@@ -64,6 +65,14 @@ func (e *entry) template(injectorNamespace string) *inject.Template {
 	return t
 }
 
+// peek returns the compiled template if it is compiled, else compiles it without keeping the result.
+func (e *entry) peek(injectorNamespace string) *inject.Template {
+	if t := e.compiled.Load(); t != nil {
+		return t
+	}
+	return inject.Compile(e.obj, injectorNamespace)
+}
+
 // namespaceTemplates is one namespace's templates.
 type namespaceTemplates struct {
 	byName map[string]*entry
@@ -110,13 +119,7 @@ func (s *Templates) Index(namespace string) *inject.Index {
 	defer s.mu.RUnlock()
 	// Built under the read lock, which holds back only the event handlers: a handler's change cannot slip in
 	// between reading the templates and caching the index built from them.
-	cluster := s.cluster.index.Load()
-	if cluster == nil {
-		cluster = inject.NewClusterIndex(s.injectorNamespace, s.compile(s.cluster.templates))
-		if !s.cluster.index.CompareAndSwap(nil, cluster) {
-			cluster = s.cluster.index.Load()
-		}
-	}
+	cluster := s.clusterIndex()
 	ns := s.byNamespace[namespace]
 	if namespace == s.injectorNamespace {
 		return cluster
@@ -130,6 +133,57 @@ func (s *Templates) Index(namespace string) *inject.Index {
 	x := cluster.ForNamespace(namespace, s.compile(ns.own))
 	ns.indexed.Store(&versionedIndex{version: s.cluster.version, index: x})
 	return x
+}
+
+// clusterIndex returns the cluster-wide layer's index, building it on first use; s.mu must be held (for reading).
+func (s *Templates) clusterIndex() *inject.Index {
+	cluster := s.cluster.index.Load()
+	if cluster == nil {
+		cluster = inject.NewClusterIndex(s.injectorNamespace, s.compile(s.cluster.templates))
+		if !s.cluster.index.CompareAndSwap(nil, cluster) {
+			cluster = s.cluster.index.Load()
+		}
+	}
+	return cluster
+}
+
+// Peek is Index for a reader that is not an admission (the status controller, which looks at every namespace
+// after a start): it returns the index admissions use when there is one, else one built for this call, whose
+// templates are compiled for it and not kept. Without it the controller would leave every template of the
+// cluster compiled, and an index per namespace, in memory for good; admissions only need those of namespaces
+// that see pods. The cluster-wide layer, which every admission needs, is built and kept as by Index.
+func (s *Templates) Peek(namespace string) *inject.Index {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	cluster := s.clusterIndex()
+	if namespace == s.injectorNamespace {
+		return cluster
+	}
+	ns := s.byNamespace[namespace]
+	if ns == nil {
+		return cluster.ForNamespace(namespace, nil)
+	}
+	if c := ns.indexed.Load(); c != nil && c.version == s.cluster.version {
+		return c.index
+	}
+	own := make([]*inject.Template, len(ns.own))
+	for i, e := range ns.own {
+		own[i] = e.peek(s.injectorNamespace)
+	}
+	return cluster.ForNamespace(namespace, own)
+}
+
+// PeekTemplate is Get for a reader that is not an admission: the compiled template when it is compiled
+// already, else compiled for this call and not kept (see Peek); nil when the store has no such template.
+func (s *Templates) PeekTemplate(namespace, name string) *inject.Template {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if ns := s.byNamespace[namespace]; ns != nil {
+		if e := ns.byName[name]; e != nil {
+			return e.peek(s.injectorNamespace)
+		}
+	}
+	return nil
 }
 
 // bareIndex returns the index of namespace, which has no templates of its own: the cluster-wide layer, with its
@@ -283,6 +337,25 @@ func (s *Templates) OnDelete(obj any) {
 }
 
 var _ toolscache.ResourceEventHandler = (*Templates)(nil)
+
+// TemplateTransform is the cache transform for SidecarTemplates: it drops what neither admissions nor the
+// status controller read, before the informer keeps the object: managedFields and kubectl's
+// last-applied-configuration annotation (a second copy of the whole spec in JSON, on every template that was
+// kubectl-applied). Every other field stays: the controller compares status, Compile reads the spec.
+func TemplateTransform(obj any) (any, error) {
+	t, ok := obj.(*v1alpha1.SidecarTemplate)
+	if !ok {
+		return obj, nil
+	}
+	t.ManagedFields = nil
+	if _, ok := t.Annotations[corev1.LastAppliedConfigAnnotation]; ok {
+		delete(t.Annotations, corev1.LastAppliedConfigAnnotation)
+		if len(t.Annotations) == 0 {
+			t.Annotations = nil
+		}
+	}
+	return t, nil
+}
 
 // Register feeds the store from the informer for SidecarTemplates in informers (a controller-runtime cache).
 // The returned registration's HasSynced tells when the store has seen every template of the initial list.

@@ -322,6 +322,32 @@ func TestTemplatesAreCompiledWhenAPodOfTheirNamespaceNeedsThemNotWhenTheyArrive(
 	}
 }
 
+func TestTheControllersLookAtEveryNamespaceLeavesOnlyTheCompiledTemplatesAdmissionsUse(t *testing.T) {
+	s := fill(1000, 10) // 10,003 templates
+	s.Index("ns-7")     // an admission in ns-7
+	want := keys(s.Index("ns-7").Templates())
+	for i := range 1000 {
+		ns := fmt.Sprintf("ns-%d", i)
+		// Every namespace offers its 10 and the 3 cluster-wide ones; ns-7 exactly what its admission index offers.
+		got := keys(s.Peek(ns).Templates())
+		if len(got) != 13 || i == 7 && !slices.Equal(got, want) {
+			t.Fatalf("Peek(%s) offers %q, want 13 templates (ns-7's index: %q)", ns, got, want)
+		}
+		if tpl := s.PeekTemplate(ns, "t-3"); tpl == nil || tpl.Err != nil || tpl.Namespace != ns {
+			t.Fatalf("PeekTemplate(%s, t-3) = %+v, want a valid template of that namespace", ns, tpl)
+		}
+	}
+	if n := compiledCount(s); n != 13 {
+		t.Errorf("%d templates compiled after the controller looked at every namespace, want the 13 of ns-7's admission", n)
+	}
+	if tpl := s.PeekTemplate("ns-7", "t-3"); tpl != s.Get("ns-7", "t-3") {
+		t.Error("PeekTemplate did not return the compiled template that admissions share")
+	}
+	if s.PeekTemplate("ns-7", "missing") != nil {
+		t.Error("PeekTemplate of a template the store does not have is not nil")
+	}
+}
+
 // The informer replaces its object on every update; the store must follow it rather than keep an older version
 // alive beside it (ten thousand status writes would double the memory of the templates).
 func TestAStatusUpdateMovesTheStoreToTheInformersNewObjectAndKeepsTheCompiledTemplate(t *testing.T) {
@@ -379,4 +405,29 @@ func TestNamespacesWithoutTemplatesGetTheirOwnIndexUpToABound(t *testing.T) {
 	s.OnAdd(tmpl(injectorNS, "new-cluster-wide", 1, 0), true)
 	assertCandidates(t, s, "bare-a", "sidecar-injector/cluster-0", "sidecar-injector/cluster-1",
 		"sidecar-injector/cluster-2", "sidecar-injector/new-cluster-wide")
+}
+
+func TestTheCacheKeepsNeitherManagedFieldsNorKubectlsCopyOfTheSpec(t *testing.T) {
+	tpl := tmpl("team-a", "log-shipper", 1, 0)
+	tpl.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	tpl.Annotations = map[string]string{corev1.LastAppliedConfigAnnotation: `{"spec":{}}`, "team": "a"}
+	tpl.Status.ObservedGeneration = 1
+	got, err := TemplateTransform(tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := got.(*v1alpha1.SidecarTemplate)
+	if out.ManagedFields != nil {
+		t.Error("managedFields kept")
+	}
+	if _, ok := out.Annotations[corev1.LastAppliedConfigAnnotation]; ok || out.Annotations["team"] != "a" {
+		t.Errorf("annotations %v: want only kubectl's copy of the spec dropped", out.Annotations)
+	}
+	if out.Status.ObservedGeneration != 1 || len(out.Spec.Containers) != 1 {
+		t.Error("the transform dropped the spec or the status, which Compile and the controller read")
+	}
+	pod := &corev1.Pod{}
+	if got, _ := TemplateTransform(pod); got != pod {
+		t.Error("another kind was changed")
+	}
 }

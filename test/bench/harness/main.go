@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,12 +144,16 @@ func parseInts(s string) []int {
 }
 
 // Server kinds, in the table's order.
+// scaleSettledPods label the scale scenario's passes once every process settled.
+var scaleSettledPods = []string{"scale@settled#1", "scale@settled#2"}
+
 const (
 	injector    = "injector"
 	reviewFloor = "review-floor"
 	podFloor    = "pod-floor"
-	// scalePod labels the cells of the scale scenario (the realistic pod).
-	scalePod = "realistic@scale"
+	// scaleReadyPod labels the scale scenario's first pass (the realistic pod), from the injector's Ready on;
+	// scaleSettledPods the two passes once everything settled.
+	scaleReadyPod = "scale@ready"
 	// twoTemplates is, in the scale scenario's cells, the injector with 2 templates measured beside the one
 	// with every scale template.
 	twoTemplates = "injector-2tpl"
@@ -553,25 +558,68 @@ func (h *harness) startFloor(ctx context.Context, mode string) (*proc, error) {
 // controller reconciles every template after a start, which is not what the cells measure. It returns how long
 // that took and whether p did settle.
 func (h *harness) settle(p *proc) (time.Duration, bool) {
+	return h.settleAll(p, nil, 120*time.Second)
+}
+
+// settleAll waits (at most limit) until p used less than 2% of a CPU over a second and the processes others
+// (an API server and its etcd, another injector) less than 5% together: the scale cells must not measure them
+// working off the scale injector's start. It returns how long that took and whether all did settle; when they
+// did not, it says so in a note.
+func (h *harness) settleAll(p *proc, others []int, limit time.Duration) (time.Duration, bool) {
 	t0 := time.Now()
-	pid := p.cmd.Process.Pid
-	prev, err := loadgen.ProcessCPUSeconds(pid)
-	if err != nil {
-		return 0, false
+	pids := append([]int{p.cmd.Process.Pid}, others...)
+	prev := make([]float64, len(pids))
+	for i, pid := range pids {
+		prev[i], _ = loadgen.ProcessCPUSeconds(pid)
 	}
-	for time.Since(t0) < 120*time.Second {
+	for time.Since(t0) < limit {
 		time.Sleep(time.Second)
-		cur, err := loadgen.ProcessCPUSeconds(pid)
-		if err != nil {
-			return time.Since(t0), false
+		own, rest := 0.0, 0.0
+		for i, pid := range pids {
+			cur, err := loadgen.ProcessCPUSeconds(pid)
+			if err != nil {
+				h.note("settle: %v", err)
+				return time.Since(t0), false
+			}
+			if i == 0 {
+				own += cur - prev[i]
+			} else {
+				rest += cur - prev[i]
+			}
+			prev[i] = cur
 		}
-		if cur-prev <= 0.02 {
+		if own <= 0.02 && rest <= 0.05 {
 			return time.Since(t0), true
 		}
-		prev = cur
 	}
-	h.note("%s was still busy (status controller) %s after start; the cells after it include that work", p.name, time.Since(t0).Round(time.Second))
+	h.note("%s (or its API server, etcd, the other injector) was still busy %s after start; the cells after it include that work",
+		p.name, time.Since(t0).Round(time.Second))
 	return time.Since(t0), false
+}
+
+// controlPlanePIDs finds the processes of a's kube-apiserver and etcd by the directories envtest gave them
+// (envtest does not expose their pids).
+func controlPlanePIDs(a *apiServer) []int {
+	marks := []string{"--cert-dir=" + a.env.ControlPlane.APIServer.CertDir, "--data-dir=" + a.env.ControlPlane.Etcd.DataDir}
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, m := range marks {
+			if slices.Contains(strings.Split(string(cmdline), "\x00"), m) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
 }
 
 // ---------------------------------------------------------------- load
@@ -730,8 +778,11 @@ type scaleResult struct {
 	CreateSeconds float64 `json:"create_seconds"`
 	ReadySeconds  float64 `json:"ready_seconds"`
 	SettleSeconds float64 `json:"settle_seconds"`
-	RSSKiB        int64   `json:"rss_kib"`
-	Reduced       bool    `json:"reduced"`
+	// Settled: the scale injector, its API server and etcd and the 2-template injector were quiet before the
+	// settled passes; without it they are reported but not a pass.
+	Settled bool  `json:"settled"`
+	RSSKiB  int64 `json:"rss_kib"`
+	Reduced bool  `json:"reduced"`
 }
 
 // runScale starts a second API server, creates the scale scenario's namespaces and templates in it, starts an
@@ -775,22 +826,32 @@ func (h *harness) runScale(ctx context.Context, two, review *proc) (*scaleResult
 	}
 	sr.ReadySeconds = readyIn.Seconds()
 	h.logf("scale: injector ready %s after start", readyIn.Round(time.Millisecond))
-	settled, _ := h.settle(inj)
-	sr.SettleSeconds = settled.Seconds()
-	h.logf("scale: injector settled after %.1fs (template status controller)", sr.SettleSeconds)
 	// The 2-template injector has served every cell of the main table; the scale one has served nothing yet.
-	// Both are compared in their steady state, so the new process gets one unmeasured run first.
+	// The first pass starts at once: admissions from the first second after Ready, while the status
+	// controller works off its start (the chart's single CPU serves both). Its first cell is measured after one
+	// unmeasured run of the new process, as every other cell is.
 	if _, err := h.runLoad(ctx, h.loadArgs("realistic", 8, inj, injector, 3*time.Second)); err != nil {
 		return nil, err
 	}
 	servers := map[string]*proc{injector: inj, twoTemplates: two, reviewFloor: review}
-	order := []string{injector, twoTemplates, reviewFloor}
-	for i, c := range cfg.concurrency {
-		for k := range order {
-			name := order[(i+k)%len(order)]
-			if err := h.measure(ctx, scalePod, "realistic", c, name, servers[name]); err != nil {
-				return nil, err
-			}
+	if err := h.scalePass(ctx, scaleReadyPod, servers); err != nil {
+		return nil, err
+	}
+	// Then twice more once every process that the scale start set to work is quiet, so that a pass cannot
+	// be decided by the luck of what else ran.
+	cp := controlPlanePIDs(h.scaleAPI)
+	others := append(cp, two.cmd.Process.Pid)
+	settled, ok := h.settleAll(inj, others, 600*time.Second)
+	if len(cp) < 2 {
+		h.note("scale: found %d of the scale API server's 2 processes (kube-apiserver, etcd): their quiet is unknown, so the settled passes are not a pass", len(cp))
+		ok = false
+	}
+	sr.SettleSeconds, sr.Settled = settled.Seconds()+sr.ReadySeconds, ok
+	h.logf("scale: injector, API server, etcd and the other injector settled=%v %.1fs after start (%d processes watched)",
+		ok, sr.SettleSeconds, len(others)+1)
+	for _, pass := range scaleSettledPods {
+		if err := h.scalePass(ctx, pass, servers); err != nil {
+			return nil, err
 		}
 	}
 	if rss, err := loadgen.ProcessRSSKiB(inj.cmd.Process.Pid); err == nil {
@@ -799,6 +860,21 @@ func (h *harness) runScale(ctx context.Context, two, review *proc) (*scaleResult
 	h.stop(inj) // CPU 0 is the profile's next
 	h.stop(two)
 	return sr, nil
+}
+
+// scalePass measures the scale injector, the 2-template one and the review floor at every concurrency under
+// label, rotating who goes first.
+func (h *harness) scalePass(ctx context.Context, label string, servers map[string]*proc) error {
+	order := []string{injector, twoTemplates, reviewFloor}
+	for i, c := range h.cfg.concurrency {
+		for k := range order {
+			name := order[(i+k)%len(order)]
+			if err := h.measure(ctx, label, "realistic", c, name, servers[name]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ---------------------------------------------------------------- Go benchmarks
@@ -871,7 +947,7 @@ func (h *harness) report(goBench []goBenchLine, goBenchErr error, scale *scaleRe
 	fmt.Fprintln(w, strings.Repeat("-", len(hdr)))
 	rows := append([]string{}, cfg.sizes...)
 	if scale != nil {
-		rows = append(rows, scalePod)
+		rows = append(append(rows, scaleReadyPod), scaleSettledPods...)
 	}
 	for _, pod := range rows {
 		for _, c := range cfg.concurrency {
@@ -974,17 +1050,26 @@ func (h *harness) goals(w io.Writer, scale *scaleResult) {
 	if scale.Reduced {
 		red = " [reduced scale]"
 	}
-	for _, c := range h.cfg.concurrency {
-		s, two := h.find(scalePod, c, injector), h.find(scalePod, c, twoTemplates)
-		if s == nil || two == nil {
-			continue
+	for _, pass := range append([]string{scaleReadyPod}, scaleSettledPods...) {
+		unsettled := ""
+		if pass != scaleReadyPod && !scale.Settled {
+			unsettled = " [NOT SETTLED: not a pass]"
 		}
-		main := ""
-		if m := h.find("realistic", c, injector); m != nil && m.RPS > 0 {
-			main = fmt.Sprintf("; %.2f× the main table's %.0f", s.RPS/m.RPS, m.RPS)
+		for _, c := range h.cfg.concurrency {
+			s, two := h.find(pass, c, injector), h.find(pass, c, twoTemplates)
+			if s == nil || two == nil {
+				continue
+			}
+			main := ""
+			if m := h.find("realistic", c, injector); m != nil && m.RPS > 0 {
+				main = fmt.Sprintf("; %.2f× the main table's %.0f", s.RPS/m.RPS, m.RPS)
+			}
+			h.verdict(w, s.RPS >= 0.9*two.RPS && unsettled == "", "%-15s c=%-2d requests/s %.0f ≥ 0.9× the 2-template injector's %.0f beside it (%.2f×%s)%s%s",
+				pass, c, s.RPS, two.RPS, s.RPS/two.RPS, main, red, unsettled)
+			h.verdict(w, two.ServerCPUPerReqUS > 0 && s.ServerCPUPerReqUS <= 1.2*two.ServerCPUPerReqUS && unsettled == "",
+				"%-15s c=%-2d CPU %.0fµs/request ≤ 1.2× the 2-template injector's %.0f (%.2f×)%s%s",
+				pass, c, s.ServerCPUPerReqUS, two.ServerCPUPerReqUS, s.ServerCPUPerReqUS/two.ServerCPUPerReqUS, red, unsettled)
 		}
-		h.verdict(w, s.RPS >= 0.9*two.RPS, "scale     c=%-2d requests/s %.0f ≥ 0.9× the 2-template injector's %.0f beside it (%.2f×%s)%s",
-			c, s.RPS, two.RPS, s.RPS/two.RPS, main, red)
 	}
 	h.verdict(w, scale.RSSKiB > 0 && scale.RSSKiB < 200*1024, "scale     RSS %.1f MiB < 200 MiB%s", float64(scale.RSSKiB)/1024, red)
 	h.verdict(w, scale.ReadySeconds < 2, "scale     ready %.0fms after start (API server answering) < 2s%s", scale.ReadySeconds*1000, red)
