@@ -10,10 +10,8 @@
 package events
 
 import (
-	"container/list"
 	"context"
 	"encoding/json"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -21,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	k8sevents "k8s.io/client-go/tools/events"
+	"k8s.io/utils/lru"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
@@ -53,20 +52,15 @@ type Recorder struct {
 	maxKeys  int
 	now      func() time.Time
 
-	mu   sync.Mutex
-	seen map[limitKey]*list.Element // -> element of lru holding *limitEntry
-	lru  *list.List                 // front: most recently emitted
+	// last holds when each (owner, template, reason) last emitted, the least recently emitted evicted beyond
+	// maxKeys; it locks itself.
+	last *lru.Cache
 }
 
 type limitKey struct {
 	owner    types.UID
 	template string // namespace/name
 	reason   inject.Reason
-}
-
-type limitEntry struct {
-	key  limitKey
-	last time.Time
 }
 
 // Option configures a Recorder.
@@ -85,14 +79,12 @@ func WithClock(now func() time.Time) Option { return func(r *Recorder) { r.now =
 
 // NewRecorder returns a Recorder writing through rec, e.g. mgr.GetEventRecorder("sidecar-injector").
 func NewRecorder(rec k8sevents.EventRecorder, opts ...Option) *Recorder {
-	r := &Recorder{rec: rec, interval: DefaultInterval, maxKeys: DefaultMaxKeys, now: time.Now,
-		seen: map[limitKey]*list.Element{}, lru: list.New()}
+	r := &Recorder{rec: rec, interval: DefaultInterval, maxKeys: DefaultMaxKeys, now: time.Now}
 	for _, o := range opts {
 		o(r)
 	}
-	if r.maxKeys < 1 {
-		r.maxKeys = 1
-	}
+	r.maxKeys = max(r.maxKeys, 1)
+	r.last = lru.New(r.maxKeys)
 	return r
 }
 
@@ -196,42 +188,22 @@ func (r *Recorder) TemplateReadyChanged(t *v1alpha1.SidecarTemplate, ready bool,
 	r.rec.Eventf(ref, nil, eventType, reason, ActionReconcile, "%s", truncate(msg))
 }
 
-// allow reports whether an Event for key may be emitted now, and if so records it.
+// allow reports whether an Event for key may be emitted now, and if so records it. Get and Add are two steps:
+// two admissions of one owner at the same instant may both emit, which only costs one Event more.
 func (r *Recorder) allow(key limitKey) bool {
 	if r.interval <= 0 {
 		return true
 	}
 	now := r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if el, ok := r.seen[key]; ok {
-		e := el.Value.(*limitEntry)
-		if now.Sub(e.last) < r.interval {
-			return false
-		}
-		e.last = now
-		r.lru.MoveToFront(el)
-		return true
+	if last, ok := r.last.Get(key); ok && now.Sub(last.(time.Time)) < r.interval {
+		return false
 	}
-	// Forget entries whose interval is over (oldest at the back), then the oldest if still full.
-	for back := r.lru.Back(); back != nil; back = r.lru.Back() {
-		e := back.Value.(*limitEntry)
-		if now.Sub(e.last) < r.interval && r.lru.Len() < r.maxKeys {
-			break
-		}
-		r.lru.Remove(back)
-		delete(r.seen, e.key)
-	}
-	r.seen[key] = r.lru.PushFront(&limitEntry{key: key, last: now})
+	r.last.Add(key, now)
 	return true
 }
 
 // tracked returns how many keys the limiter holds (tests).
-func (r *Recorder) tracked() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.seen)
-}
+func (r *Recorder) tracked() int { return r.last.Len() }
 
 func truncate(s string) string {
 	if len(s) <= MaxNoteBytes {

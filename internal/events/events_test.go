@@ -178,11 +178,14 @@ func TestRateLimiterIsBounded(t *testing.T) {
 		t.Errorf("an evicted owner again: want 2 events, got %d", len(got))
 	}
 
-	// Expired keys are dropped when new ones arrive, so an idle limiter shrinks back.
+	// A remembered owner whose interval is over emits again, and the limiter never grows past its bound.
 	c.t = c.t.Add(2 * time.Minute)
-	r.PodDecisions("team-a", owner(100), false, failing())
-	if n := r.tracked(); n != 2 {
-		t.Errorf("after the interval, limiter holds %d keys, want 2 (only the new owner's)", n)
+	r.PodDecisions("team-a", owner(49), false, failing())
+	if got := f.take(); len(got) != 2 {
+		t.Errorf("the most recent owner again after the interval: want 2 events, got %d", len(got))
+	}
+	if n := r.tracked(); n != 10 {
+		t.Errorf("limiter holds %d keys, want 10", n)
 	}
 }
 
