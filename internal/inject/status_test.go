@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 )
 
 // shipper adds a sidecar, a volume, and env + a mount for the application containers.
@@ -175,5 +178,30 @@ func TestSameImageToleratesMirrorsAndPinningButNotAnotherImage(t *testing.T) {
 		if got := sameImage(c.want, c.have); got != c.same {
 			t.Errorf("sameImage(%q, %q) = %v, want %v", c.want, c.have, got, c.same)
 		}
+	}
+}
+
+// The record's hash says whether a pod carries what the template adds now. spec.mode only chooses the path that
+// serves the template, so switching it must not make every pod look outdated; a field that changes what is added
+// must change the hash.
+func TestTheRecordedHashIgnoresOnlyTheServingMode(t *testing.T) {
+	base := v1alpha1.SidecarTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "t", Generation: 1},
+		Spec: v1alpha1.SidecarTemplateSpec{Containers: []corev1.Container{{Name: "s", Image: "s:1"}}}}
+	hash := func(edit func(*v1alpha1.SidecarTemplateSpec)) string {
+		st := base.DeepCopy()
+		edit(&st.Spec)
+		return Compile(st, "sidecar-injector").Hash
+	}
+	unchanged := hash(func(*v1alpha1.SidecarTemplateSpec) {})
+	for _, mode := range []v1alpha1.Mode{v1alpha1.ModeWebhook, v1alpha1.ModePolicy, v1alpha1.ModeAuto} {
+		if got := hash(func(s *v1alpha1.SidecarTemplateSpec) { s.Mode = mode }); got != unchanged {
+			t.Errorf("mode %s changed the hash: %s, want %s", mode, got, unchanged)
+		}
+	}
+	if got := hash(func(s *v1alpha1.SidecarTemplateSpec) { s.Containers[0].Image = "s:2" }); got == unchanged {
+		t.Error("a new image left the hash unchanged")
+	}
+	if got := hash(func(s *v1alpha1.SidecarTemplateSpec) { s.JobPolicy = v1alpha1.JobPolicySkip }); got == unchanged {
+		t.Error("a new jobPolicy left the hash unchanged")
 	}
 }
