@@ -248,7 +248,11 @@ func mutating(units []*unit, opts Options, name string, match *admissionregistra
 		},
 	}
 	for _, u := range units {
-		expr := fmt.Sprintf("// %s\n%s ? (%s) : []", u.t.Key(), u.applies(), strings.Join(u.ops, " +\n  "))
+		patch := func(u *unit) string { return fmt.Sprintf("%s ? (%s) : []", u.applies(), strings.Join(u.ops, " +\n  ")) }
+		expr := fmt.Sprintf("// %s\n%s", u.t.Key(), patch(u))
+		if u.job != nil { // the pod's restartPolicy picks the patch: native sidecars for a pod that runs to completion
+			expr = fmt.Sprintf("// %s\n%s ? (%s) :\n(%s)", u.t.Key(), completes, patch(u.job), patch(u))
+		}
 		p.Spec.Mutations = append(p.Spec.Mutations, admissionregistrationv1.Mutation{
 			PatchType: admissionregistrationv1.PatchTypeJSONPatch,
 			JSONPatch: &admissionregistrationv1.JSONPatch{Expression: expr},
@@ -280,14 +284,7 @@ func validating(units []*unit, opts Options, action admissionregistrationv1.Vali
 		if u.t.FailurePolicy != policy {
 			continue
 		}
-		var reasons []string
-		for _, f := range u.failures {
-			reasons = append(reasons, fmt.Sprintf("(%s ? [%s] : [])", f.cond, f.msg))
-		}
-		why := "'it was not applied'"
-		if len(reasons) > 0 {
-			why = fmt.Sprintf("[%s].map(r, r.size() > 0 ? r.join('; ') : 'it was not applied')[0]", strings.Join(reasons, " + "))
-		}
+		why := u.either(whyNotApplied)
 		notSelected := celQuote("is cluster-wide but its namespaceSelector does not select namespace ")
 		vs = append(vs, admissionregistrationv1.Validation{
 			Expression: fmt.Sprintf("// %s\n!(%s && %s && !%s) && !(%s && %s)", u.t.Key(), u.scope, u.wanted, u.applied(), u.request, u.nsMiss),
@@ -321,6 +318,19 @@ func validating(units []*unit, opts Options, action admissionregistrationv1.Vali
 		},
 	}
 	return p, b
+}
+
+// whyNotApplied is the CEL message that names every failure of the unit the pod meets, or says it was not
+// applied.
+func whyNotApplied(u *unit) string {
+	var reasons []string
+	for _, f := range u.failures {
+		reasons = append(reasons, fmt.Sprintf("(%s ? [%s] : [])", f.cond, f.msg))
+	}
+	if len(reasons) == 0 {
+		return "'it was not applied'"
+	}
+	return fmt.Sprintf("[%s].map(r, r.size() > 0 ? r.join('; ') : 'it was not applied')[0]", strings.Join(reasons, " + "))
 }
 
 // unknownNames denies a pod that requests a name no template serves in its namespace: neither one of its own

@@ -81,17 +81,17 @@ func TestCompileServesTemplatesInInjectionOrderAndReportsEveryUnsupportedConstru
 		served = append(served, k.String())
 	}
 	// order -3 first, then order 0 by namespace and name.
-	want := "team-a/first sidecar-injector/node team-a/log-shipper team-a/params team-b/node"
+	want := "team-a/first sidecar-injector/node team-a/job-native team-a/log-shipper team-a/params team-b/node"
 	if got := strings.Join(served, " "); got != want {
 		t.Errorf("served %q, want %q", got, want)
 	}
-	// team-a's policy: its three templates and the cluster-wide node; team-b's: its node only (it shadows the
+	// team-a's policy: its four templates and the cluster-wide node; team-b's: its node only (it shadows the
 	// cluster-wide one, which stays in the policy and finds it shadowed); everyone else's: the cluster-wide node.
 	var perPolicy []string
 	for i, mp := range res.Mutating {
 		perPolicy = append(perPolicy, fmt.Sprintf("%s:%d in %v", mp.Name, len(mp.Spec.Mutations), res.MutatingBindings[i].Spec.MatchResources.NamespaceSelector.MatchExpressions[len(res.MutatingBindings[i].Spec.MatchResources.NamespaceSelector.MatchExpressions)-1].Values))
 	}
-	if got, want := strings.Join(perPolicy, " "), "sidecar-injector-team-a:4 in [team-a] sidecar-injector-team-b:2 in [team-b] sidecar-injector:1 in [disabled]"; got != want {
+	if got, want := strings.Join(perPolicy, " "), "sidecar-injector-team-a:5 in [team-a] sidecar-injector-team-b:2 in [team-b] sidecar-injector:1 in [disabled]"; got != want {
 		t.Errorf("policies %q, want %q", got, want)
 	}
 	if names := res.MutatingBindings[2].Spec.MatchResources.NamespaceSelector.MatchExpressions[0].Values; !strings.Contains(strings.Join(names, ","), "team-a,team-b") {
@@ -107,8 +107,8 @@ func TestCompileServesTemplatesInInjectionOrderAndReportsEveryUnsupportedConstru
 	if got := strings.Join(reasons(Key{"sidecar-injector", "dns"}), " "); got != ReasonEnvFrom+" "+ReasonHostAliases+" "+ReasonDNSConfig {
 		t.Errorf("dns: reasons %q, want one per unsupported construct", got)
 	}
-	if got := reasons(Key{"team-a", "job-native"}); len(got) != 1 || got[0] != ReasonJobPolicy {
-		t.Errorf("job-native: reasons %v, want [%s]: a policy cannot make containers native sidecars in Job pods", got, ReasonJobPolicy)
+	if got := reasons(Key{"team-a", "job-keep"}); len(got) != 1 || got[0] != ReasonJobPolicy {
+		t.Errorf("job-keep: reasons %v, want [%s]: a mutating policy cannot warn about containers in Job pods", got, ReasonJobPolicy)
 	}
 	if got := reasons(Key{"team-a", "invalid"}); len(got) != 1 || got[0] != ReasonInvalid {
 		t.Errorf("invalid: reasons %v, want [%s]", got, ReasonInvalid)
@@ -203,5 +203,39 @@ func TestATemplateSettingAFieldTheCompilerDoesNotKnowIsNotCompiled(t *testing.T)
 	why := res.NotCompilable[Key{st.Namespace, st.Name}]
 	if len(res.Served) != 0 || len(why) != 1 || why[0].Reason != ReasonUnknownField || !strings.Contains(why[0].Message, "spec.order") {
 		t.Errorf("served %v, reasons %+v: want it left to the webhook with %s naming spec.order", res.Served, why, ReasonUnknownField)
+	}
+}
+
+func TestANativeTemplateRecordsItsContainersAsNativeSidecarsInPodsThatRunToCompletion(t *testing.T) {
+	var st *v1alpha1.SidecarTemplate
+	for _, x := range readTemplates(t, "testdata/templates.yaml") {
+		if x.Name == "job-native" {
+			st = x
+		}
+	}
+	u, err := newUnit(st, inject.Compile(st, "sidecar-injector"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.job == nil {
+		t.Fatal("no job variant: pods that run to completion would get job-agent as a regular container")
+	}
+	for _, tc := range []struct {
+		variant         *unit
+		containers, ini string
+	}{{u, "job-agent", ""}, {u.job, "", "job-agent"}} {
+		var got inject.StatusEntry
+		if err := json.Unmarshal([]byte(tc.variant.entry), &got); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(got.Containers, ",") != tc.containers || strings.Join(got.InitContainers, ",") != tc.ini {
+			t.Errorf("entry %s: want containers %q, init containers %q", tc.variant.entry, tc.containers, tc.ini)
+		}
+	}
+	if ops := strings.Join(u.job.ops, " "); !strings.Contains(ops, `"restartPolicy": dyn("Always")`) || strings.Contains(ops, "/spec/containers/-") {
+		t.Errorf("the job variant does not add job-agent as a native sidecar:\n%s", ops)
+	}
+	if !strings.Contains(u.applied(), completes) {
+		t.Errorf("whether the template is in the pod does not follow the pod's restartPolicy: %s", u.applied())
 	}
 }

@@ -19,17 +19,17 @@ func patchOp(op, path, value string) string {
 // addOps writes the template's patch as CEL lists of JSONPatch, in the order they must apply: first the
 // operations that address the pod's containers by index (env and mounts), then insertions into lists, so that
 // every index refers to the pod as this mutation found it.
-func (u *unit) addOps(earlier []*unit) error {
+func (u *unit) addOps(earlier []*unit, serves pods) error {
 	if err := u.metadataOps(); err != nil {
 		return err
 	}
 	if err := u.appOps(); err != nil {
 		return err
 	}
-	if err := u.containerOps(earlier); err != nil {
+	if err := u.containerOps(earlier, serves); err != nil {
 		return err
 	}
-	if err := u.initOps(earlier); err != nil {
+	if err := u.initOps(earlier, serves); err != nil {
 		return err
 	}
 	if err := u.listOps("volumes", func(i int) any { return &u.spec.Volumes[i] }, len(u.spec.Volumes)); err != nil {
@@ -162,14 +162,14 @@ func (u *unit) item(obj any) (string, error) {
 
 // containerOps appends the template's containers, or puts them in front of the pod's own, behind those of the
 // templates before it in injection order that did the same.
-func (u *unit) containerOps(earlier []*unit) error {
+func (u *unit) containerOps(earlier []*unit, serves pods) error {
 	cs := u.spec.Containers
 	if len(cs) == 0 {
 		return nil
 	}
 	var ops []string
 	first := u.spec.ContainerPlacement == v1alpha1.ContainerPlacementFirst
-	at := frontIndex(earlier, func(e *unit) int { return e.firstContainers })
+	at := frontIndex(earlier, serves, func(e *unit) int { return e.firstContainers })
 	for i := range cs {
 		lit, err := u.item(&cs[i])
 		if err != nil {
@@ -189,28 +189,46 @@ func (u *unit) containerOps(earlier []*unit) error {
 }
 
 // frontIndex is the CEL for where a template's front items go: behind the front items of every earlier template
-// that the pod carries (its record names it).
-func frontIndex(earlier []*unit, count func(*unit) int) string {
+// that the pod carries (its record names it). An earlier template with a job variant put other items in front
+// of a pod that runs to completion: serves says which of its variants the pod met.
+func frontIndex(earlier []*unit, serves pods, count func(*unit) int) string {
+	term := func(e *unit) string {
+		if n := count(e); n > 0 {
+			return fmt.Sprintf("(%s ? %d : 0)", e.recorded, n)
+		}
+		return "0"
+	}
 	terms := []string{"0"}
 	for _, e := range earlier {
-		if n := count(e); n > 0 {
-			terms = append(terms, fmt.Sprintf("(%s ? %d : 0)", e.recorded, n))
+		t := term(e)
+		switch {
+		case e.job != nil && serves == completingPods:
+			t = term(e.job)
+		case e.job != nil && serves == allPods:
+			if j := term(e.job); j != t {
+				t = fmt.Sprintf("(%s ? %s : %s)", completes, j, t)
+			}
+		}
+		if t != "0" {
+			terms = append(terms, t)
 		}
 	}
 	return "(" + strings.Join(terms, " + ") + ")"
 }
 
 // initOps adds the template's init containers as the engine places them: under Auto those up to and including
-// the last native sidecar in front of the pod's own (the author's order kept), the rest behind; all of them in
-// front under First, behind under Last.
-func (u *unit) initOps(earlier []*unit) error {
+// the last native sidecar in front of the pod's own (the author's order kept), the rest behind, and the
+// containers a job variant turned into native sidecars in front; all of them in front under First, behind under
+// Last.
+func (u *unit) initOps(earlier []*unit, serves pods) error {
 	cs := u.spec.InitContainers
 	if len(cs) == 0 {
 		return nil
 	}
 	place := u.spec.InitContainerPlacement
+	own := len(cs) - u.converted
 	lastNative := -1
-	for i := range cs {
+	for i := range own {
 		if cs[i].RestartPolicy != nil && *cs[i].RestartPolicy == corev1.ContainerRestartPolicyAlways {
 			lastNative = i
 		}
@@ -221,13 +239,14 @@ func (u *unit) initOps(earlier []*unit) error {
 		if err != nil {
 			return err
 		}
-		if place == v1alpha1.InitContainerPlacementFirst || (place != v1alpha1.InitContainerPlacementLast && i <= lastNative) {
+		// The template's containers turned native sidecars (the last u.converted) go where native sidecars go.
+		if place == v1alpha1.InitContainerPlacementFirst || (place != v1alpha1.InitContainerPlacementLast && (i <= lastNative || i >= own)) {
 			front = append(front, lit)
 		} else {
 			back = append(back, lit)
 		}
 	}
-	at := frontIndex(earlier, func(e *unit) int { return e.firstInits })
+	at := frontIndex(earlier, serves, func(e *unit) int { return e.firstInits })
 	var each []string
 	for i, lit := range front {
 		each = append(each, patchOp("add", fmt.Sprintf("'/spec/initContainers/' + string(%s + %d)", at, i), lit))

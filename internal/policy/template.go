@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
@@ -28,8 +29,9 @@ const (
 	ReasonPerPodKey = "PerPodValueUnsupported"
 	// ReasonUnknownField: a spec field this compiler does not know (added to the API after it): never ignored.
 	ReasonUnknownField = "FieldUnsupported"
-	// ReasonJobPolicy: what containers become depends on whether the pod runs to completion (spec.jobPolicy):
-	// Native turns them into native sidecars, Keep warns; a policy does neither. Skip compiles (a condition).
+	// ReasonJobPolicy: spec.jobPolicy Keep adds containers to a pod that runs to completion with an admission
+	// warning, which a mutating policy cannot give. Native (two patches, chosen by the pod's restartPolicy) and
+	// Skip (a condition) compile.
 	ReasonJobPolicy = "JobPolicyUnsupported"
 )
 
@@ -69,7 +71,36 @@ type unit struct {
 	// firstContainers and firstInits count what this template puts in front of the pod's own lists, so that
 	// later templates insert behind it, as the webhook orders them.
 	firstContainers, firstInits int
+	// converted counts the init containers at the end of spec.InitContainers that are the template's containers
+	// turned into native sidecars (the job variant): they go where native sidecars go.
+	converted int
+	// job, when set, is the template as it applies to a pod that runs to completion (jobPolicy Native with
+	// containers): its containers are native sidecars. The mutation, the checks and the record follow the
+	// pod's restartPolicy, which no mutation changes.
+	job *unit
 }
+
+// completes is true for a pod that runs to completion, as the webhook decides it (restartPolicy Never or
+// OnFailure; the API server defaults it to Always before admission).
+const completes = "(has(object.spec.restartPolicy) && object.spec.restartPolicy in ['Never', 'OnFailure'])"
+
+// either is the CEL that picks the job variant's expression for a pod that runs to completion.
+func (u *unit) either(f func(*unit) string) string {
+	if u.job == nil {
+		return f(u)
+	}
+	return fmt.Sprintf("(%s ? %s : %s)", completes, f(u.job), f(u))
+}
+
+// pods says which pods a unit serves: a template without a job variant serves every pod; one with a job variant
+// serves the pods that keep running by its base unit and those that run to completion by its job variant.
+type pods int
+
+const (
+	allPods pods = iota
+	runningPods
+	completingPods
+)
 
 // failure is a reason the template cannot be applied to a pod: a CEL condition and a CEL message.
 type failure struct{ cond, msg string }
@@ -92,6 +123,10 @@ func (u *unit) applies() string {
 // checked first: between mutation and validation the API server may generate the pod's name, which per-pod
 // values rendered before it (so the rendering check alone would fail for {{ pod.name }}).
 func (u *unit) applied() string {
+	return u.either(func(u *unit) string { return u.appliedAs() })
+}
+
+func (u *unit) appliedAs() string {
 	return fmt.Sprintf("(%s.contains(%s) || %s)", celAnnotation(v1alpha1.AnnotationStatus), celQuote(u.entry), u.recorded)
 }
 
@@ -123,9 +158,8 @@ func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsup
 	if spec.DNSConfig != nil {
 		out = append(out, Unsupported{ReasonDNSConfig, "spec.dnsConfig is merged into the pod's dnsConfig; a policy does not merge it"})
 	}
-	if jp := cmp.Or(spec.JobPolicy, v1alpha1.JobPolicyNative); len(spec.Containers) > 0 && jp != v1alpha1.JobPolicySkip {
-		out = append(out, Unsupported{ReasonJobPolicy, fmt.Sprintf("spec.jobPolicy %s: in pods that run to completion (restartPolicy Never or OnFailure) spec.containers %s; a policy adds them as regular containers to every pod (jobPolicy Skip compiles)", jp,
-			map[v1alpha1.JobPolicy]string{v1alpha1.JobPolicyNative: "become native sidecars", v1alpha1.JobPolicyKeep: "come with an admission warning"}[jp])})
+	if len(spec.Containers) > 0 && spec.JobPolicy == v1alpha1.JobPolicyKeep {
+		out = append(out, Unsupported{ReasonJobPolicy, "spec.jobPolicy Keep: pods that run to completion (restartPolicy Never or OnFailure) get spec.containers with an admission warning, which a mutating policy cannot give (jobPolicy Native and Skip compile)"})
 	}
 	for field, m := range map[string]map[string]string{"annotations": spec.Annotations, "labels": spec.Labels} {
 		for k := range m {
@@ -140,8 +174,36 @@ func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsup
 // newUnit compiles one template. earlier are the templates compiled before it, in injection order; shadowedIn
 // are the namespaces where a namespaced template of the same name replaces this one (cluster-wide only).
 func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, shadowedIn []string) (*unit, error) {
-	spec := &st.Spec
-	u := &unit{t: t, spec: spec, v: &values{template: t.Name, defaults: map[string]string{}}}
+	if len(st.Spec.Containers) == 0 || cmp.Or(st.Spec.JobPolicy, v1alpha1.JobPolicyNative) != v1alpha1.JobPolicyNative {
+		return build(&st.Spec, 0, t, earlier, shadowedIn, allPods)
+	}
+	u, err := build(&st.Spec, 0, t, earlier, shadowedIn, runningPods)
+	if err != nil {
+		return nil, err
+	}
+	if u.job, err = build(jobSpec(&st.Spec), len(st.Spec.Containers), t, earlier, shadowedIn, completingPods); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// jobSpec is the template as the webhook applies it to a pod that runs to completion under jobPolicy Native
+// (inject's jobPayload): its containers become native sidecars, after its own init containers.
+func jobSpec(spec *v1alpha1.SidecarTemplateSpec) *v1alpha1.SidecarTemplateSpec {
+	job := *spec
+	job.Containers = nil
+	job.InitContainers = slices.Clone(spec.InitContainers)
+	for _, c := range spec.Containers {
+		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+		job.InitContainers = append(job.InitContainers, c)
+	}
+	return &job
+}
+
+// build compiles one variant of a template, for the pods it serves: converted as the unit's field; earlier and
+// shadowedIn as newUnit's.
+func build(spec *v1alpha1.SidecarTemplateSpec, converted int, t *inject.Template, earlier []*unit, shadowedIn []string, serves pods) (*unit, error) {
+	u := &unit{t: t, spec: spec, converted: converted, v: &values{template: t.Name, defaults: map[string]string{}}}
 	for _, p := range spec.Parameters {
 		u.v.defaults[p.Name] = ""
 		if p.Default != nil {
@@ -154,7 +216,7 @@ func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, 
 		u.wanted = "(" + u.request + " || " + selectorCEL(spec.Selector, celLabels) + ")"
 	}
 	if spec.JobPolicy == v1alpha1.JobPolicySkip { // pods that run to completion are left without the template
-		u.wanted = "(" + u.wanted + " && !(has(object.spec.restartPolicy) && object.spec.restartPolicy in ['Never', 'OnFailure']))"
+		u.wanted = "(" + u.wanted + " && !" + completes + ")"
 	}
 	if t.ClusterWide {
 		notShadowed := "true"
@@ -198,7 +260,7 @@ func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, 
 	u.recorded = "(" + strings.Join(present, " && ") + ")"
 
 	u.addFailures()
-	if err := u.addOps(earlier); err != nil {
+	if err := u.addOps(earlier, serves); err != nil {
 		return nil, err
 	}
 	return u, nil

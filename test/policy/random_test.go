@@ -135,7 +135,7 @@ func randomSpec(r *rand.Rand) map[string]any {
 	if r.Intn(4) == 0 {
 		spec["serviceAccountName"] = "custom-sa"
 	}
-	if r.Intn(4) == 0 { // a Job's pod: the templates' jobPolicy Skip leaves it out
+	if r.Intn(4) == 0 { // a Job's pod: jobPolicy Native makes containers native sidecars, Skip leaves it out
 		spec["restartPolicy"] = pick(r, []string{"Never", "OnFailure"})
 	}
 	return spec
