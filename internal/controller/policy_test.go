@@ -14,10 +14,7 @@ import (
 func TestServedByPolicySaysWhatServesEachTemplateAndWhy(t *testing.T) {
 	tpl := func(name string, mode v1alpha1.Mode, envFrom bool) *v1alpha1.SidecarTemplate {
 		st := &v1alpha1.SidecarTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name, Generation: 4},
-			// jobPolicy Skip: under the default Native a policy cannot serve containers (JobPolicyUnsupported),
-			// and this test is about what the mode decides.
-			Spec: v1alpha1.SidecarTemplateSpec{Mode: mode, JobPolicy: v1alpha1.JobPolicySkip,
-				Containers: []corev1.Container{{Name: name + "-c", Image: "x:1"}}}}
+			Spec: v1alpha1.SidecarTemplateSpec{Mode: mode, Containers: []corev1.Container{{Name: name + "-c", Image: "x:1"}}}}
 		if envFrom {
 			st.Spec.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}}}}
 		}
