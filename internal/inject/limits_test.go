@@ -100,7 +100,7 @@ func TestInjectStopsWhenTheRequestIsDone(t *testing.T) {
 	}
 }
 
-// BenchmarkAmplification: the attack of issue 13 — a 2 MiB pod of 100 containers whose annotation a template
+// BenchmarkAmplification: the amplification attack: a 2 MiB pod of 100 containers whose annotation a template
 // copies into every container. answer-bytes is what the webhook would send back (the patch, or the denial).
 func BenchmarkAmplification(b *testing.B) {
 	pod := amplifier(100, 2<<20)
