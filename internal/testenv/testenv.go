@@ -16,6 +16,10 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 // RepoRoot walks up from the working directory to the directory that holds go.mod.
@@ -205,5 +209,30 @@ func Eventually(tb testing.TB, deadline time.Duration, what string, cond func() 
 			tb.Fatalf("%s: not true after %s: %v", what, deadline, err)
 		}
 		time.Sleep(PollInterval)
+	}
+}
+
+// PodWebhookConfiguration is the MutatingWebhookConfiguration the injector's markers generate
+// (config/webhook/manifests.yaml), named name and pointing at path of envtest's webhook-service: CREATE of v1
+// Pods, failurePolicy Fail, no side effects, reinvocation IfNeeded. envtest rewrites the client config to its own
+// host, port and CA.
+func PodWebhookConfiguration(name, path string) *admissionregistrationv1.MutatingWebhookConfiguration {
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "mpod.sidecar.dev",
+			AdmissionReviewVersions: []string{"v1"},
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{
+				Service: &admissionregistrationv1.ServiceReference{Name: "webhook-service", Namespace: "system", Path: &path},
+			},
+			FailurePolicy:      ptr.To(admissionregistrationv1.Fail),
+			SideEffects:        ptr.To(admissionregistrationv1.SideEffectClassNone),
+			ReinvocationPolicy: ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+			}},
+		}},
 	}
 }

@@ -166,7 +166,7 @@ func loadWebhookConfiguration(root string) (*admissionregistrationv1.MutatingWeb
 	path := filepath.Join(root, "config", "webhook", "manifests.yaml")
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return builtInWebhookConfiguration(), []string{path + " does not exist; the suite used a configuration built in code"}, nil
+		return testenv.PodWebhookConfiguration("mutating-webhook-configuration", webhookPath), []string{path + " does not exist; the suite used a configuration built in code"}, nil
 	}
 	if err != nil {
 		return nil, nil, err
@@ -224,30 +224,6 @@ func loadWebhookConfiguration(root string) (*admissionregistrationv1.MutatingWeb
 		}
 	}
 	return found, problems, nil
-}
-
-// builtInWebhookConfiguration is what config/webhook/manifests.yaml contains (generated from the server's
-// kubebuilder markers), for when the file is not there.
-func builtInWebhookConfiguration() *admissionregistrationv1.MutatingWebhookConfiguration {
-	path := webhookPath
-	return &admissionregistrationv1.MutatingWebhookConfiguration{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
-		ObjectMeta: metav1.ObjectMeta{Name: "mutating-webhook-configuration"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:                    "mpod.sidecar.dev",
-			AdmissionReviewVersions: []string{"v1"},
-			ClientConfig: admissionregistrationv1.WebhookClientConfig{
-				Service: &admissionregistrationv1.ServiceReference{Name: "webhook-service", Namespace: "system", Path: &path},
-			},
-			FailurePolicy:      ptrTo(admissionregistrationv1.Fail),
-			SideEffects:        ptrTo(admissionregistrationv1.SideEffectClassNone),
-			ReinvocationPolicy: ptrTo(admissionregistrationv1.IfNeededReinvocationPolicy),
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-			}},
-		}},
-	}
 }
 
 func contains(list []string, s string) bool {

@@ -152,24 +152,7 @@ func requirePolicyAPI(c *cluster) error {
 // startWebhookCluster starts a control plane with the product's webhook registered, and the real server
 // (server.Run) in-process behind it.
 func startWebhookCluster(assets string) (*cluster, error) {
-	path := webhookPath
-	hook := &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "sidecar-injector"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:                    "mpod.sidecar.dev",
-			AdmissionReviewVersions: []string{"v1"},
-			ClientConfig: admissionregistrationv1.WebhookClientConfig{
-				Service: &admissionregistrationv1.ServiceReference{Name: "webhook-service", Namespace: "system", Path: &path},
-			},
-			FailurePolicy:      ptr(admissionregistrationv1.Fail),
-			SideEffects:        ptr(admissionregistrationv1.SideEffectClassNone),
-			ReinvocationPolicy: ptr(admissionregistrationv1.IfNeededReinvocationPolicy),
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-			}},
-		}},
-	}
+	hook := testenv.PodWebhookConfiguration("sidecar-injector", webhookPath)
 	c, err := startCluster("webhook", assets, hook)
 	if err != nil {
 		return nil, err
