@@ -268,7 +268,11 @@ func why(d inject.Decision, st *v1alpha1.SidecarTemplate, namespace string, nsLa
 		return fmt.Sprintf("it lives in namespace %q; only templates of the pod's namespace %q and cluster-wide ones (namespace %q) serve it",
 			d.Namespace, namespace, injectorNamespace)
 	case inject.ReasonShadowed:
-		return fmt.Sprintf("the template %s/%s of the pod's namespace has the same name and takes its place", namespace, d.Name)
+		return fmt.Sprintf("the template %s/%s of the pod's namespace has the same name and takes its place (this template's spec.namespaceOverride is Allow)", namespace, d.Name)
+	case inject.ReasonOverrideDenied:
+		return fmt.Sprintf("the cluster-wide template %s/%s has the same name, serves this namespace and does not let a namespaced template replace it (its spec.namespaceOverride is Deny)", injectorNamespace, d.Name)
+	case inject.ReasonServedByPolicy:
+		return "a MutatingAdmissionPolicy serves it (spec.mode Policy or Auto, condition ServedByPolicy True): the API server injects it before the webhook is called, and the webhook leaves it alone"
 	case inject.ReasonOptedOut:
 		return fmt.Sprintf("the pod opts out of every template with %s: %q", v1alpha1.AnnotationInject, v1alpha1.OptOutValue)
 	case inject.ReasonNamespaceDisabled:

@@ -157,9 +157,9 @@ func newLayer(templates []*Template) *layer {
 }
 
 // candidates returns the templates of l a pod with podLabels requesting requested may get, in
-// injection order, leaving out those skip names and, among those it may be selected by, those excluded
-// marks (a requested template is always offered: asked for by name, it fails if not allowed here).
-func (l *layer) candidates(podLabels map[string]string, requested []string, skip *layer, excluded *nsVerdict) []*Template {
+// injection order, leaving out, among those it may be selected by, those excluded marks (a requested template
+// is always offered: asked for by name, it fails if not allowed here).
+func (l *layer) candidates(podLabels map[string]string, requested []string, excluded *nsVerdict) []*Template {
 	var buf [32]int32 // most pods meet a handful of templates: no allocation for them
 	// The namespace's exclusions are left out as positions are collected, not after: a label many selectors
 	// share (tier: web) may file dozens of templates that this namespace never gets, and collecting them
@@ -187,12 +187,19 @@ func (l *layer) candidates(podLabels map[string]string, requested []string, skip
 	pos = slices.Compact(pos)
 	out := make([]*Template, 0, len(pos))
 	for _, p := range pos {
-		if t := l.templates[p]; skip == nil || skip.byName[t.Name] == nil {
-			out = append(out, t)
-		}
+		out = append(out, l.templates[p])
 	}
 	return out
 }
+
+// size is the number of templates the index offers.
+func (x *Index) size() int { return len(x.own.templates) + len(x.cluster.templates) }
+
+// localNamed returns the namespace's own template named name, or nil.
+func (x *Index) localNamed(name string) *Template { return x.own.lookup(name) }
+
+// clusterNamed returns the cluster-wide template named name, or nil.
+func (x *Index) clusterNamed(name string) *Template { return x.cluster.lookup(name) }
 
 // lookup returns the template of l named name, or nil.
 func (l *layer) lookup(name string) *Template {
@@ -229,11 +236,12 @@ func (x *Index) serves(req Request) bool {
 
 // candidates returns, in injection order, the templates that may apply to a pod with podLabels that requests
 // the names requested: a superset of those resolve finds applying, made only of the templates it requests and
-// those filed under an anchor the pod meets. A cluster-wide template that a template of the namespace shadows
-// is never one of them.
+// those filed under an anchor the pod meets. Which of two templates of one name serves (the override rule) is
+// resolve's to decide: it looks the other one up in the index (localNamed, clusterNamed), and reports the one
+// not used when the pod wants it.
 func (x *Index) candidates(podLabels, nsLabels map[string]string, requested []string) []*Template {
-	own := x.own.candidates(podLabels, requested, nil, nil)
-	cluster := x.cluster.candidates(podLabels, requested, x.own, x.verdict(nsLabels))
+	own := x.own.candidates(podLabels, requested, nil)
+	cluster := x.cluster.candidates(podLabels, requested, x.verdict(nsLabels))
 	if len(own) == 0 || len(cluster) == 0 {
 		return append(own, cluster...)
 	}
@@ -307,19 +315,23 @@ func anchor(reqs labels.Requirements, valueUse map[[2]string]int, keyUse map[str
 }
 
 // Offered returns, in injection order, the templates that may serve a pod of the index's namespace by
-// selector or name: the namespace's own, and the cluster-wide ones that no template of the namespace shadows and
-// whose namespaceSelector selects nsLabels (every one when nsLabels is nil: the labels are unknown). It is the
-// rule Inject applies (resolve), for callers that reason about templates without a pod: the status
-// controller's name clashes.
+// selector or name: the cluster-wide ones whose namespaceSelector selects nsLabels (every one when nsLabels is
+// nil: the labels are unknown), and the namespace's own, of two with one name the one the override rule
+// (OverrideOf) picks. It is the rule Inject applies (resolve), for callers that reason about templates without
+// a pod: the status controller's name clashes.
 func (x *Index) Offered(nsLabels map[string]string) []*Template {
-	out := slices.Clone(x.own.templates)
-	set := labels.Set(nsLabels)
-	for _, t := range x.cluster.templates {
-		if x.own.byName[t.Name] != nil {
-			continue // shadowed
+	var out []*Template
+	for _, t := range x.own.templates {
+		if OverrideOf(x.cluster.lookup(t.Name), nsLabels) != OverrideDenied {
+			out = append(out, t)
 		}
-		if nsLabels != nil && t.namespaceSelector != nil && !t.namespaceSelector.Matches(set) {
+	}
+	for _, t := range x.cluster.templates {
+		if nsLabels != nil && !offers(t, nsLabels) {
 			continue
+		}
+		if x.own.byName[t.Name] != nil && t.OverrideAllowed {
+			continue // replaced by the namespace's own
 		}
 		out = append(out, t)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -50,30 +51,37 @@ func Inject(req Request) (*Result, error) {
 		return res, nil
 	}
 
-	var st state
-	st.init(req.Pod, pod)
-	st.limits = limits
-	if raw, ok := pv.annotations[v1alpha1.AnnotationStatus]; ok {
-		known := inScope(req, templates)
-		if idx != nil {
-			known = idx.inScope
-		}
-		st.loadStatus(raw, known, pv)
-	}
+	var nm names = &listNames{req: req, templates: templates}
 	if idx != nil {
-		// Only what the pod requests or may be selected by: the rest would be NotApplicable, and is omitted.
-		templates = idx.candidates(pv.labels, req.NamespaceLabels, requested)
+		nm = idx
 	}
-	applying := res.resolve(req, templates, requested, labels.Set(pv.labels))
-	// Each applying template adds at most one entry to the record: make room once.
-	st.entries = slices.Grow(st.entries, len(applying))
-
-	for i, a := range applying {
-		// Between templates: work for a request its client has given up on stops here.
-		if req.Context != nil && req.Context.Err() != nil {
-			return nil, fmt.Errorf("stopped after %d of %d templates: %w", i, len(applying), context.Cause(req.Context))
+	// One pass is a fixpoint: selectors are evaluated again on the labels that the templates applied add, and
+	// while that selects a template more, the admission starts over with it (labels are only added, and a
+	// template once selected stays selected, so every round selects more; there are at most as many rounds as
+	// templates). A second pass then finds nothing new to select.
+	rounds := len(templates) // at most one round per template, and one more
+	if idx != nil {
+		rounds = idx.size()
+	}
+	var st state
+	var stay map[templateKey]bool
+	selLabels := pv.labels
+	for round := 0; ; round++ {
+		if round > 0 {
+			res = &Result{}
 		}
-		res.apply(&st, a, pv)
+		st = state{}
+		applying, err := res.pass(req, idx, nm, &st, pod, pv, templates, requested, limits, selLabels, stay)
+		if err != nil {
+			return nil, err
+		}
+		if res.Denied || len(st.addLabels) == 0 || round >= rounds {
+			break
+		}
+		selLabels = withAdded(pv.labels, st.addLabels)
+		if stay = selectsMore(req, idx, nm, templates, requested, selLabels, applying); stay == nil {
+			break
+		}
 	}
 	if res.Denied {
 		res.DenyMessage = res.denyMessage()
@@ -88,6 +96,82 @@ func Inject(req Request) (*Result, error) {
 	}
 	res.Patch = st.patch()
 	return res, nil
+}
+
+// pass runs one round of an admission on a fresh state: the pod's record, then the templates that apply to a
+// pod with selLabels (and those stay keeps selected), each applied in injection order. It returns those.
+func (res *Result) pass(req Request, idx *Index, nm names, st *state, pod *podView, pv *podValues, templates []*Template,
+	requested []string, limits Limits, selLabels map[string]string, stay map[templateKey]bool) ([]applying, error) {
+	st.init(req.Pod, pod)
+	st.limits = limits
+	if raw, ok := pv.annotations[v1alpha1.AnnotationStatus]; ok {
+		known := inScope(req, templates)
+		if idx != nil {
+			known = idx.inScope
+		}
+		st.loadStatus(raw, known, pv)
+	}
+	if idx != nil {
+		// Only what the pod requests or may be selected by: the rest would be NotApplicable, and is omitted.
+		templates = idx.candidates(selLabels, req.NamespaceLabels, requested)
+	}
+	applying := res.resolve(req, nm, templates, requested, labels.Set(selLabels), stay)
+	res.keepServedByPolicy(st)
+	// Each applying template adds at most one entry to the record: make room once.
+	st.entries = slices.Grow(st.entries, len(applying))
+	for i, a := range applying {
+		// Between templates: work for a request its client has given up on stops here.
+		if req.Context != nil && req.Context.Err() != nil {
+			return nil, fmt.Errorf("stopped after %d of %d templates: %w", i, len(applying), context.Cause(req.Context))
+		}
+		res.apply(st, a, pv)
+	}
+	return applying, nil
+}
+
+// withAdded returns the pod's labels with those the templates add (keys the pod does not have), as a new map.
+func withAdded(podLabels, added map[string]string) map[string]string {
+	out := make(map[string]string, len(podLabels)+len(added))
+	maps.Copy(out, podLabels)
+	maps.Copy(out, added)
+	return out
+}
+
+// selectsMore returns the templates applied in this round (applying) and those that selLabels, the pod's labels
+// with those the round added, select besides; nil when they select none besides.
+func selectsMore(req Request, idx *Index, nm names, templates []*Template, requested []string, selLabels map[string]string, applying []applying) map[templateKey]bool {
+	next := make(map[templateKey]bool, len(applying)+1)
+	for _, a := range applying {
+		next[templateKey{a.t.Namespace, a.t.Name}] = true
+	}
+	if idx != nil {
+		templates = idx.candidates(selLabels, req.NamespaceLabels, requested)
+	}
+	req.OmitNotApplicable = true // only the templates that apply are looked at
+	var scratch Result
+	grown := false
+	for _, a := range scratch.resolve(req, nm, templates, requested, labels.Set(selLabels), next) {
+		if k := (templateKey{a.t.Namespace, a.t.Name}); !next[k] {
+			next[k], grown = true, true
+		}
+	}
+	if !grown {
+		return nil
+	}
+	return next
+}
+
+// keepServedByPolicy keeps in the pod's record the entries of the templates an admission policy serves that the
+// pod wants: the policy wrote them, before this webhook was called, and a record the webhook rewrites must not
+// lose them.
+func (res *Result) keepServedByPolicy(st *state) {
+	for i := range res.Decisions {
+		if d := &res.Decisions[i]; d.Reason == ReasonServedByPolicy {
+			if e := st.record(d.Namespace, d.Name); e != nil {
+				e.present = true
+			}
+		}
+	}
 }
 
 // apply plans one applying template against the pod as the templates before it left it, and commits it whole

@@ -13,8 +13,9 @@ import (
 var selectionFields = map[string]bool{
 	"Selector": true, "NamespaceSelector": true, "Order": true, "FailurePolicy": true,
 	"ContainerPlacement": true, "InitContainerPlacement": true, "TargetContainers": true, "Parameters": true,
-	"JobPolicy": true, // what containers become in a pod that runs to completion (template.go jobPayload)
-	"Mode":      true, // whether the webhook or an admission policy serves the template (store, policy); adds nothing itself
+	"JobPolicy":         true, // what containers become in a pod that runs to completion (template.go jobPayload)
+	"Mode":              true, // whether the webhook or an admission policy serves the template (store, policy); adds nothing itself
+	"NamespaceOverride": true, // whether a namespaced template of the same name may replace it (selection.go)
 }
 
 // fieldSamples sets each payload field in a cluster-wide template (spec body, YAML); injecting it into a pod

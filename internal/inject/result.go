@@ -37,7 +37,9 @@ const (
 	ReasonSelectorMismatch          Reason = "SelectorMismatch"          // its selector does not match the pod
 	ReasonNamespaceSelectorMismatch Reason = "NamespaceSelectorMismatch" // cluster-wide, namespace not selected
 	ReasonOutOfScope                Reason = "OutOfScope"                // lives in another tenant's namespace
-	ReasonShadowed                  Reason = "Shadowed"                  // a namespaced template of the same name wins
+	ReasonShadowed                  Reason = "Shadowed"                  // a namespaced template of the same name replaces it (namespaceOverride: Allow)
+	ReasonOverrideDenied            Reason = "OverrideDenied"            // namespaced, but the cluster-wide template of its name does not allow replacing it
+	ReasonServedByPolicy            Reason = "ServedByPolicy"            // a MutatingAdmissionPolicy serves it, not the webhook
 	ReasonOptedOut                  Reason = "OptedOut"                  // the pod says sidecar.dev/inject: "false"
 	ReasonNamespaceDisabled         Reason = "NamespaceDisabled"         // namespace labelled sidecar.dev/injection=disabled
 	ReasonSystemNamespace           Reason = "SystemNamespace"           // kube-system, kube-public, kube-node-lease

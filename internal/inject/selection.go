@@ -130,24 +130,91 @@ type applying struct {
 	decision int // index into Result.Decisions
 }
 
-// resolve records a decision for every template and requested name, and returns the templates that apply, in
-// injection order.
-func (r *Result) resolve(req Request, templates []*Template, requested []string, podLabels labels.Set) []applying {
-	nsLabels := labels.Set(req.NamespaceLabels)
-	// local names the templates of the pod's own namespace, which shadow cluster-wide ones of the same name;
-	// built when the first cluster-wide template comes up (many requests have none).
-	var local map[string]bool
-	shadowed := func(name string) bool {
-		if local == nil {
-			local = make(map[string]bool, len(templates))
-			for _, t := range templates {
-				if t.Namespace == req.Namespace {
-					local[t.Name] = true
-				}
+// names finds, for a template in scope, the template of the same name in the other layer: a namespaced
+// template's cluster-wide namesake and the other way round. From an Index (which has both layers at hand) or
+// from the candidates given to Inject.
+type names interface {
+	localNamed(name string) *Template
+	clusterNamed(name string) *Template
+}
+
+// listNames is names over a list of templates, its maps built on first use (most requests meet no template of
+// the pod's namespace and the injector's namespace with the same name, and many never ask).
+type listNames struct {
+	req       Request
+	templates []*Template
+	own, cw   map[string]*Template
+}
+
+func (n *listNames) build() {
+	if n.own != nil {
+		return
+	}
+	n.own, n.cw = make(map[string]*Template), make(map[string]*Template)
+	for _, t := range n.templates { // in injection order: the first of two objects for one template counts
+		switch {
+		case t.Namespace == n.req.Namespace:
+			if n.own[t.Name] == nil {
+				n.own[t.Name] = t
+			}
+		case n.req.InjectorNamespace != "" && t.Namespace == n.req.InjectorNamespace:
+			if n.cw[t.Name] == nil {
+				n.cw[t.Name] = t
 			}
 		}
-		return local[name]
 	}
+}
+
+func (n *listNames) localNamed(name string) *Template   { n.build(); return n.own[name] }
+func (n *listNames) clusterNamed(name string) *Template { n.build(); return n.cw[name] }
+
+// offers reports whether the cluster-wide template t serves namespaces with nsLabels: it has no
+// namespaceSelector, or one that selects them (one that cannot be parsed counts as selecting: the template is
+// then reported Invalid where it is wanted, rather than silently replaced).
+func offers(t *Template, nsLabels labels.Set) bool {
+	return t.namespaceSelector == nil || t.namespaceSelector.Matches(nsLabels)
+}
+
+// Override is how the namespaced template local and the cluster-wide template of the same name decide which of
+// them serves local's namespace (with nsLabels): local replaces the cluster-wide one only where that one offers
+// itself to the namespace and allows it (spec.namespaceOverride: Allow). Under Deny (the default) local is not
+// used. Where the cluster-wide one does not serve the namespace at all, there is nothing to replace and local
+// serves. The one rule, for Inject, Index.Offered and the status controller.
+type Override int
+
+const (
+	// NoOverride: no cluster-wide template of the name serves the namespace; the namespaced one serves.
+	NoOverride Override = iota
+	// Overridden: the namespaced template replaces the cluster-wide one (reason Shadowed on the latter).
+	Overridden
+	// OverrideDenied: the cluster-wide template serves; the namespaced one is not used (reason OverrideDenied).
+	OverrideDenied
+)
+
+// OverrideOf decides between a namespaced template and cluster, the cluster-wide template of the same name (nil
+// when there is none), for a namespace with nsLabels (nil: unknown, taken as selected by every
+// namespaceSelector).
+func OverrideOf(cluster *Template, nsLabels map[string]string) Override {
+	switch {
+	case cluster == nil || (nsLabels != nil && !offers(cluster, nsLabels)):
+		return NoOverride
+	case cluster.OverrideAllowed:
+		return Overridden
+	}
+	return OverrideDenied
+}
+
+// OverrideDeniedMessage says why a namespaced template named name is not used (decision and status condition).
+func OverrideDeniedMessage(name, injectorNamespace string) string {
+	return fmt.Sprintf("not used: the cluster-wide template %s/%s of the same name serves this namespace and does not let a namespaced template replace it (its spec.namespaceOverride is Deny); rename this template, or ask the platform to set namespaceOverride: Allow on the cluster-wide one", injectorNamespace, name)
+}
+
+// resolve records a decision for every template and requested name, and returns the templates that apply, in
+// injection order. podLabels are the pod's labels with those added by the templates applied in an earlier
+// round of the same admission (Inject's fixpoint); stay are the templates those rounds selected, which stay
+// selected whatever the added labels do to their selector.
+func (r *Result) resolve(req Request, nm names, templates []*Template, requested []string, podLabels labels.Set, stay map[templateKey]bool) []applying {
+	nsLabels := labels.Set(req.NamespaceLabels)
 	found := make([]bool, len(requested)) // by position in requested, which has no repeats
 	var out []applying
 	if !req.OmitNotApplicable {
@@ -158,14 +225,23 @@ func (r *Result) resolve(req Request, templates []*Template, requested []string,
 		d := Decision{Namespace: t.Namespace, Name: t.Name, Outcome: OutcomeNotApplicable}
 		requestedAt := slices.Index(requested, t.Name)
 		isRequested := requestedAt >= 0
+		clusterWide := t.Namespace != req.Namespace
+		selected := stay[templateKey{t.Namespace, t.Name}] ||
+			(t.HasSelector && !t.selectorsBroken && t.selector != nil && t.selector.Matches(podLabels))
+		// wanted: the pod asks for the template or is selected by it; a decision that says why such a template
+		// is not injected is kept even when NotApplicable ones are omitted (metrics and Events count it).
+		wanted := isRequested || selected
 		switch {
-		case t.Namespace != req.Namespace && (t.Namespace != req.InjectorNamespace || req.InjectorNamespace == ""):
-			d.Reason = ReasonOutOfScope
-		case t.Namespace != req.Namespace && shadowed(t.Name):
+		case clusterWide && (t.Namespace != req.InjectorNamespace || req.InjectorNamespace == ""):
+			d.Reason, wanted = ReasonOutOfScope, false
+		case clusterWide && nm.localNamed(t.Name) != nil && t.OverrideAllowed && offers(t, nsLabels):
 			d.Reason = ReasonShadowed
-		case t.Namespace != req.Namespace && t.namespaceSelector != nil && !t.namespaceSelector.Matches(nsLabels):
-			d.Reason = ReasonNamespaceSelectorMismatch
-			if isRequested { // asked for by name, but not offered here: a failure under the template's policy
+		case !clusterWide && OverrideOf(nm.clusterNamed(t.Name), nsLabels) == OverrideDenied:
+			d.Reason = ReasonOverrideDenied
+			d.Message = OverrideDeniedMessage(t.Name, req.InjectorNamespace)
+		case clusterWide && t.namespaceSelector != nil && !t.namespaceSelector.Matches(nsLabels):
+			d.Reason, wanted = ReasonNamespaceSelectorMismatch, false
+			if isRequested && nm.localNamed(t.Name) == nil { // asked for by name, but not offered here: a failure under the template's policy
 				found[requestedAt] = true
 				r.Decisions = append(r.Decisions, d)
 				r.fail(&r.Decisions[len(r.Decisions)-1], t.FailurePolicy, ReasonNotFound, fmt.Sprintf(
@@ -176,10 +252,17 @@ func (r *Result) resolve(req Request, templates []*Template, requested []string,
 			// A selector that cannot be parsed cannot tell which pods it selects: rather than deny every pod in
 			// scope, the template selects none; its status condition says what is wrong.
 			d.Reason = ReasonInvalid
+		case wanted && t.ServedByPolicy:
+			// A MutatingAdmissionPolicy injects it, inside the API server, before any webhook: the webhook leaves it
+			// alone. A request for it is answered (not "not found").
+			d.Reason = ReasonServedByPolicy
+			if isRequested {
+				found[requestedAt] = true
+			}
 		case isRequested:
 			d.Reason = ReasonRequested
 			found[requestedAt] = true
-		case t.HasSelector && t.selector != nil && t.selector.Matches(podLabels):
+		case selected:
 			d.Reason = ReasonSelected
 		case t.HasSelector:
 			d.Reason = ReasonSelectorMismatch
@@ -187,7 +270,7 @@ func (r *Result) resolve(req Request, templates []*Template, requested []string,
 			d.Reason = ReasonNotRequested
 		}
 		applies := d.Reason == ReasonRequested || d.Reason == ReasonSelected
-		if !applies && req.OmitNotApplicable {
+		if !applies && !wanted && req.OmitNotApplicable {
 			continue
 		}
 		r.Decisions = append(r.Decisions, d)

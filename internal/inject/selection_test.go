@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -67,18 +68,55 @@ func TestSelection(t *testing.T) {
 			decisions: []want{{"sidecar-injector", "shipper", I, ReasonRequested}},
 		},
 		{
-			name:        "a namespaced template shadows the cluster-wide one of the same name for requests",
+			name:        "a namespaced template replaces a cluster-wide one of the same name that allows it, for requests",
 			pod:         simplePod("", `{sidecar.dev/inject: shipper}`),
-			templates:   tmpl("sidecar-injector", "shipper", "") + tmpl("team-a", "shipper", ""),
+			templates:   tmpl("sidecar-injector", "shipper", "  namespaceOverride: Allow") + tmpl("team-a", "shipper", ""),
 			decisions:   []want{{"team-a", "shipper", I, ReasonRequested}, {"sidecar-injector", "shipper", NA, ReasonShadowed}},
 			notInjected: []string{"sidecar-injector/shipper"},
 		},
 		{
-			name:      "a namespaced template shadows the cluster-wide one of the same name for its selector too, even when it does not match",
+			name:      "a namespaced template replaces a cluster-wide one that allows it for its selector too, even when it does not match",
 			pod:       simplePod(`{app: web}`, ""),
-			templates: tmpl("sidecar-injector", "metrics", "  selector: {}") + tmpl("team-a", "metrics", "  selector: {matchLabels: {app: other}}"),
+			templates: tmpl("sidecar-injector", "metrics", "  selector: {}\n  namespaceOverride: Allow") + tmpl("team-a", "metrics", "  selector: {matchLabels: {app: other}}"),
 			decisions: []want{{"sidecar-injector", "metrics", NA, ReasonShadowed}, {"team-a", "metrics", NA, ReasonSelectorMismatch}},
 			noPatch:   true,
+		},
+		{
+			name:        "a namespaced template does not replace a cluster-wide one that says nothing (Deny): the cluster-wide one serves the request",
+			pod:         simplePod("", `{sidecar.dev/inject: shipper}`),
+			templates:   tmpl("sidecar-injector", "shipper", "") + tmpl("team-a", "shipper", ""),
+			decisions:   []want{{"sidecar-injector", "shipper", I, ReasonRequested}, {"team-a", "shipper", NA, ReasonOverrideDenied}},
+			notInjected: []string{"team-a/shipper"},
+		},
+		{
+			name:      "a namespaced template that selects nothing cannot switch off a cluster-wide one under Deny: it still selects the pod",
+			pod:       simplePod(`{app: web}`, ""),
+			templates: tmpl("sidecar-injector", "metrics", "  selector: {}\n  namespaceOverride: Deny") + tmpl("team-a", "metrics", "  selector: {matchLabels: {app: other}}"),
+			decisions: []want{{"sidecar-injector", "metrics", I, ReasonSelected}, {"team-a", "metrics", NA, ReasonOverrideDenied}},
+		},
+		{
+			name: "an invalid namespaced template cannot switch off a cluster-wide one under Deny, nor deny the pod",
+			pod:  simplePod(`{app: web}`, `{sidecar.dev/inject: metrics}`),
+			templates: tmpl("sidecar-injector", "metrics", "  selector: {}") +
+				tmpl("team-a", "metrics", "  hostNetwork: true"),
+			decisions:   []want{{"sidecar-injector", "metrics", I, ReasonRequested}, {"team-a", "metrics", NA, ReasonOverrideDenied}},
+			notInjected: []string{"team-a/metrics"},
+		},
+		{
+			name:      "a namespaced template serves where the cluster-wide one of its name does not (its namespaceSelector leaves the namespace out), even under Deny",
+			pod:       simplePod("", `{sidecar.dev/inject: shipper}`),
+			nsLabels:  map[string]string{"env": "dev"},
+			templates: tmpl("sidecar-injector", "shipper", "  namespaceSelector: {matchLabels: {env: prod}}") + tmpl("team-a", "shipper", ""),
+			decisions: []want{{"team-a", "shipper", I, ReasonRequested}, {"sidecar-injector", "shipper", NA, ReasonNamespaceSelectorMismatch}},
+		},
+		{
+			name:        "namespaceOverride on a namespaced template makes it invalid, with a message saying it is for cluster-wide templates",
+			pod:         simplePod("", `{sidecar.dev/inject: shipper}`),
+			templates:   tmpl("team-a", "shipper", "  namespaceOverride: Allow"),
+			decisions:   []want{{"team-a", "shipper", DN, ReasonInvalid}},
+			denied:      true,
+			denyHas:     []string{"spec.namespaceOverride only applies to cluster-wide templates"},
+			notInjected: []string{"team-a/shipper"},
 		},
 		{
 			name:      "a cluster-wide template with a selector serves a pod in any namespace",
@@ -354,4 +392,82 @@ func manyNames(n int) string {
 		names[i] = fmt.Sprintf("n%d", i)
 	}
 	return strings.Join(names, ", ")
+}
+
+// A template that a MutatingAdmissionPolicy serves is the policy's: the webhook never injects it, answers a
+// request for it, keeps the record entry the policy wrote, and the override rule still sees it.
+func TestTemplatesServedByPolicyAreLeftToThePolicy(t *testing.T) {
+	served := func(ts []*Template, keys ...string) []*Template {
+		for i, tp := range ts {
+			if slices.Contains(keys, tp.Key()) {
+				ts[i] = tp.WithServedByPolicy(true)
+			}
+		}
+		return ts
+	}
+	templates := func() []*Template {
+		return compileAll(parseTemplates(t, []byte(
+			tmpl(injectorNS, "mesh", "  selector: {matchLabels: {app: web}}")+
+				tmpl(injectorNS, "logs", "")+
+				tmpl(defaultNamespace, "mesh", "")+
+				tmpl(defaultNamespace, "tracing", ""))), injectorNS)
+	}
+	// The pod as the policy left it: mesh's container and its record entry.
+	const policyRecord = `{"templates":[{"namespace":"sidecar-injector","name":"mesh","generation":1,"hash":"HASH","containers":["mesh-c"]}]}`
+	var meshHash string
+	for _, tp := range templates() {
+		if tp.Key() == injectorNS+"/mesh" {
+			meshHash = tp.Hash
+		}
+	}
+	afterPolicy := func(inject string) []byte {
+		return podJSON(t, `
+metadata:
+  name: web
+  labels: {app: web}
+  annotations: {sidecar.dev/inject: "`+inject+`", sidecar.dev/status: '`+strings.ReplaceAll(policyRecord, "HASH", meshHash)+`'}
+spec:
+  containers: [{name: app, image: app:1}, {name: mesh-c, image: "x:1"}]
+`)
+	}
+	for _, omit := range []bool{false, true} {
+		t.Run(fmt.Sprintf("omitting NotApplicable %v", omit), func(t *testing.T) {
+			t.Run("a selected and requested policy-served template is not injected and its request is not denied", func(t *testing.T) {
+				r, err := Inject(Request{Pod: podJSON(t, simplePod(`{app: web}`, `{sidecar.dev/inject: mesh}`)), Namespace: defaultNamespace,
+					InjectorNamespace: injectorNS, Templates: served(templates(), injectorNS+"/mesh"), OmitNotApplicable: omit})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Denied || len(r.Patch) > 0 {
+					t.Errorf("denied %v (%s), patch %s: want neither", r.Denied, r.DenyMessage, mustPatchJSON(t, r))
+				}
+				if d, ok := findDecision(r, injectorNS, "mesh"); !ok || d.Outcome != NA || d.Reason != ReasonServedByPolicy {
+					t.Errorf("decision %+v, want NotApplicable/ServedByPolicy (kept when NotApplicable ones are omitted)", d)
+				}
+				if d, ok := findDecision(r, defaultNamespace, "mesh"); !omit && (!ok || d.Reason != ReasonOverrideDenied) {
+					t.Errorf("the namespaced mesh: %+v, want OverrideDenied: a policy-served template still keeps its name", d)
+				}
+			})
+			t.Run("the webhook injecting another template keeps the record entry the policy wrote", func(t *testing.T) {
+				pod := afterPolicy("tracing")
+				r, err := Inject(Request{Pod: pod, Namespace: defaultNamespace, InjectorNamespace: injectorNS,
+					Templates: served(templates(), injectorNS+"/mesh"), OmitNotApplicable: omit})
+				if err != nil {
+					t.Fatal(err)
+				}
+				patched := verifyPatch(t, pod, r)
+				st := readStatus(t, decodePod(t, patched))
+				var names []string
+				for _, e := range st.Templates {
+					names = append(names, e.Namespace+"/"+e.Name)
+				}
+				if !slices.Contains(names, injectorNS+"/mesh") || !slices.Contains(names, defaultNamespace+"/tracing") {
+					t.Errorf("record names %v, want the policy's mesh and the webhook's tracing", names)
+				}
+				if got := containerNames(decodePod(t, patched).Spec.Containers); !slices.Equal(got, []string{"app", "mesh-c", "tracing-c"}) {
+					t.Errorf("containers %v: the policy's sidecar must not be injected twice", got)
+				}
+			})
+		})
+	}
 }

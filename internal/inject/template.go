@@ -39,6 +39,14 @@ type Template struct {
 
 	// HasSelector is true when the template selects pods by label (spec.selector is set).
 	HasSelector bool
+	// OverrideAllowed is true when a cluster-wide template lets a namespaced template of its name replace it in
+	// that namespace (spec.namespaceOverride: Allow).
+	OverrideAllowed bool
+	// ServedByPolicy is true when a MutatingAdmissionPolicy, not the webhook, serves the template: the engine
+	// never injects it, yet it still answers a request for its name and still counts for the override rule.
+	// Compile leaves it false; the store sets it on its own copy from the template's ServedByPolicy condition
+	// (WithServedByPolicy).
+	ServedByPolicy bool
 
 	selector          labels.Selector // nil when HasSelector is false
 	selectorsBroken   bool            // selector or namespaceSelector cannot be parsed
@@ -94,6 +102,17 @@ func (t *Template) Selector() labels.Selector {
 	return t.selector
 }
 
+// WithServedByPolicy returns t itself when its ServedByPolicy mark is already served, else a copy with the mark
+// set to served (t is shared and read-only).
+func (t *Template) WithServedByPolicy(served bool) *Template {
+	if t.ServedByPolicy == served {
+		return t
+	}
+	c := *t
+	c.ServedByPolicy = served
+	return &c
+}
+
 // Adds returns the names of the containers, init containers and volumes the template adds (before per-pod
 // values are substituted).
 func (t *Template) Adds() Added { return t.names }
@@ -121,10 +140,12 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		targets:        spec.TargetContainers,
 		jobPolicy:      cmp.Or(spec.JobPolicy, v1alpha1.JobPolicyNative),
 	}
+	t.OverrideAllowed = t.ClusterWide && spec.NamespaceOverride == v1alpha1.NamespaceOverrideAllow
 	// The hash is of what the template adds and where: spec.mode only says which path (webhook or admission
-	// policy) serves it, so switching it must not make every pod that carries the template look outdated.
+	// policy) serves it, spec.namespaceOverride only who may replace it, so switching either must not make every
+	// pod that carries the template look outdated.
 	hashed := *spec
-	hashed.Mode = ""
+	hashed.Mode, hashed.NamespaceOverride = "", ""
 	specJSON, err := json.Marshal(&hashed)
 	if err != nil { // cannot happen for API types; kept so that a future field cannot panic here
 		t.Err = fmt.Errorf("spec cannot be encoded: %w", err)
@@ -212,6 +233,14 @@ func (t *Template) checkSettings(spec *v1alpha1.SidecarTemplateSpec, injectorNam
 				c.add("spec.%s can only be set by a cluster-wide template (one in the injector's namespace %q); remove it or move the template there", f.field, injectorNamespace)
 			}
 		}
+		if spec.NamespaceOverride != "" {
+			c.add("spec.namespaceOverride only applies to cluster-wide templates (those in the injector's namespace %q), which it lets a namespaced template of the same name replace; remove it from this namespaced template", injectorNamespace)
+		}
+	}
+	switch spec.NamespaceOverride {
+	case "", v1alpha1.NamespaceOverrideDeny, v1alpha1.NamespaceOverrideAllow:
+	default:
+		c.add("spec.namespaceOverride must be Deny or Allow, not %q", spec.NamespaceOverride)
 	}
 	switch t.FailurePolicy {
 	case v1alpha1.FailurePolicyFail, v1alpha1.FailurePolicyIgnore:

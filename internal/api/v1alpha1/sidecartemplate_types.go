@@ -75,6 +75,21 @@ const (
 	ModeAuto Mode = "Auto"
 )
 
+// NamespaceOverride says whether a namespaced template may replace a cluster-wide template of the same name in
+// its namespace.
+// +kubebuilder:validation:Enum=Deny;Allow
+type NamespaceOverride string
+
+const (
+	// NamespaceOverrideDeny: a namespaced template of the same name is not used (for requests nor selection); the
+	// cluster-wide template serves the namespace, and the namespaced one's Ready condition says why
+	// (OverrideDenied).
+	NamespaceOverrideDeny NamespaceOverride = "Deny"
+	// NamespaceOverrideAllow: a namespaced template of the same name replaces this one in its namespace, for
+	// requests and selection.
+	NamespaceOverrideAllow NamespaceOverride = "Allow"
+)
+
 // TemplateParameter is a per-pod value that the template's strings can use as {{ params.NAME }}.
 // A pod sets it with the annotation "<template name>.param.sidecar.dev/<parameter name>".
 type TemplateParameter struct {
@@ -148,6 +163,15 @@ type SidecarTemplateSpec struct {
 	// spec, and a defaulted field would make every pod injected before it look outdated.
 	// +optional
 	Mode Mode `json:"mode,omitempty"`
+
+	// namespaceOverride, on a cluster-wide template (one in the injector's own namespace), says whether a
+	// template of the same name in another namespace replaces this one there, for requests and selection:
+	// Allow lets it, Deny (the default) keeps this template serving the namespace and leaves the namespaced one
+	// unused (its Ready condition says so). A namespaced template that sets it is invalid. Absent means Deny; no
+	// default is written into stored templates, and it is left out of the record's hash (it changes who serves
+	// a pod, not what a pod gets).
+	// +optional
+	NamespaceOverride NamespaceOverride `json:"namespaceOverride,omitempty"`
 
 	// jobPolicy says what containers become in a pod that runs to completion (restartPolicy Never or
 	// OnFailure): Native adds them as native sidecars (init containers with restartPolicy: Always, placed as
