@@ -67,6 +67,7 @@ type tmpl struct {
 	volumes            []string
 	nsSelector         string
 	hostNetwork        bool
+	override           v1alpha1.NamespaceOverride
 }
 
 func (x tmpl) build(t *testing.T) v1alpha1.SidecarTemplate {
@@ -90,6 +91,7 @@ func (x tmpl) build(t *testing.T) v1alpha1.SidecarTemplate {
 	if x.hostNetwork {
 		st.Spec.HostNetwork = ptr.To(true)
 	}
+	st.Spec.NamespaceOverride = x.override
 	return st
 }
 
@@ -162,13 +164,22 @@ func TestClashes(t *testing.T) {
 			},
 		},
 		{
-			name: "a shadowed cluster-wide template is not a candidate",
+			name: "a cluster-wide template that a namespaced one replaces (namespaceOverride: Allow) is not a candidate",
+			templates: []tmpl{
+				{ns: injectorNS, name: "mesh", selector: "", containers: []string{"proxy"}, override: v1alpha1.NamespaceOverrideAllow},
+				{ns: "team-a", name: "mesh", selector: "-", containers: []string{"other"}},
+				{ns: "team-a", name: "mine", selector: "", containers: []string{"proxy"}},
+			},
+			checks: []want{{"team-a/mine", nil}},
+		},
+		{
+			name: "a cluster-wide template that does not let a namespaced one replace it (Deny) stays a candidate",
 			templates: []tmpl{
 				{ns: injectorNS, name: "mesh", selector: "", containers: []string{"proxy"}},
 				{ns: "team-a", name: "mesh", selector: "-", containers: []string{"other"}},
 				{ns: "team-a", name: "mine", selector: "", containers: []string{"proxy"}},
 			},
-			checks: []want{{"team-a/mine", nil}},
+			checks: []want{{"team-a/mine", []string{"sidecar-injector/mesh"}}},
 		},
 		{
 			name:     "namespaceSelector of the cluster-wide template decides",

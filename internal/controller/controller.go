@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,9 @@ const (
 	ReasonInvalid = "Invalid"
 	// ReasonNameClash: the template adds a name that another template selecting the same pods also adds.
 	ReasonNameClash = "NameClash"
+	// ReasonOverrideDenied: a namespaced template that a cluster-wide template of the same name keeps from
+	// replacing it (namespaceOverride: Deny); it is never used in its namespace.
+	ReasonOverrideDenied = "OverrideDenied"
 )
 
 // RBAC of the controller; the webhook's own markers (internal/webhook/markers.go) already grant most of it.
@@ -285,10 +289,23 @@ func (r *TemplateReconciler) readiness(ctx context.Context, t *v1alpha1.SidecarT
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonInvalid, compiled.Err.Error()
 		return cond, nil
 	}
-	if compiled.Selector() != nil {
+	if compiled.Selector() != nil || !compiled.ClusterWide {
 		offered, err := r.offered(ctx, compiled)
 		if err != nil {
 			return cond, err
+		}
+		// The engine's override rule (inject.OverrideOf, through Offered) leaves a namespaced template out when a
+		// cluster-wide template of its name serves the namespace under namespaceOverride: Deny.
+		if !compiled.ClusterWide && !slices.ContainsFunc(offered, func(o *inject.Template) bool {
+			return o.Namespace == t.Namespace && o.Name == t.Name
+		}) {
+			cond.Status, cond.Reason = metav1.ConditionFalse, ReasonOverrideDenied
+			cond.Message = inject.OverrideDeniedMessage(t.Name, r.InjectorNamespace)
+			return cond, nil
+		}
+		if compiled.Selector() == nil {
+			cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, ReasonReady, ReadyMessage(t)
+			return cond, nil
 		}
 		if clashes := Clashes(compiled, offered); len(clashes) > 0 {
 			cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonNameClash, strings.Join(clashes, "; ")

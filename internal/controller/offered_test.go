@@ -14,12 +14,17 @@ import (
 )
 
 // The controller decides a template's readiness from the webhook's store (compiled templates and the engine's
-// index) when it has one, and from listed templates otherwise: both give the same verdict.
+// index) when it has one, and from listed templates otherwise: both give the same verdict, and both follow the
+// engine's override rule.
 func TestReadinessFromTheStoreMatchesListing(t *testing.T) {
 	templates := []tmpl{
 		{ns: injectorNS, name: "mesh", selector: "", containers: []string{"proxy"}},
-		{ns: injectorNS, name: "shadowed", selector: "", volumes: []string{"data"}},
+		{ns: injectorNS, name: "shadowed", selector: "", volumes: []string{"data"}, override: v1alpha1.NamespaceOverrideAllow},
 		{ns: "team-a", name: "shadowed", selector: "-", containers: []string{"x"}},
+		{ns: injectorNS, name: "platform", selector: "", containers: []string{"platform"}},
+		{ns: "team-a", name: "platform", selector: "-", containers: []string{"y"}},
+		{ns: injectorNS, name: "elsewhere", selector: "", containers: []string{"e"}, nsSelector: "env=prod"},
+		{ns: "team-a", name: "elsewhere", selector: "app=web", containers: []string{"z"}},
 		{ns: "team-a", name: "mine", selector: "app=web", containers: []string{"proxy"}, volumes: []string{"data"}},
 		{ns: "team-a", name: "fine", selector: "app=web", containers: []string{"other"}},
 	}
@@ -39,7 +44,11 @@ func TestReadinessFromTheStoreMatchesListing(t *testing.T) {
 	cl := cb.Build()
 	listed := &TemplateReconciler{Client: cl, InjectorNamespace: injectorNS}
 	stored := &TemplateReconciler{Client: cl, InjectorNamespace: injectorNS, Templates: st}
-	want := map[string]string{"team-a/mine": ReasonNameClash, "team-a/fine": ReasonReady, injectorNS + "/mesh": ReasonReady}
+	want := map[string]string{"team-a/mine": ReasonNameClash, "team-a/fine": ReasonReady, injectorNS + "/mesh": ReasonReady,
+		// A namespaced template of a cluster-wide one's name: used where the cluster-wide one allows it or does
+		// not serve the namespace (its namespaceSelector leaves team-a out), else OverrideDenied.
+		"team-a/shadowed": ReasonReady, "team-a/platform": ReasonOverrideDenied, "team-a/elsewhere": ReasonReady,
+		injectorNS + "/shadowed": ReasonReady, injectorNS + "/platform": ReasonReady, injectorNS + "/elsewhere": ReasonReady}
 	for _, o := range objs {
 		a, err := listed.readiness(context.Background(), o, listed.compile(o))
 		if err != nil {
@@ -52,7 +61,9 @@ func TestReadinessFromTheStoreMatchesListing(t *testing.T) {
 		if a != b {
 			t.Errorf("%s/%s: from the store %+v, from listing %+v", o.Namespace, o.Name, b, a)
 		}
-		if w, ok := want[o.Namespace+"/"+o.Name]; ok && a.Reason != w {
+		if w, ok := want[o.Namespace+"/"+o.Name]; !ok {
+			t.Errorf("%s/%s: no verdict expected in the test", o.Namespace, o.Name)
+		} else if a.Reason != w {
 			t.Errorf("%s/%s: %s (%s), want %s", o.Namespace, o.Name, a.Reason, a.Message, w)
 		}
 	}

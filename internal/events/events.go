@@ -2,8 +2,9 @@
 // own the objects can see with `kubectl describe` / `kubectl events`:
 //
 //   - on a pod's controller (its ReplicaSet, Job, StatefulSet, ...) when a template the pod requested or that
-//     selected it was Skipped (failurePolicy Ignore) or Denied (failurePolicy Fail), rate-limited so that a
-//     controller re-creating pods in a loop cannot flood etcd;
+//     selected it was Skipped (failurePolicy Ignore) or Denied (failurePolicy Fail), or when a namespaced template
+//     replaced the cluster-wide one of its name for the pod (reason Shadowed, type Normal), rate-limited so that
+//     a controller re-creating pods in a loop cannot flood etcd;
 //   - on a SidecarTemplate when its Ready condition changes.
 //
 // Pods themselves get no Event: at admission a controller's pod has no name yet, and a denied pod never exists.
@@ -12,6 +13,8 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -108,14 +111,7 @@ func (r *Recorder) PodDecisions(namespace string, owners []metav1.OwnerReference
 	if dryRun || res == nil || r == nil || r.rec == nil {
 		return
 	}
-	failed := false
-	for i := range res.Decisions {
-		if o := res.Decisions[i].Outcome; o == inject.OutcomeSkipped || o == inject.OutcomeDenied {
-			failed = true
-			break
-		}
-	}
-	if !failed {
+	if !slices.ContainsFunc(res.Decisions, notable) {
 		return
 	}
 	owner := ControllerOf(owners)
@@ -129,12 +125,17 @@ func (r *Recorder) PodDecisions(namespace string, owners []metav1.OwnerReference
 		if d.Reason == inject.ReasonPodDenied {
 			continue // not this template's failure: the Event of the template that denied the pod says why
 		}
-		var consequence string
-		switch d.Outcome {
-		case inject.OutcomeSkipped:
-			consequence = "the pod was admitted without this template (failurePolicy Ignore)"
-		case inject.OutcomeDenied:
-			consequence = "the pod was denied (failurePolicy Fail)"
+		var note string
+		eventType := corev1.EventTypeWarning
+		switch {
+		case d.Outcome == inject.OutcomeSkipped:
+			note = d.Message + ": the pod was admitted without this template (failurePolicy Ignore)"
+		case d.Outcome == inject.OutcomeDenied:
+			note = d.Message + ": the pod was denied (failurePolicy Fail)"
+		case d.Reason == inject.ReasonShadowed:
+			eventType = corev1.EventTypeNormal
+			note = fmt.Sprintf("the cluster-wide sidecar template %s/%s was replaced by the template %s/%s of the pod's namespace (its spec.namespaceOverride is Allow)",
+				d.Namespace, d.Name, namespace, d.Name)
 		default:
 			continue
 		}
@@ -142,9 +143,14 @@ func (r *Recorder) PodDecisions(namespace string, owners []metav1.OwnerReference
 		if !r.allow(key) {
 			continue
 		}
-		r.rec.Eventf(ref, nil, corev1.EventTypeWarning, string(d.Reason), ActionInject, "%s",
-			truncate(d.Message+": "+consequence))
+		r.rec.Eventf(ref, nil, eventType, string(d.Reason), ActionInject, "%s", truncate(note))
 	}
+}
+
+// notable reports whether a decision is worth an Event on the pod's controller: a template that failed for the
+// pod, or a cluster-wide template that a namespaced one replaced for it.
+func notable(d inject.Decision) bool {
+	return d.Outcome == inject.OutcomeSkipped || d.Outcome == inject.OutcomeDenied || d.Reason == inject.ReasonShadowed
 }
 
 // Record implements the webhook's Recorder seam (internal/webhook.Recorder): it reads the pod's owner
@@ -154,7 +160,7 @@ func (r *Recorder) Record(_ context.Context, req admission.Request, res *inject.
 		return
 	}
 	for i := range res.Decisions {
-		if o := res.Decisions[i].Outcome; o == inject.OutcomeSkipped || o == inject.OutcomeDenied {
+		if notable(res.Decisions[i]) {
 			var pod struct {
 				Metadata struct {
 					OwnerReferences []metav1.OwnerReference `json:"ownerReferences"`

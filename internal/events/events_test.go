@@ -248,3 +248,29 @@ func TestLongMessagesAreCutAndPercentSignsKept(t *testing.T) {
 		t.Errorf("note cut inside a rune: %q", note[len(note)-8:])
 	}
 }
+
+// A namespaced template replacing a cluster-wide one for a pod is visible on the pod's controller: a Normal
+// Event, rate-limited like the failures; a template that is not used (OverrideDenied) or that a policy serves
+// gets none here (the template's Ready condition and its Event say the first; the second is nothing to report).
+func TestPodDecisionsReportAReplacementOnce(t *testing.T) {
+	f := &fakeRecorder{}
+	c := &clock{t: time.Unix(1000, 0)}
+	r := NewRecorder(f, WithClock(c.now), WithInterval(time.Minute))
+	res := &inject.Result{Decisions: []inject.Decision{
+		{Namespace: "team-a", Name: "tracing", Outcome: inject.OutcomeInjected, Reason: inject.ReasonRequested},
+		{Namespace: "sidecar-injector", Name: "tracing", Outcome: inject.OutcomeNotApplicable, Reason: inject.ReasonShadowed},
+		{Namespace: "team-a", Name: "mesh", Outcome: inject.OutcomeNotApplicable, Reason: inject.ReasonOverrideDenied},
+		{Namespace: "sidecar-injector", Name: "logs", Outcome: inject.OutcomeNotApplicable, Reason: inject.ReasonServedByPolicy},
+	}}
+	for range 10 {
+		r.PodDecisions("team-a", replicaSet, false, res)
+		c.t = c.t.Add(time.Second)
+	}
+	got := f.take()
+	want := event{corev1.ObjectReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7f9c", UID: "rs-uid", Namespace: "team-a"},
+		corev1.EventTypeNormal, "Shadowed", ActionInject,
+		"the cluster-wide sidecar template sidecar-injector/tracing was replaced by the template team-a/tracing of the pod's namespace (its spec.namespaceOverride is Allow)"}
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("10 pods of one owner whose template was replaced: got %+v, want one event %+v", got, want)
+	}
+}

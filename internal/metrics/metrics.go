@@ -62,7 +62,8 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecar_injector_template_decisions_total",
 			Help: "Decisions about one template for one pod, by template, outcome (Injected, AlreadyInjected, " +
-				"Skipped, Denied; NotApplicable only with reason JobPolicySkip) and reason. Other NotApplicable decisions, " +
+				"Skipped, Denied; NotApplicable only with reason JobPolicySkip, or Shadowed, OverrideDenied or ServedByPolicy " +
+				"for a template the pod wants) and reason. Other NotApplicable decisions, " +
 				"and the Injected ones of a denied pod, are not counted. A requested name that matched no template is counted with empty namespace and template.",
 		}, []string{"namespace", "template", "outcome", "reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -156,7 +157,7 @@ func (m *Metrics) ObserveAdmission(res *inject.Result, err error, d time.Duratio
 		switch dec.Outcome {
 		case inject.OutcomeSkipped, inject.OutcomeDenied:
 		case inject.OutcomeNotApplicable:
-			if dec.Reason != inject.ReasonJobPolicySkip {
+			if !countedNotApplicable(dec.Reason) {
 				continue // one per pod and template in scope, not worth a series
 			}
 		case inject.OutcomeInjected, inject.OutcomeAlreadyInjected:
@@ -172,6 +173,19 @@ func (m *Metrics) ObserveAdmission(res *inject.Result, err error, d time.Duratio
 		}
 		m.decisions.WithLabelValues(labelValue(dec.Namespace), labelValue(name), string(dec.Outcome), string(dec.Reason)).Inc()
 	}
+}
+
+// countedNotApplicable reports whether a NotApplicable decision is counted: those about a template the pod asked
+// for or is selected by and that is left out by a rule the platform or the template's author set (the engine
+// reports them when NotApplicable decisions are omitted): jobPolicy Skip, a namespaced template replacing a
+// cluster-wide one (Shadowed, on the cluster-wide one) or not allowed to (OverrideDenied), a template an
+// admission policy serves (ServedByPolicy). A fixed set of reasons: the series stay one per template and reason.
+func countedNotApplicable(r inject.Reason) bool {
+	switch r {
+	case inject.ReasonJobPolicySkip, inject.ReasonShadowed, inject.ReasonOverrideDenied, inject.ReasonServedByPolicy:
+		return true
+	}
+	return false
 }
 
 // labelValue makes a label value valid UTF-8, which Prometheus requires (it panics otherwise). Names of templates

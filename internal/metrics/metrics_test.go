@@ -65,6 +65,10 @@ func TestObserveAdmission(t *testing.T) {
 	m.ObserveAdmission(&inject.Result{Decisions: []inject.Decision{
 		dec("team-a", "log-shipper", inject.OutcomeAlreadyInjected, inject.ReasonAlreadyInjected),
 		dec("team-a", "metrics", inject.OutcomeNotApplicable, inject.ReasonJobPolicySkip), // a Job pod, jobPolicy Skip
+		dec("platform", "tracing", inject.OutcomeNotApplicable, inject.ReasonShadowed),    // team-a's tracing replaces it
+		dec("team-a", "mesh", inject.OutcomeNotApplicable, inject.ReasonOverrideDenied),   // platform's mesh does not allow it
+		dec("platform", "mesh", inject.OutcomeNotApplicable, inject.ReasonServedByPolicy), // an admission policy injected it
+		dec("platform", "other", inject.OutcomeNotApplicable, inject.ReasonSelectorMismatch),
 	}}, nil, 15*time.Microsecond)
 	m.ObserveAdmission(&inject.Result{PodSkipReason: inject.ReasonSystemNamespace, Decisions: []inject.Decision{
 		dec("platform", "metrics", inject.OutcomeNotApplicable, inject.ReasonSystemNamespace),
@@ -84,18 +88,21 @@ sidecar_injector_admissions_total{result="unchanged"} 2
 	}
 
 	// NotApplicable is not counted but for JobPolicySkip (a template the pod asked for, left out by its author's
-	// choice), nor Injected on a denied pod; the name a pod requested that matched
-	// nothing is not a label value.
+	// choice) and the replacements and policy-served templates the engine reports, nor Injected on a denied pod;
+	// the name a pod requested that matched nothing is not a label value.
 	wantDecisions := `
-# HELP sidecar_injector_template_decisions_total Decisions about one template for one pod, by template, outcome (Injected, AlreadyInjected, Skipped, Denied; NotApplicable only with reason JobPolicySkip) and reason. Other NotApplicable decisions, and the Injected ones of a denied pod, are not counted. A requested name that matched no template is counted with empty namespace and template.
+# HELP sidecar_injector_template_decisions_total Decisions about one template for one pod, by template, outcome (Injected, AlreadyInjected, Skipped, Denied; NotApplicable only with reason JobPolicySkip, or Shadowed, OverrideDenied or ServedByPolicy for a template the pod wants) and reason. Other NotApplicable decisions, and the Injected ones of a denied pod, are not counted. A requested name that matched no template is counted with empty namespace and template.
 # TYPE sidecar_injector_template_decisions_total counter
 sidecar_injector_template_decisions_total{namespace="",outcome="Denied",reason="NotFound",template=""} 1
 sidecar_injector_template_decisions_total{namespace="platform",outcome="Injected",reason="SelectorMatched",template="metrics"} 1
+sidecar_injector_template_decisions_total{namespace="platform",outcome="NotApplicable",reason="ServedByPolicy",template="mesh"} 1
+sidecar_injector_template_decisions_total{namespace="platform",outcome="NotApplicable",reason="Shadowed",template="tracing"} 1
 sidecar_injector_template_decisions_total{namespace="platform",outcome="Skipped",reason="Conflict",template="proxy"} 1
 sidecar_injector_template_decisions_total{namespace="team-a",outcome="AlreadyInjected",reason="AlreadyInjected",template="log-shipper"} 1
 sidecar_injector_template_decisions_total{namespace="team-a",outcome="Denied",reason="MissingParameter",template="log-shipper"} 1
 sidecar_injector_template_decisions_total{namespace="team-a",outcome="Injected",reason="Requested",template="log-shipper"} 2
 sidecar_injector_template_decisions_total{namespace="team-a",outcome="NotApplicable",reason="JobPolicySkip",template="metrics"} 1
+sidecar_injector_template_decisions_total{namespace="team-a",outcome="NotApplicable",reason="OverrideDenied",template="mesh"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantDecisions), "sidecar_injector_template_decisions_total"); err != nil {
 		t.Error(err)
@@ -130,8 +137,8 @@ sidecar_injector_engine_duration_seconds_count 6
 
 	// Deleting a template drops its decision series, and only its own.
 	m.ForgetTemplate("team-a", "log-shipper")
-	if n := testutil.CollectAndCount(m.decisions); n != 4 {
-		t.Errorf("after ForgetTemplate(team-a/log-shipper): %d decision series, want 4", n)
+	if n := testutil.CollectAndCount(m.decisions); n != 7 {
+		t.Errorf("after ForgetTemplate(team-a/log-shipper): %d decision series, want 7", n)
 	}
 	if got := testutil.ToFloat64(m.decisions.WithLabelValues("platform", "proxy", "Skipped", "Conflict")); got != 1 {
 		t.Errorf("platform/proxy Skipped/Conflict = %v after forgetting another template, want 1", got)

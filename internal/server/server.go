@@ -221,6 +221,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	templates := store.NewTemplates(opts.Namespace)
+	if opts.EnablePolicyMode {
+		templates.EnablePolicyMode() // the webhook leaves the templates that the generated policies serve alone
+	}
 	namespaces := store.NewNamespaces()
 	tplReg, err := templates.Register(ctx, mgr.GetCache())
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
@@ -28,6 +30,10 @@ import (
 // It implements toolscache.ResourceEventHandler for *v1alpha1.SidecarTemplate objects.
 type Templates struct {
 	injectorNamespace string
+	// policyMode is set when the injector generates admission policies (serve --enable-policy-mode): a template
+	// whose ServedByPolicy condition is True for its current generation is then marked served elsewhere
+	// (inject.Template.ServedByPolicy), and the webhook leaves it to the policy.
+	policyMode bool
 
 	mu sync.RWMutex
 	// byNamespace holds, per namespace that has templates, its templates by name and a snapshot of them.
@@ -54,11 +60,11 @@ type entry struct {
 }
 
 // template returns the compiled template, compiling it on first use.
-func (e *entry) template(injectorNamespace string) *inject.Template {
+func (e *entry) template(s *Templates) *inject.Template {
 	if t := e.compiled.Load(); t != nil {
 		return t
 	}
-	t := inject.Compile(e.obj, injectorNamespace)
+	t := s.compileOne(e.obj)
 	if !e.compiled.CompareAndSwap(nil, t) {
 		return e.compiled.Load() // another admission compiled it meanwhile: the same result, shared
 	}
@@ -66,12 +72,32 @@ func (e *entry) template(injectorNamespace string) *inject.Template {
 }
 
 // peek returns the compiled template if it is compiled, else compiles it without keeping the result.
-func (e *entry) peek(injectorNamespace string) *inject.Template {
+func (e *entry) peek(s *Templates) *inject.Template {
 	if t := e.compiled.Load(); t != nil {
 		return t
 	}
-	return inject.Compile(e.obj, injectorNamespace)
+	return s.compileOne(e.obj)
 }
+
+// compileOne compiles obj and marks it served by policy when it is.
+func (s *Templates) compileOne(obj *v1alpha1.SidecarTemplate) *inject.Template {
+	return inject.Compile(obj, s.injectorNamespace).WithServedByPolicy(s.servedByPolicy(obj))
+}
+
+// servedByPolicy reports whether a generated MutatingAdmissionPolicy serves obj: policy mode is on and obj's
+// ServedByPolicy condition is True for its current generation (a condition of an older generation describes a
+// spec the policy may not serve yet, and the webhook serves the template meanwhile).
+func (s *Templates) servedByPolicy(obj *v1alpha1.SidecarTemplate) bool {
+	if !s.policyMode {
+		return false
+	}
+	c := meta.FindStatusCondition(obj.Status.Conditions, v1alpha1.ConditionServedByPolicy)
+	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == obj.Generation
+}
+
+// EnablePolicyMode makes the store mark the templates that admission policies serve (see policyMode). Call it
+// before the store is fed.
+func (s *Templates) EnablePolicyMode() { s.policyMode = true }
 
 // namespaceTemplates is one namespace's templates.
 type namespaceTemplates struct {
@@ -168,7 +194,7 @@ func (s *Templates) Peek(namespace string) *inject.Index {
 	}
 	own := make([]*inject.Template, len(ns.own))
 	for i, e := range ns.own {
-		own[i] = e.peek(s.injectorNamespace)
+		own[i] = e.peek(s)
 	}
 	return cluster.ForNamespace(namespace, own)
 }
@@ -180,7 +206,7 @@ func (s *Templates) PeekTemplate(namespace, name string) *inject.Template {
 	defer s.mu.RUnlock()
 	if ns := s.byNamespace[namespace]; ns != nil {
 		if e := ns.byName[name]; e != nil {
-			return e.peek(s.injectorNamespace)
+			return e.peek(s)
 		}
 	}
 	return nil
@@ -206,7 +232,7 @@ func (s *Templates) bareIndex(namespace string, cluster *inject.Index) *inject.I
 func (s *Templates) compile(entries []*entry) []*inject.Template {
 	out := make([]*inject.Template, len(entries))
 	for i, e := range entries {
-		out[i] = e.template(s.injectorNamespace)
+		out[i] = e.template(s)
 	}
 	return out
 }
@@ -217,7 +243,7 @@ func (s *Templates) Get(namespace, name string) *inject.Template {
 	defer s.mu.RUnlock()
 	if ns := s.byNamespace[namespace]; ns != nil {
 		if e := ns.byName[name]; e != nil {
-			return e.template(s.injectorNamespace)
+			return e.template(s)
 		}
 	}
 	return nil
@@ -313,7 +339,8 @@ func (s *Templates) OnUpdate(oldObj, newObj any) {
 	if !ok {
 		return
 	}
-	if oldT, ok := oldObj.(*v1alpha1.SidecarTemplate); ok && sameSpec(oldT, newT) && s.refresh(newT) {
+	if oldT, ok := oldObj.(*v1alpha1.SidecarTemplate); ok && sameSpec(oldT, newT) &&
+		s.servedByPolicy(oldT) == s.servedByPolicy(newT) && s.refresh(newT) {
 		return
 	}
 	s.Set(newT)

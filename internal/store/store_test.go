@@ -431,3 +431,46 @@ func TestTheCacheKeepsNeitherManagedFieldsNorKubectlsCopyOfTheSpec(t *testing.T)
 		t.Error("another kind was changed")
 	}
 }
+
+// In policy mode a template whose ServedByPolicy condition is True for its current generation is marked served by
+// policy, in Get and in the namespace's index, and the mark follows status updates (which do not change the
+// generation). Without policy mode, or for a condition of an older generation, the webhook serves it.
+func TestTemplatesServedByPolicyAreMarkedFromTheirCondition(t *testing.T) {
+	withCondition := func(st *v1alpha1.SidecarTemplate, status metav1.ConditionStatus, generation int64, rv string) *v1alpha1.SidecarTemplate {
+		c := st.DeepCopy()
+		c.ResourceVersion = rv
+		c.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionServedByPolicy, Status: status, ObservedGeneration: generation, Reason: "x"}}
+		return c
+	}
+	served := func(s *Templates) (get, indexed bool) {
+		ts := s.Index("team-a").Templates()
+		return s.Get(injectorNS, "mesh").ServedByPolicy, len(ts) == 1 && ts[0].ServedByPolicy
+	}
+	for _, policyMode := range []bool{false, true} {
+		s := NewTemplates(injectorNS)
+		if policyMode {
+			s.EnablePolicyMode()
+		}
+		base := tmpl(injectorNS, "mesh", 2, 0)
+		s.OnAdd(base, true)
+		steps := []struct {
+			what string
+			obj  *v1alpha1.SidecarTemplate
+			want bool
+		}{
+			{"no condition yet", base, false},
+			{"ServedByPolicy True for the current generation", withCondition(base, metav1.ConditionTrue, 2, "3"), policyMode},
+			{"ServedByPolicy True for an older generation", withCondition(base, metav1.ConditionTrue, 1, "4"), false},
+			{"True again", withCondition(base, metav1.ConditionTrue, 2, "5"), policyMode},
+			{"ServedByPolicy False", withCondition(base, metav1.ConditionFalse, 2, "6"), false},
+		}
+		prev := base
+		for _, st := range steps {
+			s.OnUpdate(prev, st.obj)
+			prev = st.obj
+			if get, indexed := served(s); get != st.want || indexed != st.want {
+				t.Errorf("policy mode %v, %s: marked served by policy in Get %v, in the index %v; want %v", policyMode, st.what, get, indexed, st.want)
+			}
+		}
+	}
+}
