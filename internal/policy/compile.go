@@ -21,8 +21,9 @@ type Options struct {
 	InjectorNamespace string
 	// Name names the generated objects (and prefixes the validating ones). Default "sidecar-injector".
 	Name string
-	// Serve picks the templates the policy serves; the others only shadow cluster-wide templates of their name,
-	// as they do in the webhook. Nil serves every template.
+	// Serve picks the templates the policy serves; the others still count for the override rule between
+	// templates of one name (and for the labels templates add), as they do in the webhook. Nil serves every
+	// template.
 	Serve func(*v1alpha1.SidecarTemplate) bool
 	// RejectUnknownNames adds a validation that denies a pod naming a template that serves nothing in its
 	// namespace, as the webhook does. Only right when every template is served by these policies (compile for
@@ -91,16 +92,23 @@ func Compile(templates []*v1alpha1.SidecarTemplate, opts Options) (*Result, erro
 		t  *inject.Template
 	}
 	var serve []prepared
-	local := map[string][]string{} // template name -> namespaces that have a namespaced template of that name
+	local := map[string][]string{}                    // template name -> namespaces that have a namespaced template of that name
+	cluster := map[string]*v1alpha1.SidecarTemplate{} // template name -> the cluster-wide template of that name
 	for _, st := range templates {
 		if st.Namespace != opts.InjectorNamespace {
 			local[st.Name] = append(local[st.Name], st.Namespace)
+		} else if cluster[st.Name] == nil {
+			cluster[st.Name] = st
 		}
+	}
+	for _, st := range templates {
 		if opts.Serve != nil && !opts.Serve(st) {
 			continue
 		}
 		t := inject.Compile(st, opts.InjectorNamespace)
-		if why := unsupported(t, &st.Spec); len(why) > 0 {
+		why := unsupported(t, &st.Spec)
+		why = append(why, seesAddedLabels(st, templates, opts.InjectorNamespace)...)
+		if len(why) > 0 {
 			res.NotCompilable[Key{st.Namespace, st.Name}] = why
 			continue
 		}
@@ -132,11 +140,17 @@ func Compile(templates []*v1alpha1.SidecarTemplate, opts Options) (*Result, erro
 		})
 		var units []*unit
 		for _, p := range ps {
-			var shadowedIn []string
-			if p.t.ClusterWide {
-				shadowedIn = slices.Compact(slices.Sorted(slices.Values(local[p.t.Name])))
+			var r reach
+			if p.t.ClusterWide && p.t.OverrideAllowed {
+				r.shadowedIn = slices.Compact(slices.Sorted(slices.Values(local[p.t.Name])))
 			}
-			u, err := newUnit(p.st, p.t, units, shadowedIn)
+			if c := cluster[p.t.Name]; !p.t.ClusterWide && c != nil && c.Spec.NamespaceOverride != v1alpha1.NamespaceOverrideAllow {
+				r.keptOutBy = "true" // the cluster-wide template serves every namespace
+				if c.Spec.NamespaceSelector != nil {
+					r.keptOutBy = "(" + selectorCEL(c.Spec.NamespaceSelector, celNSLabels) + ")"
+				}
+			}
+			u, err := newUnit(p.st, p.t, units, r)
 			if err != nil {
 				res.NotCompilable[Key{p.st.Namespace, p.st.Name}] = []Unsupported{{ReasonPerPodKey, err.Error()}}
 				continue
@@ -353,4 +367,46 @@ func unknownNames(all []*v1alpha1.SidecarTemplate, opts Options) admissionregist
 		MessageExpression: fmt.Sprintf("%s.filter(n, !%s).map(n, 'sidecar template \"' + n + '\" requested by annotation %s was not found in namespace \"' + request.namespace + '\" nor among the cluster-wide templates').join('; ')",
 			names, known, v1alpha1.AnnotationInject),
 	}
+}
+
+// seesAddedLabels reports st as not compilable when its selector reads a label key that a template in its reach
+// adds (itself included): one of its own namespace, a cluster-wide one, or for a cluster-wide st any template. A
+// label key with a per-pod value could be any key.
+func seesAddedLabels(st *v1alpha1.SidecarTemplate, all []*v1alpha1.SidecarTemplate, injectorNamespace string) []Unsupported {
+	keys := selectorKeys(st.Spec.Selector)
+	if len(keys) == 0 {
+		return nil
+	}
+	var adders []string
+	for _, o := range all {
+		if o.Namespace != st.Namespace && o.Namespace != injectorNamespace && st.Namespace != injectorNamespace {
+			continue // never meets st's pods
+		}
+		for k := range o.Spec.Labels {
+			if keys[k] || placeholderRE.MatchString(k) {
+				adders = append(adders, fmt.Sprintf("%s/%s adds label %q", o.Namespace, o.Name, k))
+			}
+		}
+	}
+	if len(adders) == 0 {
+		return nil
+	}
+	slices.Sort(adders)
+	return []Unsupported{{ReasonSelectorSeesAddedLabel, "spec.selector reads labels that templates add (" + strings.Join(slices.Compact(adders), ", ") +
+		"): the webhook selects again on them within one admission, a policy cannot reproduce that order"}}
+}
+
+// selectorKeys are the label keys a selector reads.
+func selectorKeys(sel *metav1.LabelSelector) map[string]bool {
+	if sel == nil {
+		return nil
+	}
+	keys := map[string]bool{}
+	for k := range sel.MatchLabels {
+		keys[k] = true
+	}
+	for _, r := range sel.MatchExpressions {
+		keys[r.Key] = true
+	}
+	return keys
 }

@@ -7,7 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -135,7 +138,7 @@ func TestServeLeavesOtherTemplatesOutButLetsThemShadowClusterWideOnes(t *testing
 func TestTheRecordEntryIsTheOneTheWebhookWrites(t *testing.T) {
 	st := readTemplates(t, "testdata/templates.yaml")[0]
 	tpl := inject.Compile(st, "sidecar-injector")
-	u, err := newUnit(st, tpl, nil, nil)
+	u, err := newUnit(st, tpl, nil, reach{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +216,7 @@ func TestANativeTemplateRecordsItsContainersAsNativeSidecarsInPodsThatRunToCompl
 			st = x
 		}
 	}
-	u, err := newUnit(st, inject.Compile(st, "sidecar-injector"), nil, nil)
+	u, err := newUnit(st, inject.Compile(st, "sidecar-injector"), nil, reach{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,5 +240,117 @@ func TestANativeTemplateRecordsItsContainersAsNativeSidecarsInPodsThatRunToCompl
 	}
 	if !strings.Contains(u.applied(), completes) {
 		t.Errorf("whether the template is in the pod does not follow the pod's restartPolicy: %s", u.applied())
+	}
+}
+
+// parseTemplates reads templates from YAML text.
+func parseTemplates(t *testing.T, y string) []*v1alpha1.SidecarTemplate {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "templates.yaml")
+	if err := os.WriteFile(f, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return readTemplates(t, f)
+}
+
+// The override rule is the engine's (inject.OverrideOf): a namespaced template replaces a cluster-wide one of its
+// name only where that one allows it; under Deny the namespaced one is kept out wherever the cluster-wide one
+// serves, also when the webhook, not the policy, serves the cluster-wide one.
+func TestCompiledScopesFollowTheOverrideRule(t *testing.T) {
+	templates := parseTemplates(t, `
+metadata: {name: mesh, namespace: sidecar-injector}
+spec: {containers: [{name: mesh, image: "m:1"}]}
+---
+metadata: {name: mesh, namespace: team-a}
+spec: {containers: [{name: team-mesh, image: "t:1"}]}
+---
+metadata: {name: tracing, namespace: sidecar-injector}
+spec:
+  namespaceSelector: {matchLabels: {tracing: "on"}}
+  containers: [{name: tracing, image: "t:1"}]
+---
+metadata: {name: tracing, namespace: team-a}
+spec: {containers: [{name: team-tracing, image: "t:1"}]}
+`)
+	for _, servedByWebhook := range []string{"", "mesh"} {
+		res, err := Compile(templates, Options{InjectorNamespace: "sidecar-injector", Serve: func(st *v1alpha1.SidecarTemplate) bool {
+			return st.Namespace != "sidecar-injector" || st.Name != servedByWebhook
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		expr := map[string]string{}
+		for _, mp := range res.Mutating {
+			for _, m := range mp.Spec.Mutations {
+				first, _, _ := strings.Cut(m.JSONPatch.Expression, "\n")
+				expr[mp.Name+" "+strings.TrimPrefix(first, "// ")] = m.JSONPatch.Expression
+			}
+		}
+		for _, c := range []struct{ key, has, why string }{
+			{"sidecar-injector-team-a team-a/mesh", `(request.namespace == "team-a" && !true)`,
+				"team-a's mesh is kept out: the cluster-wide mesh (Deny) serves every namespace"},
+			{"sidecar-injector-team-a team-a/tracing", `(request.namespace == "team-a" && !((namespaceObject.metadata.?labels.orValue({})[?"tracing"] == optional.of("on"))))`,
+				"team-a's tracing is kept out where the cluster-wide tracing (Deny) serves: namespaces labelled tracing=on"},
+			{"sidecar-injector-team-a sidecar-injector/tracing", `(true && (namespaceObject`,
+				"the cluster-wide tracing is not shadowed in team-a: it does not allow it"},
+		} {
+			e, ok := expr[c.key]
+			if !ok {
+				t.Errorf("no mutation %s; have %v", c.key, slices.Collect(maps.Keys(expr)))
+				continue
+			}
+			if !strings.Contains(e, c.has) {
+				t.Errorf("%s (webhook serves %q): %s; its expression lacks %s:\n%s", c.key, servedByWebhook, c.why, c.has, e)
+			}
+		}
+	}
+}
+
+// A selector that reads a label a template adds is left to the webhook, which selects again on added labels
+// within one admission; the template that adds the label compiles.
+func TestSelectorsThatReadAddedLabelsAreNotCompilable(t *testing.T) {
+	res, err := Compile(parseTemplates(t, `
+metadata: {name: mesh, namespace: sidecar-injector}
+spec: {labels: {mesh: "on"}, containers: [{name: mesh, image: "m:1"}]}
+---
+metadata: {name: metrics, namespace: team-a}
+spec:
+  selector: {matchExpressions: [{key: mesh, operator: Exists}]}
+  containers: [{name: metrics, image: "m:1"}]
+---
+metadata: {name: self, namespace: team-b}
+spec:
+  selector: {matchLabels: {self: "yes"}}
+  labels: {self: "yes"}
+  containers: [{name: self, image: "s:1"}]
+---
+metadata: {name: elsewhere, namespace: team-c}
+spec:
+  selector: {matchLabels: {other: "x"}}
+  containers: [{name: e, image: "e:1"}]
+---
+metadata: {name: adds-other, namespace: team-b}
+spec: {labels: {other: "x"}, containers: [{name: o, image: "o:1"}]}
+`), Options{InjectorNamespace: "sidecar-injector"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		key      Key
+		reason   string
+		mentions string
+	}{
+		{Key{"team-a", "metrics"}, ReasonSelectorSeesAddedLabel, `sidecar-injector/mesh adds label "mesh"`},
+		{Key{"team-b", "self"}, ReasonSelectorSeesAddedLabel, `team-b/self adds label "self"`},
+	} {
+		why := res.NotCompilable[c.key]
+		if len(why) != 1 || why[0].Reason != c.reason || !strings.Contains(why[0].Message, c.mentions) {
+			t.Errorf("%s: not compilable for %+v, want %s mentioning %s", c.key, why, c.reason, c.mentions)
+		}
+	}
+	for _, k := range []Key{{"sidecar-injector", "mesh"}, {"team-c", "elsewhere"}, {"team-b", "adds-other"}} {
+		if why, ok := res.NotCompilable[k]; ok {
+			t.Errorf("%s is not compilable (%+v): it reads no label a template in its reach adds", k, why)
+		}
 	}
 }

@@ -31,7 +31,8 @@
 //
 // A template's mutation applies when the pod is in the template's scope (its own namespace; for a cluster-wide
 // template, the namespaces its namespaceSelector selects, except those where a namespaced template of the same
-// name replaces it), the pod wants it (requested in sidecar.dev/inject, or selected), the pod's record does not
+// name replaces it under its namespaceOverride: Allow; for a namespaced template, its namespace unless a
+// cluster-wide template of its name serves it there under Deny: the engine's override rule), the pod wants it (requested in sidecar.dev/inject, or selected), the pod's record does not
 // name it yet (idempotence under reinvocation), and nothing conflicts (a name the pod already has, a namespace
 // setting it sets otherwise, a mount of a volume nobody provides, a required parameter it does not set). It then
 // adds what the pod lacks, as the webhook does, and its entry to sidecar.dev/status, byte for byte the entry
@@ -44,7 +45,10 @@
 // # What is not compiled
 //
 // What CEL cannot express exactly is not approximated: the template is reported not compilable, with a reason
-// per construct (Unsupported), and stays on the webhook. See the Reason constants.
+// per construct (Unsupported), and stays on the webhook. See the Reason constants. Among them: a selector that
+// reads a label some template adds. The webhook selects again on the labels the templates it applies add, until
+// nothing new is selected, and applies the result in injection order; a policy's mutation sees only what the
+// mutations before it added, and a reinvocation appends after everything, so the pods would differ.
 //
 // Pods that arrive with a record written elsewhere (a pod re-created from an exported manifest, or a forged
 // record): a policy counts a template as injected as the webhook does (the record names it, and each sidecar and

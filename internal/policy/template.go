@@ -33,6 +33,11 @@ const (
 	// warning, which a mutating policy cannot give. Native (two patches, chosen by the pod's restartPolicy) and
 	// Skip (a condition) compile.
 	ReasonJobPolicy = "JobPolicyUnsupported"
+	// ReasonSelectorSeesAddedLabel: the template's selector reads a label key that a template in its reach adds
+	// (itself included). The webhook selects until nothing new is selected and then applies in injection order;
+	// a policy's mutations see only what the mutations before them added, and a reinvocation places what it
+	// adds after everything else, so the pods would differ.
+	ReasonSelectorSeesAddedLabel = "SelectorSeesAddedLabelUnsupported"
 )
 
 // compiledFields are the spec fields the compiler reproduces (or reports above). A template that sets any other
@@ -43,7 +48,7 @@ var compiledFields = map[string]bool{
 	"volumes": true, "volumeMounts": true, "env": true, "envFrom": true, "targetContainers": true,
 	"imagePullSecrets": true, "annotations": true, "labels": true, "shareProcessNamespace": true,
 	"hostAliases": true, "dnsConfig": true, "hostNetwork": true, "hostPID": true, "hostIPC": true, "parameters": true,
-	"jobPolicy": true,
+	"jobPolicy": true, "namespaceOverride": true,
 }
 
 // Unsupported says why a template cannot be compiled: a reason per construct.
@@ -171,17 +176,28 @@ func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsup
 	return out
 }
 
-// newUnit compiles one template. earlier are the templates compiled before it, in injection order; shadowedIn
-// are the namespaces where a namespaced template of the same name replaces this one (cluster-wide only).
-func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, shadowedIn []string) (*unit, error) {
+// reach is where a template serves besides its own rules, by the override rule (inject.OverrideOf).
+type reach struct {
+	// shadowedIn, for a cluster-wide template that allows it (namespaceOverride: Allow), are the namespaces where
+	// a namespaced template of the same name replaces it.
+	shadowedIn []string
+	// keptOutBy, for a namespaced template, is the CEL condition under which a cluster-wide template of its name
+	// that does not allow the override (Deny) serves the pod's namespace, and this one is not used; "" when
+	// there is no such template.
+	keptOutBy string
+}
+
+// newUnit compiles one template. earlier are the templates compiled before it, in injection order; r says where
+// the override rule keeps it out.
+func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, r reach) (*unit, error) {
 	if len(st.Spec.Containers) == 0 || cmp.Or(st.Spec.JobPolicy, v1alpha1.JobPolicyNative) != v1alpha1.JobPolicyNative {
-		return build(&st.Spec, 0, t, earlier, shadowedIn, allPods)
+		return build(&st.Spec, 0, t, earlier, r, allPods)
 	}
-	u, err := build(&st.Spec, 0, t, earlier, shadowedIn, runningPods)
+	u, err := build(&st.Spec, 0, t, earlier, r, runningPods)
 	if err != nil {
 		return nil, err
 	}
-	if u.job, err = build(jobSpec(&st.Spec), len(st.Spec.Containers), t, earlier, shadowedIn, completingPods); err != nil {
+	if u.job, err = build(jobSpec(&st.Spec), len(st.Spec.Containers), t, earlier, r, completingPods); err != nil {
 		return nil, err
 	}
 	return u, nil
@@ -201,8 +217,8 @@ func jobSpec(spec *v1alpha1.SidecarTemplateSpec) *v1alpha1.SidecarTemplateSpec {
 }
 
 // build compiles one variant of a template, for the pods it serves: converted as the unit's field; earlier and
-// shadowedIn as newUnit's.
-func build(spec *v1alpha1.SidecarTemplateSpec, converted int, t *inject.Template, earlier []*unit, shadowedIn []string, serves pods) (*unit, error) {
+// r as newUnit's.
+func build(spec *v1alpha1.SidecarTemplateSpec, converted int, t *inject.Template, earlier []*unit, r reach, serves pods) (*unit, error) {
 	u := &unit{t: t, spec: spec, converted: converted, v: &values{template: t.Name, defaults: map[string]string{}}}
 	for _, p := range spec.Parameters {
 		u.v.defaults[p.Name] = ""
@@ -220,8 +236,8 @@ func build(spec *v1alpha1.SidecarTemplateSpec, converted int, t *inject.Template
 	}
 	if t.ClusterWide {
 		notShadowed := "true"
-		if len(shadowedIn) > 0 {
-			notShadowed = "!(request.namespace in " + celStringList(shadowedIn) + ")"
+		if len(r.shadowedIn) > 0 {
+			notShadowed = "!(request.namespace in " + celStringList(r.shadowedIn) + ")"
 		}
 		sel := "true"
 		if spec.NamespaceSelector != nil {
@@ -231,6 +247,9 @@ func build(spec *v1alpha1.SidecarTemplateSpec, converted int, t *inject.Template
 		u.nsMiss = "(" + notShadowed + " && !" + sel + ")"
 	} else {
 		u.scope = "(request.namespace == " + celQuote(t.Namespace) + ")"
+		if r.keptOutBy != "" {
+			u.scope = "(request.namespace == " + celQuote(t.Namespace) + " && !" + r.keptOutBy + ")"
+		}
 		u.nsMiss = "false"
 	}
 	entry, err := json.Marshal(inject.StatusEntry{Namespace: t.Namespace, Name: t.Name, Generation: t.Generation, Hash: t.Hash,
