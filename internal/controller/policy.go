@@ -1,10 +1,12 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -33,7 +35,17 @@ const (
 	ReasonModeWebhook = "ModeWebhook"
 	// ReasonCompiled: a generated MutatingAdmissionPolicy serves the template.
 	ReasonCompiled = "Compiled"
+	// ReasonActivating: the template compiles, but the generated objects were written less than the activation
+	// delay ago: the API server may not apply them yet, so the webhook keeps serving the template meanwhile.
+	ReasonActivating = "Activating"
 )
+
+// DefaultPolicyActivation is how long the generated objects must have stayed unchanged before a template they
+// serve is marked served by policy (ServedByPolicy True), which makes the webhook leave it alone. The API server
+// loads admission policies through an informer and a refresh loop (about a second); until it has, a pod would
+// get the template from neither. Found by TestMixedModeLeavesPolicyServedTemplatesToThePolicy (test/policy):
+// marked at once, the first pod after the condition turned True came out without the policy's sidecar.
+const DefaultPolicyActivation = 5 * time.Second
 
 // managedByLabel marks the objects the controller generates: it deletes those no template needs any more.
 var managedByLabel = map[string]string{"app.kubernetes.io/managed-by": "sidecar-injector"}
@@ -59,6 +71,15 @@ type PolicyReconciler struct {
 	// they are cluster-scoped and cannot be owned by a (namespaced) template, and removing the injector
 	// (helm uninstall deletes the configuration) then lets the garbage collector delete them.
 	OwnerWebhookConfig string
+	// Activation is how long the generated objects must stay unchanged before a template they serve is marked
+	// served by policy; zero means DefaultPolicyActivation.
+	Activation time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	// changedAt is when this controller last created or changed a generated object (one reconcile at a time:
+	// the controller has one worker).
+	changedAt time.Time
 }
 
 var policyKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "policies"}}
@@ -109,19 +130,32 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
 	for _, o := range objs {
 		co := o.(client.Object)
 		if owner != nil {
 			co.SetOwnerReferences([]metav1.OwnerReference{*owner})
 		}
-		if err := r.apply(ctx, co); err != nil {
+		changed, err := r.apply(ctx, co)
+		if err != nil {
 			return reconcile.Result{}, err
+		}
+		if changed {
+			r.changedAt = now()
 		}
 	}
 	if err := r.deleteStale(ctx, objs); err != nil {
 		return reconcile.Result{}, err
 	}
-	return reconcile.Result{}, r.writeConditions(ctx, templates, res)
+	wait := cmp.Or(r.Activation, DefaultPolicyActivation) - now().Sub(r.changedAt)
+	activating, err := r.writeConditions(ctx, templates, res, wait > 0)
+	if err != nil || !activating {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{RequeueAfter: wait}, nil
 }
 
 func (r *PolicyReconciler) owner(ctx context.Context) (*metav1.OwnerReference, error) {
@@ -141,23 +175,29 @@ func (r *PolicyReconciler) owner(ctx context.Context) (*metav1.OwnerReference, e
 		Name: cfg.Name, UID: cfg.UID}, nil
 }
 
-// apply creates the object, or updates the stored one when its spec, labels or owners differ.
-func (r *PolicyReconciler) apply(ctx context.Context, o client.Object) error {
+// apply creates the object, or updates the stored one when its spec, labels or owners differ; changed says
+// whether the stored object changed.
+func (r *PolicyReconciler) apply(ctx context.Context, o client.Object) (changed bool, err error) {
 	existing := o.DeepCopyObject().(client.Object)
-	err := r.Client.Get(ctx, client.ObjectKeyFromObject(o), existing)
+	err = r.Client.Get(ctx, client.ObjectKeyFromObject(o), existing)
 	if apierrors.IsNotFound(err) {
-		return r.Client.Create(ctx, o)
+		return true, r.Client.Create(ctx, o)
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if specOf(existing) != nil && equality.Semantic.DeepEqual(specOf(existing), specOf(o)) &&
 		equality.Semantic.DeepEqual(existing.GetLabels(), o.GetLabels()) &&
 		equality.Semantic.DeepEqual(existing.GetOwnerReferences(), o.GetOwnerReferences()) {
-		return nil
+		return false, nil
 	}
 	o.SetResourceVersion(existing.GetResourceVersion())
-	return r.Client.Update(ctx, o)
+	if err := r.Client.Update(ctx, o); err != nil {
+		return false, err
+	}
+	// The API server defaults fields of the stored spec that the generated one leaves out, so they compare
+	// unequal and the update is sent; it changes nothing (no new resourceVersion) unless the content differs.
+	return o.GetResourceVersion() != existing.GetResourceVersion(), nil
 }
 
 func specOf(o client.Object) any {
@@ -205,10 +245,17 @@ func (r *PolicyReconciler) deleteStale(ctx context.Context, keep []runtime.Objec
 	return nil
 }
 
-// writeConditions sets the ServedByPolicy condition of every template whose condition changes.
-func (r *PolicyReconciler) writeConditions(ctx context.Context, templates []*v1alpha1.SidecarTemplate, res *policy.Result) error {
+// writeConditions sets the ServedByPolicy condition of every template whose condition changes. pending says the
+// generated objects changed less than the activation delay ago: a served template not yet marked served for its
+// generation then waits (Activating), and activating reports that one does.
+func (r *PolicyReconciler) writeConditions(ctx context.Context, templates []*v1alpha1.SidecarTemplate, res *policy.Result, pending bool) (activating bool, err error) {
 	for _, st := range templates {
 		c := servedCondition(st, res)
+		if cur := meta.FindStatusCondition(st.Status.Conditions, c.Type); pending && c.Status == metav1.ConditionTrue &&
+			(cur == nil || cur.Status != metav1.ConditionTrue || cur.ObservedGeneration != st.Generation) {
+			c.Status, c.Reason, activating = metav1.ConditionFalse, ReasonActivating, true
+			c.Message = "a generated MutatingAdmissionPolicy will serve the template once the API server has loaded it (a few seconds after it is written); the webhook serves it meanwhile"
+		}
 		if cur := meta.FindStatusCondition(st.Status.Conditions, c.Type); cur != nil && cur.Status == c.Status &&
 			cur.Reason == c.Reason && cur.Message == c.Message && cur.ObservedGeneration == c.ObservedGeneration {
 			continue
@@ -216,10 +263,10 @@ func (r *PolicyReconciler) writeConditions(ctx context.Context, templates []*v1a
 		st = st.DeepCopy()
 		meta.SetStatusCondition(&st.Status.Conditions, c)
 		if err := r.Client.Status().Update(ctx, st); err != nil && !apierrors.IsNotFound(err) {
-			return err // a conflict is retried: the reconcile returns the error and runs again
+			return activating, err // a conflict is retried: the reconcile returns the error and runs again
 		}
 	}
-	return nil
+	return activating, nil
 }
 
 // servedCondition says what serves the template.
@@ -228,7 +275,7 @@ func servedCondition(st *v1alpha1.SidecarTemplate, res *policy.Result) metav1.Co
 	key := policy.Key{Namespace: st.Namespace, Name: st.Name}
 	if slices.Contains(res.Served, key) {
 		c.Status, c.Reason = metav1.ConditionTrue, ReasonCompiled
-		c.Message = fmt.Sprintf("served by MutatingAdmissionPolicy %s; the webhook finds what it adds already there",
+		c.Message = fmt.Sprintf("served by MutatingAdmissionPolicy %s; the webhook leaves the template alone",
 			strings.Join(res.PoliciesOf(key), ", "))
 		return c
 	}
