@@ -50,7 +50,7 @@ type subprocess struct {
 	stderr     *strings.Builder
 }
 
-func startSubprocess(t *testing.T) *subprocess {
+func startSubprocess(t *testing.T, extraArgs ...string) *subprocess {
 	t.Helper()
 	select {
 	case <-binaryDone:
@@ -77,6 +77,7 @@ func startSubprocess(t *testing.T) *subprocess {
 	s.cmd = exec.Command(binary, "serve", "--kubeconfig", kubeconfig, "--cert-dir", certDir, "--webhook-host", "127.0.0.1",
 		"--webhook-port", strconv.Itoa(port), "--health-probe-bind-address", s.healthAddr, "--metrics-bind-address", "0",
 		"--namespace", injectorNS, "--disable-controller")
+	s.cmd.Args = append(s.cmd.Args, extraArgs...)
 	s.cmd.Stderr = s.stderr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
