@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -95,19 +94,14 @@ func decisions(t *testing.T, namespace, name, reason string) float64 {
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			l := labelsOf(m)
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
 			if l["namespace"] == namespace && l["template"] == name && (reason == "" || l["reason"] == reason) {
 				sum += m.GetCounter().GetValue()
 			}
 		}
 	}
 	return sum
-}
-
-func labelsOf(m *dto.Metric) map[string]string {
-	out := map[string]string{}
-	for _, p := range m.GetLabel() {
-		out[p.GetName()] = p.GetValue()
-	}
-	return out
 }
