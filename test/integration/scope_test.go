@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -147,10 +148,38 @@ func TestAClusterWideTemplateHonoursItsNamespaceSelector(t *testing.T) {
 			t.Logf("request by name in a non-matching namespace was admitted without the template")
 		}
 	})
-	t.Run("a namespaced template of the same name shadows the cluster-wide one", func(t *testing.T) {
-		createTemplate(t, goldNS, cw.Name, v1alpha1.SidecarTemplateSpec{
+	parent := t // the namespaced template outlives the subtest that creates it
+	t.Run("a namespaced template of the same name does not replace a cluster-wide one that does not allow it", func(t *testing.T) {
+		local := createTemplate(t, goldNS, cw.Name, v1alpha1.SidecarTemplateSpec{
 			Containers: []corev1.Container{{Name: "team-exporter", Image: "registry.example/team-exporter:1"}},
 		})
+		deleteAfter(parent, local)
+		testenv.Eventually(t, cacheDeadline, "the namespaced template's Ready condition says OverrideDenied", func() error {
+			var got v1alpha1.SidecarTemplate
+			if err := k8s.Get(ctxFor(t), client.ObjectKeyFromObject(local), &got); err != nil {
+				return err
+			}
+			if c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionFalse ||
+				c.Reason != "OverrideDenied" || c.ObservedGeneration != got.Generation {
+				return fmt.Errorf("Ready condition %+v", c)
+			}
+			return nil
+		})
+		got := createPod(t, newPod(goldNS, "not-replaced", withInject(cw.Name), withLabel("story", podLabel)))
+		if g, w := containerNames(got.Spec.Containers), []string{"app", "metrics-exporter"}; !slices.Equal(g, w) {
+			t.Errorf("containers = %v, want %v (the cluster-wide template, namespaceOverride Deny)", g, w)
+		}
+	})
+	t.Run("it replaces the cluster-wide one once that one says namespaceOverride: Allow", func(t *testing.T) {
+		var cur v1alpha1.SidecarTemplate
+		if err := k8s.Get(ctxFor(t), client.ObjectKeyFromObject(cw), &cur); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(cur.DeepCopy())
+		cur.Spec.NamespaceOverride = v1alpha1.NamespaceOverrideAllow
+		if err := k8s.Patch(ctxFor(t), &cur, patch); err != nil {
+			t.Fatal(err)
+		}
 		waitUntilServed(t, goldNS, goldNS, cw.Name)
 		got := createPod(t, newPod(goldNS, "shadowed", withInject(cw.Name), withLabel("story", podLabel)))
 		if g, w := containerNames(got.Spec.Containers), []string{"app", "team-exporter"}; !slices.Equal(g, w) {
