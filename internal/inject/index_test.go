@@ -65,8 +65,9 @@ func TestAnIndexedAdmissionDecidesExactlyAsTheScanForEveryGoldenAndRandomPod(t *
 }
 
 // Random selectors over a small alphabet, so that they often match: every operator, several values, empty and
-// broken selectors, namespace selectors, names shared by a namespace's template and a cluster-wide one, and
-// templates of a third namespace that are never in scope.
+// broken selectors, namespace selectors, names shared by a namespace's template and a cluster-wide one (under
+// namespaceOverride Allow and Deny), labels added by templates that selectors read, and templates of a third
+// namespace that are never in scope.
 func TestAnIndexedAdmissionDecidesExactlyAsTheScanForRandomSelectors(t *testing.T) {
 	r := rand.New(rand.NewSource(7))
 	keys := []string{"app", "tier", "env", "team", "agent"}
@@ -130,6 +131,12 @@ func TestAnIndexedAdmissionDecidesExactlyAsTheScanForRandomSelectors(t *testing.
 			}
 			if st.Namespace == injectorNS && r.Intn(2) == 0 {
 				st.Spec.NamespaceSelector = randomSelector()
+			}
+			if st.Namespace == injectorNS && r.Intn(2) == 0 {
+				st.Spec.NamespaceOverride = v1alpha1.NamespaceOverrideAllow // else Deny: the override rule both ways
+			}
+			if r.Intn(4) == 0 { // a label other selectors may read: the fixpoint, indexed and scanned
+				st.Spec.Labels = map[string]string{pick(r, keys): pick(r, values)}
 			}
 			sts = append(sts, st)
 		}
