@@ -172,7 +172,9 @@ func Explain(ctx context.Context, pods []PodInput, src Source, injectorNamespace
 		compiled := make([]*inject.Template, 0, len(sts))
 		for i := range sts {
 			byKey[types.NamespacedName{Namespace: sts[i].Namespace, Name: sts[i].Name}] = &sts[i]
-			compiled = append(compiled, inject.Compile(&sts[i], injectorNamespace))
+			// As the webhook's store marks it: a template a generated policy serves is left to the policy (its
+			// ServedByPolicy condition is only ever True in policy mode; templates read from files have none).
+			compiled = append(compiled, inject.Compile(&sts[i], injectorNamespace).WithServedByPolicy(sts[i].IsServedByPolicy()))
 		}
 		res, err := inject.Inject(inject.Request{Pod: in.Raw, Namespace: in.Namespace, NamespaceLabels: nsLabels,
 			InjectorNamespace: injectorNamespace, Templates: compiled})

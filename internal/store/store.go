@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
@@ -88,11 +86,7 @@ func (s *Templates) compileOne(obj *v1alpha1.SidecarTemplate) *inject.Template {
 // ServedByPolicy condition is True for its current generation (a condition of an older generation describes a
 // spec the policy may not serve yet, and the webhook serves the template meanwhile).
 func (s *Templates) servedByPolicy(obj *v1alpha1.SidecarTemplate) bool {
-	if !s.policyMode {
-		return false
-	}
-	c := meta.FindStatusCondition(obj.Status.Conditions, v1alpha1.ConditionServedByPolicy)
-	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == obj.Generation
+	return s.policyMode && obj.IsServedByPolicy()
 }
 
 // EnablePolicyMode makes the store mark the templates that admission policies serve (see policyMode). Call it
