@@ -255,6 +255,16 @@ func TestInjectCommand(t *testing.T) {
 			wantStderr: []string{"2 of 2 documents ask for injection where nothing reads the request (--strict)"},
 		},
 		{
+			name:      "the same mistakes inside a List, and a List within it, are found and named by their item; a pod asking in the right place is not",
+			args:      []string{"-f", td + "misplaced-list.yaml", "--templates", td + "templates.yaml", "--namespace", "team-a", "--strict"},
+			golden:    "misplaced-list-strict",
+			wantKinds: []string{"List"},
+			wantErr:   true,
+			wantStderr: []string{`document 1 (List): item 1 (Deployment "web"): sidecar.dev/inject: log-shipper is on the Deployment's own metadata, where nothing reads it`,
+				`document 1 (List): item 2.1 (CronJob "nightly"): sidecar.dev/inject: log-shipper is on the CronJob's own metadata, where nothing reads it; move it to the pod template's (spec.template.metadata.annotations of spec.jobTemplate.spec)`,
+				"1 of 1 documents ask for injection where nothing reads the request (--strict)"},
+		},
+		{
 			name:      "several -f, a directory among them, are read in order: the directory's YAML files by name",
 			args:      []string{"-f", td + "pod.yaml", "-f", td + "dir", "--templates", td + "templates.yaml", "--namespace", "team-a"},
 			golden:    "several-inputs",
