@@ -265,6 +265,14 @@ func TestInjectCommand(t *testing.T) {
 				"1 of 1 documents ask for injection where nothing reads the request (--strict)"},
 		},
 		{
+			name:       "typed parameters set per pod give the sidecar those resources and that port; a value above the maximum is the template's failure, naming the parameter, the value and the bound",
+			args:       []string{"-f", td + "typed.yaml", "--templates", td + "templates-typed.yaml", "--namespace", "team-a"},
+			golden:     "typed",
+			wantKinds:  []string{"Deployment"},
+			wantErr:    true,
+			wantStderr: []string{`document 2 (Pod "greedy"): sidecar template "proxy": parameter "cpu" (Quantity, set by the pod's annotation "proxy.param.sidecar.dev/cpu"): "4" is above the maximum 2`},
+		},
+		{
 			name:      "several -f, a directory among them, are read in order: the directory's YAML files by name",
 			args:      []string{"-f", td + "pod.yaml", "-f", td + "dir", "--templates", td + "templates.yaml", "--namespace", "team-a"},
 			golden:    "several-inputs",
