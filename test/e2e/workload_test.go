@@ -134,7 +134,13 @@ func testJobSkipCounted(t *testing.T) {
 		Spec: batchv1.JobSpec{BackoffLimit: ptr.To[int32](0), Template: corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{v1alpha1.AnnotationInject: "log-shipper"}},
 			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
-				Containers: []corev1.Container{container("app", appImage, "write", "-file", "/tmp/app.log", "-lines", "1")}},
+				// Its own emptyDir to write to: the template (which would have brought one) is left out.
+				Volumes: []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+				Containers: []corev1.Container{func() corev1.Container {
+					c := container("app", appImage, "write", "-file", logFile, "-lines", "1")
+					c.VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: logDir}}
+					return c
+				}()}},
 		}},
 	}
 	if err := k8s.Create(ctxFor(t, 30*time.Second), job); err != nil {
