@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -140,12 +139,12 @@ func checkTypedPlaceholders(spec *v1alpha1.SidecarTemplateSpec, params []paramet
 		m := typedPlaceholderRE.FindStringSubmatch(v)
 		switch {
 		case m == nil:
-			c.add("spec.%s is %q: a %s field holds a %s or exactly one {{ params.NAME }} of a %s parameter", path, v,
-				strings.ToLower(string(want)), strings.ToLower(string(want)), want)
+			c.add("spec.%s is %q: this field holds a %s or exactly one {{ params.NAME }} of a parameter of type %s", path, v,
+				map[v1alpha1.ParameterType]string{v1alpha1.ParameterTypeQuantity: "quantity", v1alpha1.ParameterTypeInteger: "whole number"}[want], want)
 		case typeOf[m[1]] == "":
 			c.add("spec.%s uses parameter %q, which spec.parameters does not declare", path, m[1])
 		case typeOf[m[1]] != want:
-			c.add("spec.%s uses parameter %q of type %s; this field needs a %s parameter (declare it with type: %s)",
+			c.add("spec.%s uses parameter %q of type %s; this field needs a parameter of type %s (declare it with type: %s)",
 				path, m[1], typeOf[m[1]], want, want)
 		}
 	}
