@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
-	"github.com/sidecar-dev/sidecar-injector/internal/workload"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/workload"
 )
 
 // injectorNamespace is the namespace the samples assume the injector runs in: templates there are cluster-wide.
