@@ -68,6 +68,7 @@ manifests: controller-gen ## Generate the CRD, ClusterRole and MutatingWebhookCo
 		output:crd:artifacts:config=config/crd/bases \
 		output:rbac:artifacts:config=config/rbac \
 		output:webhook:artifacts:config=config/webhook
+	go run ./hack/crdplaceholders config/crd/bases/sidecar.dev_sidecartemplates.yaml
 	@$(MAKE) --no-print-directory chart-crds
 
 .PHONY: verify

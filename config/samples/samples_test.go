@@ -21,6 +21,7 @@ import (
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/workload"
 )
 
 // injectorNamespace is the namespace the samples assume the injector runs in: templates there are cluster-wide.
@@ -60,10 +61,13 @@ func TestSamplesAreValidSidecarTemplates(t *testing.T) {
 				t.Fatalf("%s has no YAML document", file)
 			}
 			for i, doc := range docs {
-				var st v1alpha1.SidecarTemplate
-				if err := yaml.UnmarshalStrict(doc, &st); err != nil {
-					t.Fatalf("%s document %d: %v", file, i+1, err)
+				// The offline reader (as inject reads templates): strict inside the spec too, which
+				// yaml.UnmarshalStrict is not past SidecarTemplateSpec's own UnmarshalJSON.
+				read, err := workload.ReadTemplates(bytes.NewReader(doc), file, "")
+				if err != nil || len(read) != 1 {
+					t.Fatalf("%s document %d: %d templates, %v", file, i+1, len(read), err)
 				}
+				st := *read[0].Object
 				if got, want := st.APIVersion, v1alpha1.GroupVersion.String(); got != want {
 					t.Errorf("%s document %d: apiVersion %q, want %q", file, i+1, got, want)
 				}

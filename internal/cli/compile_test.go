@@ -21,12 +21,13 @@ func runCompile(t *testing.T, args ...string) (stdout, stderr string, err error)
 
 func TestCompilePrintsPoliciesAndBindingsAndFailsOnTemplatesItCannotServe(t *testing.T) {
 	stdout, stderr, err := runCompile(t, "-f", "../policy/testdata/templates.yaml")
-	if err == nil || !strings.Contains(err.Error(), "3 of 9 templates cannot be served by a policy") {
+	if err == nil || !strings.Contains(err.Error(), "4 of 10 templates cannot be served by a policy") {
 		t.Errorf("error %v: want it to count the templates left out", err)
 	}
 	for _, want := range []string{"SidecarTemplate sidecar-injector/dns cannot be served by a policy (EnvFromUnsupported)",
 		"SidecarTemplate team-a/invalid cannot be served by a policy (TemplateInvalid)",
-		"SidecarTemplate team-a/job-keep cannot be served by a policy (JobPolicyUnsupported)"} {
+		"SidecarTemplate team-a/job-keep cannot be served by a policy (JobPolicyUnsupported)",
+		"SidecarTemplate team-a/typed cannot be served by a policy (TypedParameterUnsupported)"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}

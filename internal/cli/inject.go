@@ -129,9 +129,11 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 	failed, written, misplaced := 0, 0, 0
 	var injected []map[string]any // for -o json, written at the end
 	for _, doc := range docs {
-		if msg := o.misplacedRequest(doc); msg != "" {
+		if msgs := o.misplacedRequests(doc); len(msgs) > 0 {
 			misplaced++
-			fmt.Fprintf(stderr, "Warning: %s\n", msg)
+			for _, msg := range msgs {
+				fmt.Fprintf(stderr, "Warning: %s\n", msg)
+			}
 		}
 		obj, err := o.injectDocument(doc, templates, stderr)
 		if err != nil {
@@ -176,26 +178,48 @@ func (o *injectOptions) run(stdin io.Reader, stdout, stderr io.Writer) error {
 var podKinds = map[string]bool{"Pod": true, "Deployment": true, "StatefulSet": true, "DaemonSet": true, "ReplicaSet": true,
 	"ReplicationController": true, "Job": true, "CronJob": true, "List": true}
 
-// misplacedRequest says why a document asks for injection (sidecar.dev/inject on its own metadata) where
-// nothing reads it, or returns "". A workload's own annotations never reach its pods: the webhook and inject
-// read the pod template's. An unknown kind (an Argo Rollout, a PodTemplate) passes through uninjected.
-func (o *injectOptions) misplacedRequest(doc fileDoc) string {
+// misplacedRequests says why a document asks for injection (sidecar.dev/inject on its own metadata) where
+// nothing reads it, once per object that does: a List's items are looked into, Lists within it too, since
+// kubectl applies them as it applies documents. A workload's own annotations never reach its pods: the webhook
+// and inject read the pod template's. An unknown kind (an Argo Rollout, a PodTemplate) passes through
+// uninjected.
+func (o *injectOptions) misplacedRequests(doc fileDoc) []string {
 	if doc.Err != nil || doc.Object == nil {
-		return ""
+		return nil
 	}
-	meta, _ := doc.Object["metadata"].(map[string]any)
+	return misplacedIn(doc.Object, o.documentName(doc), "")
+}
+
+// misplacedIn is misplacedRequests for one object of document docName; at is its position in the document's
+// Lists ("2.1"), named as workload.Pod.Where names a List's pods.
+func misplacedIn(obj map[string]any, docName, at string) []string {
+	where := docName
+	if at != "" {
+		where = fmt.Sprintf("%s: item %s (%s)", docName, at, workload.Describe(obj))
+	}
+	kind, _ := obj["kind"].(string)
+	if kind == "List" {
+		items, _ := obj["items"].([]any)
+		var msgs []string
+		for i, it := range items {
+			if item, ok := it.(map[string]any); ok {
+				msgs = append(msgs, misplacedIn(item, docName, strings.TrimPrefix(fmt.Sprintf("%s.%d", at, i+1), "."))...)
+			}
+		}
+		return msgs
+	}
+	meta, _ := obj["metadata"].(map[string]any)
 	annotations, _ := meta["annotations"].(map[string]any)
 	value, asks := annotations[v1alpha1.AnnotationInject]
-	kind, _ := doc.Object["kind"].(string)
 	switch {
-	case !asks || kind == "Pod" || kind == "List":
-		return ""
+	case !asks || kind == "Pod":
+		return nil
 	case podKinds[kind]:
-		return fmt.Sprintf("%s: %s: %v is on the %s's own metadata, where nothing reads it; move it to the pod template's (spec.template.metadata.annotations%s)",
-			o.documentName(doc), v1alpha1.AnnotationInject, value, kind, map[bool]string{true: " of spec.jobTemplate.spec"}[kind == "CronJob"])
+		return []string{fmt.Sprintf("%s: %s: %v is on the %s's own metadata, where nothing reads it; move it to the pod template's (spec.template.metadata.annotations%s)",
+			where, v1alpha1.AnnotationInject, value, kind, map[bool]string{true: " of spec.jobTemplate.spec"}[kind == "CronJob"])}
 	default:
-		return fmt.Sprintf("%s: asks for injection (%s: %v) but inject does not know where a %s keeps its pod; passed through uninjected",
-			o.documentName(doc), v1alpha1.AnnotationInject, value, kind)
+		return []string{fmt.Sprintf("%s: asks for injection (%s: %v) but inject does not know where a %s keeps its pod; passed through uninjected",
+			where, v1alpha1.AnnotationInject, value, kind)}
 	}
 }
 

@@ -306,3 +306,34 @@ func (c *countingReader) List(ctx context.Context, list client.ObjectList, opts 
 	*c.calls++
 	return c.Reader.List(ctx, list, opts...)
 }
+
+// Typed parameters: explain reads the same files as inject (internal/cli's fixtures) and says what inject does:
+// the Deployment's pods get the proxy with the resources and port they set; the pod asking for 4 CPUs is denied,
+// the decision InvalidParameter, with the message naming the parameter, the value and the bound.
+func TestTypedParametersAsInjectSeesThem(t *testing.T) {
+	cfg := Config{File: "../cli/testdata/inject/typed.yaml", TemplatesFile: "../cli/testdata/inject/templates-typed.yaml",
+		Namespace: "team-a", Output: "json"}
+	var rep Report
+	if err := json.Unmarshal(run(t, cfg, ""), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Pods) != 2 {
+		t.Fatalf("%d pods, want 2", len(rep.Pods))
+	}
+	web, greedy := rep.Pods[0], rep.Pods[1]
+	var patch bytes.Buffer
+	if err := json.Compact(&patch, web.Patch); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"containerPort":9090`, `"cpu":"500m"`, `"memory":"256Mi"`} {
+		if web.Result != "injected" || !strings.Contains(patch.String(), want) {
+			t.Errorf("the Deployment's pod: result %s, patch %s: want injected with %s", web.Result, patch.String(), want)
+		}
+	}
+	want := `parameter "cpu" (Quantity, set by the pod's annotation "proxy.param.sidecar.dev/cpu"): "4" is above the maximum 2`
+	if !greedy.Denied || len(greedy.Templates) != 1 || greedy.Templates[0].Reason != "InvalidParameter" ||
+		!strings.Contains(greedy.DenyMessage, want) {
+		t.Errorf("the greedy pod: denied %v, templates %+v, message %q: want denied, InvalidParameter, %q",
+			greedy.Denied, greedy.Templates, greedy.DenyMessage, want)
+	}
+}

@@ -53,7 +53,7 @@ spec:
 `, i, i, i, i, i, i, i, i, i, i)
 	}
 	// cluster-wide templates that do not apply, so that the engine also has to dismiss some
-	sb.WriteString("---\nmetadata: {name: unused, namespace: sidecar-injector}\nspec: {selector: {matchLabels: {app: nope}}, labels: {x: y}}\n")
+	sb.WriteString("---\nmetadata: {name: unused, namespace: sidecar-injector}\nspec: {selector: {matchLabels: {app: nope}}, labels: {x: 'y'}}\n")
 	ts := compileAll(parseTemplates(b, []byte(sb.String())), injectorNS)
 	for _, t := range ts {
 		if t.Err != nil {

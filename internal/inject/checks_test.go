@@ -19,7 +19,7 @@ func TestWhatTheAPIServerWouldRefuseIsInvalid(t *testing.T) {
 		{
 			name:      "an env name given twice in one template (the CRD's list-map key) makes it invalid",
 			pod:       requested,
-			templates: tmpl("team-a", "t", "  env: [{name: A, value: x}, {name: A, value: y}]"),
+			templates: tmpl("team-a", "t", "  env: [{name: A, value: x}, {name: A, value: 'y'}]"),
 			denied:    true,
 			denyHas:   invalid(`spec.env[1].name "A" is also spec.env[0].name`),
 		},

@@ -55,7 +55,7 @@ func TestWhatATemplateAdds(t *testing.T) {
 		{
 			name:      "a native sidecar goes before the pod's own init containers",
 			pod:       podWith("  initContainers: [{name: i1, image: i}, {name: i2, image: i}]\n  containers: [{name: app, image: a}]"),
-			templates: one("  initContainers: [{name: native, image: n, restartPolicy: Always}]"),
+			templates: one("  initContainers: [{name: native, image: 'n', restartPolicy: Always}]"),
 			check:     expectInitContainers("native", "i1", "i2"),
 		},
 		{
@@ -67,19 +67,19 @@ func TestWhatATemplateAdds(t *testing.T) {
 		{
 			name:      "initContainerPlacement First puts every init container before the pod's own",
 			pod:       podWith("  initContainers: [{name: i1, image: i}]\n  containers: [{name: app, image: a}]"),
-			templates: one("  initContainerPlacement: First\n  initContainers: [{name: regular, image: r}, {name: native, image: n, restartPolicy: Always}]"),
+			templates: one("  initContainerPlacement: First\n  initContainers: [{name: regular, image: r}, {name: native, image: 'n', restartPolicy: Always}]"),
 			check:     expectInitContainers("regular", "native", "i1"),
 		},
 		{
 			name:      "initContainerPlacement Last puts every init container after the pod's own, native sidecars included",
 			pod:       podWith("  initContainers: [{name: i1, image: i}]\n  containers: [{name: app, image: a}]"),
-			templates: one("  initContainerPlacement: Last\n  initContainers: [{name: native, image: n, restartPolicy: Always}, {name: regular, image: r}]"),
+			templates: one("  initContainerPlacement: Last\n  initContainers: [{name: native, image: 'n', restartPolicy: Always}, {name: regular, image: r}]"),
 			check:     expectInitContainers("i1", "native", "regular"),
 		},
 		{
 			name:      "init containers are added to a pod that has none (absent array created whole), in the author's order",
 			pod:       podWith("  containers: [{name: app, image: a}]"),
-			templates: one("  initContainers: [{name: regular, image: r}, {name: native, image: n, restartPolicy: Always}]"),
+			templates: one("  initContainers: [{name: regular, image: r}, {name: native, image: 'n', restartPolicy: Always}]"),
 			check:     expectInitContainers("regular", "native"),
 		},
 		{

@@ -54,6 +54,7 @@ func parseTemplates(t testing.TB, data []byte) []*v1alpha1.SidecarTemplate {
 		if err := yaml.UnmarshalStrict(doc, &st); err != nil {
 			t.Fatalf("template document %q: %v", doc, err)
 		}
+		strictSpec(t, doc)
 		if st.Name == "" {
 			continue
 		}
@@ -401,3 +402,24 @@ func readStatus(t testing.TB, p *corev1.Pod) *Status {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// strictSpec fails on an unknown or duplicated field inside a template document's spec, which
+// yaml.UnmarshalStrict cannot see past SidecarTemplateSpec's own UnmarshalJSON.
+func strictSpec(t testing.TB, doc []byte) {
+	t.Helper()
+	var raw struct {
+		Spec json.RawMessage `json:"spec"`
+	}
+	if err := yaml.Unmarshal(doc, &raw); err != nil || raw.Spec == nil {
+		return // no spec: UnmarshalStrict has said what there is to say
+	}
+	rest, _, err := v1alpha1.SplitTypedPlaceholders(raw.Spec)
+	if err != nil {
+		t.Fatalf("template document %q: %v", doc, err)
+	}
+	var plain v1alpha1.PlainSpec
+	strict, err := sigsjson.UnmarshalStrict(rest, &plain, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	if err != nil || len(strict) > 0 {
+		t.Fatalf("template document %q: spec: %v %v", doc, err, strict)
+	}
+}

@@ -212,12 +212,15 @@ func (res *Result) apply(st *state, a applying, pv *podValues) {
 	}
 	var limit *LimitError
 	var invalid *invalidRender
+	var badValue *parameterValueError
 	switch {
 	case errors.As(err, &limit):
 		res.fail(d, t.FailurePolicy, ReasonLimitExceeded, limit.Error())
 		return
 	case errors.As(err, &invalid):
 		reason = ReasonInvalid
+	case errors.As(err, &badValue):
+		reason = ReasonInvalidParameter
 	}
 	res.fail(d, t.FailurePolicy, reason, fmt.Sprintf("sidecar template %q: %v", t.Name, err))
 }

@@ -3,6 +3,7 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 
@@ -60,6 +61,16 @@ func encodeContainer(c *corev1.Container) json.RawMessage {
 	return bytes.Replace(mustEncode(c), []byte(`,"resources":{}`), nil, 1)
 }
 
+// withTyped puts the typed placeholders of container i of list into its encoding (Compile has checked their
+// paths, so setting them cannot fail).
+func withTyped(raw json.RawMessage, typed map[string]string, list string, i int) json.RawMessage {
+	out, err := v1alpha1.SetContainerPlaceholders(raw, v1alpha1.ContainerPlaceholders(typed, list, i))
+	if err != nil {
+		panic(fmt.Sprintf("inject: typed placeholders of %s[%d] after Compile checked them: %v", list, i, err))
+	}
+	return out
+}
+
 // newInstance encodes what the template adds. place decides which init containers go before the pod's own
 // (initFirst); under Auto the author's order is kept: those up to and including the last native sidecar go
 // before, the rest after (a mesh's [iptables init, proxy] must not have its iptables step run last). The last
@@ -74,7 +85,8 @@ func newInstance(p *payload, place v1alpha1.InitContainerPlacement, converted in
 		share: p.ShareProcessNamespace, hostNetwork: p.HostNetwork, hostPID: p.HostPID, hostIPC: p.HostIPC,
 	}
 	for i := range p.Containers {
-		in.containers = append(in.containers, item{key: p.Containers[i].Name, raw: encodeContainer(&p.Containers[i])})
+		raw := withTyped(encodeContainer(&p.Containers[i]), p.TypedPlaceholders, "containers", i)
+		in.containers = append(in.containers, item{key: p.Containers[i].Name, raw: raw})
 	}
 	own := p.InitContainers[:len(p.InitContainers)-converted]
 	lastNative := -1
@@ -85,7 +97,8 @@ func newInstance(p *payload, place v1alpha1.InitContainerPlacement, converted in
 	}
 	for i := range p.InitContainers {
 		c := &p.InitContainers[i]
-		in.initContainers = append(in.initContainers, item{key: c.Name, raw: encodeContainer(c)})
+		raw := withTyped(encodeContainer(c), p.TypedPlaceholders, "initContainers", i)
+		in.initContainers = append(in.initContainers, item{key: c.Name, raw: raw})
 		first := place == v1alpha1.InitContainerPlacementFirst
 		if place == v1alpha1.InitContainerPlacementAuto {
 			first = i <= lastNative || i >= len(own)

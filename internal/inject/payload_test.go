@@ -29,7 +29,7 @@ var fieldSamples = map[string]string{
 	"Env":                   "env: [{name: E, value: x}]",
 	"EnvFrom":               "envFrom: [{configMapRef: {name: c}}]",
 	"ImagePullSecrets":      "imagePullSecrets: [{name: p}]",
-	"Annotations":           "annotations: {a.example.com/x: y}",
+	"Annotations":           "annotations: {a.example.com/x: 'y'}",
 	"Labels":                "labels: {l: v}",
 	"ShareProcessNamespace": "shareProcessNamespace: true",
 	"HostAliases":           "hostAliases: [{ip: 10.0.0.1, hostnames: [h]}]",
@@ -37,6 +37,13 @@ var fieldSamples = map[string]string{
 	"HostNetwork":           "hostNetwork: true",
 	"HostPID":               "hostPID: true",
 	"HostIPC":               "hostIPC: true",
+	"TypedPlaceholders": "parameters: [{name: cpu, type: Quantity, default: '0.25'}]\n" +
+		"  containers: [{name: s, image: s, resources: {limits: {cpu: '{{ params.cpu }}'}}}]",
+}
+
+// fieldProofs is, for a payload field that has no JSON name of its own, what its sample puts in the patch.
+var fieldProofs = map[string]string{
+	"TypedPlaceholders": `"limits":{"cpu":"250m"}`,
 }
 
 // The template's spec and what the engine adds are one list: a field added to SidecarTemplateSpec is either
@@ -81,6 +88,12 @@ func TestEveryPayloadFieldReachesThePatch(t *testing.T) {
 			})
 			if err != nil || res.Denied {
 				t.Fatalf("inject: %v %s", err, res.DenyMessage)
+			}
+			if proof, ok := fieldProofs[f.Name]; ok {
+				if !strings.Contains(string(mustPatchJSON(t, res)), proof) {
+					t.Errorf("the patch does not contain %s: %s", proof, mustPatchJSON(t, res))
+				}
+				return
 			}
 			for _, op := range res.Patch {
 				if strings.Contains(op.Path+"/", "/"+jsonName+"/") {

@@ -2,7 +2,6 @@ package inject
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -103,12 +102,38 @@ func substituteJSON(js []byte, resolve func(string) string) []byte {
 			return append(out, js[last:]...)
 		}
 		out = append(out, js[last:start]...)
+		if integerField(js, start, end) {
+			// An Integer parameter standing for a whole port number (checked at Compile, and a number
+			// once resolved): written as a JSON number, in place of the string that held it.
+			if v := resolve(string(expr)); v != "" {
+				out = append(out[:len(out)-1], v...)
+				last = end + 1
+				continue
+			}
+		}
 		// Quoted in place, then the quotes dropped: no buffer of its own for each value.
 		at := len(out)
 		out = quote(out, resolve(string(expr)))
 		out = append(out[:at], out[at+1:len(out)-1]...)
 		last = end
 	}
+}
+
+// integerField reports whether the placeholder at js[start:end] is the whole string value of an integer field
+// that may hold a typed placeholder (v1alpha1.IntegerFields): `"containerPort":"{{ params.port }}"`. The
+// encoding is compact (json.Marshal's), and a quote inside a string value is escaped, so the bytes before the
+// value are the field's key only where the key is one.
+func integerField(js []byte, start, end int) bool {
+	if start < 1 || end >= len(js) || js[start-1] != '"' || js[end] != '"' {
+		return false
+	}
+	for _, f := range v1alpha1.IntegerFields {
+		key := `"` + f + `":`
+		if k := start - 1 - len(key); k >= 1 && string(js[k:start-1]) == key && (js[k-1] == '{' || js[k-1] == ',') {
+			return true
+		}
+	}
+	return false
 }
 
 // substituteString replaces every per-pod value in a plain string (a key: an env var name, a mount path).
@@ -137,9 +162,9 @@ func substituteString(s string, resolve func(string) string) string {
 // What the per-pod values copy in is counted against maxRendered as they are resolved: past it, every further
 // value resolves to nothing (so nothing more is copied) and the result is a *LimitError.
 func (t *Template) instanceFor(pv *podValues, rendered *instance, maxRendered int) (*instance, error) {
-	params, msg := t.resolveParams(pv)
-	if msg != "" {
-		return nil, errors.New(msg)
+	params, err := t.resolveParams(pv)
+	if err != nil {
+		return nil, err
 	}
 	base := t.base
 	if pv.completes && t.jobBase != nil {
@@ -188,7 +213,7 @@ func (t *Template) instanceFor(pv *podValues, rendered *instance, maxRendered in
 			in.mountVolumes[i] = substituteString(in.mountVolumes[i], resolve)
 		}
 	}
-	var err error
+
 	if in.annotations, in.annotationVals, err = substituteMap("annotations", in.annotations, in.annotationVals, resolve); err != nil {
 		return nil, err
 	}

@@ -48,6 +48,7 @@ const (
 	ReasonInvalid                   Reason = "Invalid"                   // the template is invalid
 	ReasonConflict                  Reason = "Conflict"                  // a name or setting clashes with the pod
 	ReasonMissingParameter          Reason = "MissingParameter"          // a required parameter is not set by the pod
+	ReasonInvalidParameter          Reason = "InvalidParameter"          // the pod sets a typed parameter of the wrong type or out of bounds
 	ReasonPodDenied                 Reason = "PodDenied"                 // could be injected, but another template denies the pod
 	ReasonLimitExceeded             Reason = "LimitExceeded"             // the template's work for this pod exceeds one of the Limits
 	ReasonJobPolicySkip             Reason = "JobPolicySkip"             // the pod runs to completion and the template's jobPolicy is Skip

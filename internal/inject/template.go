@@ -10,6 +10,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -51,7 +52,7 @@ type Template struct {
 	selector          labels.Selector // nil when HasSelector is false
 	selectorsBroken   bool            // selector or namespaceSelector cannot be parsed
 	namespaceSelector labels.Selector // nil means every namespace
-	params            []v1alpha1.TemplateParameter
+	params            []parameter
 	placeholders      bool      // what the template adds has {{ pod.* }} or {{ params.* }}
 	base              *instance // what the template adds, encoded once; per-pod values not yet substituted
 	jobBase           *instance // base for a pod that runs to completion (jobPolicy Native); nil: base serves it
@@ -79,6 +80,9 @@ type payload struct {
 	HostNetwork           *bool                         `json:"hostNetwork,omitempty"`
 	HostPID               *bool                         `json:"hostPID,omitempty"`
 	HostIPC               *bool                         `json:"hostIPC,omitempty"`
+	// TypedPlaceholders are put into the encoded containers (newInstance); they are checked on their own
+	// (checkTypedPlaceholders), so they stay out of the JSON that findPlaceholders reads.
+	TypedPlaceholders map[string]string `json:"-"`
 }
 
 // payloadOf copies into a payload the spec fields it names (by Go field name). By reflection, so that a field
@@ -134,7 +138,6 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		FailurePolicy:  cmp.Or(spec.FailurePolicy, v1alpha1.FailurePolicyFail),
 		ClusterWide:    injectorNamespace != "" && st.Namespace == injectorNamespace,
 		HasSelector:    spec.Selector != nil,
-		params:         spec.Parameters,
 		containerPlace: cmp.Or(spec.ContainerPlacement, v1alpha1.ContainerPlacementLast),
 		initPlace:      cmp.Or(spec.InitContainerPlacement, v1alpha1.InitContainerPlacementAuto),
 		targets:        spec.TargetContainers,
@@ -161,7 +164,12 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	checkReservedKeys(spec, &c)
 	checkListKeys(spec, &c)
 	checkMetadata(spec, &c)
-	declared := checkParameters(spec, &c)
+	t.params = compileParameters(spec, &c)
+	declared := make(map[string]bool, len(t.params))
+	for _, p := range t.params {
+		declared[p.Name] = true
+	}
+	checkTypedPlaceholders(spec, t.params, &c)
 
 	pl := payloadOf(spec)
 	payloadJSON, err := json.Marshal(pl)
@@ -170,7 +178,7 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	}
 	refs, refErrs := findPlaceholders(payloadJSON, declared)
 	c = append(c, refErrs...)
-	t.placeholders = refs > 0
+	t.placeholders = refs > 0 || len(pl.TypedPlaceholders) > 0
 
 	if len(c) > 0 {
 		t.Err = errors.New(strings.Join(c, "; "))
@@ -191,6 +199,15 @@ func jobPayload(pl *payload) *payload {
 	job.Containers = nil
 	job.InitContainers = slices.Clone(pl.InitContainers)
 	always := corev1.ContainerRestartPolicyAlways
+	job.TypedPlaceholders = make(map[string]string, len(pl.TypedPlaceholders))
+	for path, v := range pl.TypedPlaceholders { // containers[i] become initContainers[len(initContainers)+i]
+		if rest, ok := strings.CutPrefix(path, "containers["); ok {
+			i, field, _ := strings.Cut(rest, "]")
+			n, _ := strconv.Atoi(i)
+			path = fmt.Sprintf("initContainers[%d]%s", len(pl.InitContainers)+n, field)
+		}
+		job.TypedPlaceholders[path] = v
+	}
 	for _, c := range pl.Containers {
 		c.RestartPolicy = &always
 		job.InitContainers = append(job.InitContainers, c)
@@ -365,16 +382,4 @@ func checkMetadata(spec *v1alpha1.SidecarTemplateSpec, c *checks) {
 			}
 		}
 	}
-}
-
-// checkParameters refuses a parameter declared twice and returns the declared names.
-func checkParameters(spec *v1alpha1.SidecarTemplateSpec, c *checks) map[string]bool {
-	declared := make(map[string]bool, len(spec.Parameters))
-	for i, p := range spec.Parameters {
-		if declared[p.Name] {
-			c.add("spec.parameters[%d]: parameter %q is declared twice", i, p.Name)
-		}
-		declared[p.Name] = true
-	}
-	return declared
 }

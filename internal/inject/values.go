@@ -40,25 +40,38 @@ func paramAnnotation(tmpl, param string) string {
 	return tmpl + v1alpha1.ParamAnnotationSuffix + param
 }
 
-// resolveParams returns the value of every declared parameter for this pod, or the message for the first one
-// that has neither a default nor a pod annotation.
-func (t *Template) resolveParams(pv *podValues) (map[string]string, string) {
+// parameterValueError is a pod's value of a typed parameter that is of the wrong type or out of bounds.
+type parameterValueError struct{ msg string }
+
+func (e *parameterValueError) Error() string { return e.msg }
+
+// resolveParams returns the value of every declared parameter for this pod, or the error for the first one
+// that has neither a default nor a pod annotation (a plain error) or whose value the pod sets wrongly (a
+// *parameterValueError).
+func (t *Template) resolveParams(pv *podValues) (map[string]string, error) {
 	if len(t.params) == 0 {
-		return nil, ""
+		return nil, nil
 	}
 	out := make(map[string]string, len(t.params))
-	for _, p := range t.params {
-		if v, ok := pv.annotations[paramAnnotation(t.Name, p.Name)]; ok {
-			out[p.Name] = v
+	for i := range t.params {
+		p := &t.params[i]
+		key := paramAnnotation(t.Name, p.Name)
+		v, ok := pv.annotations[key]
+		if !ok {
+			if p.def == nil {
+				return nil, fmt.Errorf("parameter %q has no default and the pod does not set it; add the annotation %q to the pod",
+					p.Name, key)
+			}
+			out[p.Name] = *p.def // checked at Compile
 			continue
 		}
-		if p.Default == nil {
-			return nil, fmt.Sprintf("parameter %q has no default and the pod does not set it; add the annotation %q to the pod",
-				p.Name, paramAnnotation(t.Name, p.Name))
+		value, msg := p.check(v)
+		if msg != "" {
+			return nil, &parameterValueError{fmt.Sprintf("parameter %q (%s, set by the pod's annotation %q): %s", p.Name, p.typ, key, msg)}
 		}
-		out[p.Name] = *p.Default
+		out[p.Name] = value
 	}
-	return out, ""
+	return out, nil
 }
 
 // resolver returns the value of one per-pod expression (already checked by findPlaceholders).

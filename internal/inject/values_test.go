@@ -182,7 +182,7 @@ func TestInvalidTemplates(t *testing.T) {
 		{
 			name:      "an invalid template selected by an empty selector under Ignore is skipped, not injected",
 			pod:       simplePod("", ""),
-			templates: one("  selector: {}\n  failurePolicy: Ignore\n  hostNetwork: true\n  labels: {x: y}"),
+			templates: one("  selector: {}\n  failurePolicy: Ignore\n  hostNetwork: true\n  labels: {x: 'y'}"),
 			decisions: []want{{"team-a", "t", SK, ReasonInvalid}},
 			noPatch:   true,
 		},

@@ -113,6 +113,9 @@ func TestCompileServesTemplatesInInjectionOrderAndReportsEveryUnsupportedConstru
 	if got := reasons(Key{"team-a", "job-keep"}); len(got) != 1 || got[0] != ReasonJobPolicy {
 		t.Errorf("job-keep: reasons %v, want [%s]: a mutating policy cannot warn about containers in Job pods", got, ReasonJobPolicy)
 	}
+	if got := reasons(Key{"team-a", "typed"}); len(got) != 1 || got[0] != ReasonTypedParameter {
+		t.Errorf("typed: reasons %v, want [%s]: a typed parameter is never approximated by a policy", got, ReasonTypedParameter)
+	}
 	if got := reasons(Key{"team-a", "invalid"}); len(got) != 1 || got[0] != ReasonInvalid {
 		t.Errorf("invalid: reasons %v, want [%s]", got, ReasonInvalid)
 	}

@@ -38,6 +38,10 @@ const (
 	// a policy's mutations see only what the mutations before them added, and a reinvocation places what it
 	// adds after everything else, so the pods would differ.
 	ReasonSelectorSeesAddedLabel = "SelectorSeesAddedLabelUnsupported"
+	// ReasonTypedParameter: a Quantity or Integer parameter, whose pod value the webhook checks against the
+	// type and bounds (failing the template with a message naming them) and writes as a number in ports; a
+	// policy would have to approximate both, so it does not serve the template.
+	ReasonTypedParameter = "TypedParameterUnsupported"
 )
 
 // compiledFields are the spec fields the compiler reproduces (or reports above). A template that sets any other
@@ -165,6 +169,9 @@ func unsupported(t *inject.Template, spec *v1alpha1.SidecarTemplateSpec) []Unsup
 	}
 	if len(spec.Containers) > 0 && spec.JobPolicy == v1alpha1.JobPolicyKeep {
 		out = append(out, Unsupported{ReasonJobPolicy, "spec.jobPolicy Keep: pods that run to completion (restartPolicy Never or OnFailure) get spec.containers with an admission warning, which a mutating policy cannot give (jobPolicy Native and Skip compile)"})
+	}
+	if typed := typedParameters(spec); len(typed) > 0 || len(spec.TypedPlaceholders) > 0 {
+		out = append(out, Unsupported{ReasonTypedParameter, fmt.Sprintf("spec.parameters %v are typed (Quantity or Integer): a policy cannot check a pod's value against the type and bounds; the webhook serves the template", typed)})
 	}
 	for field, m := range map[string]map[string]string{"annotations": spec.Annotations, "labels": spec.Labels} {
 		for k := range m {
@@ -418,4 +425,15 @@ func (u *unit) target(c string) string {
 		return fmt.Sprintf("(%s.name in %s && !%s)", c, celStringList(u.spec.TargetContainers), sidecar(c))
 	}
 	return "!" + sidecar(c)
+}
+
+// typedParameters names the parameters of a type other than String.
+func typedParameters(spec *v1alpha1.SidecarTemplateSpec) []string {
+	var out []string
+	for _, p := range spec.Parameters {
+		if p.Type != "" && p.Type != v1alpha1.ParameterTypeString {
+			out = append(out, p.Name)
+		}
+	}
+	return out
 }

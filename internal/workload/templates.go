@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	sigsjson "sigs.k8s.io/json"
 
@@ -108,15 +110,18 @@ func decodeTemplate(obj map[string]any) (*v1alpha1.SidecarTemplate, error) {
 		return nil, fmt.Errorf("kind %q (apiVersion %q) is not a SidecarTemplate (apiVersion %s), a List or a SidecarTemplateList",
 			kind, apiVersion, v1alpha1.GroupVersion.String())
 	}
-	js, err := json.Marshal(obj)
+	js, typed, err := withoutTypedPlaceholders(obj)
 	if err != nil {
 		return nil, err
 	}
-	st := &v1alpha1.SidecarTemplate{}
-	strict, err := sigsjson.UnmarshalStrict(js, st, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	var plain plainTemplate
+	strict, err := sigsjson.UnmarshalStrict(js, &plain, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
 	if err != nil {
 		return nil, err
 	}
+	st := &v1alpha1.SidecarTemplate{TypeMeta: metav1.TypeMeta{APIVersion: plain.APIVersion, Kind: plain.Kind},
+		ObjectMeta: plain.Metadata, Spec: v1alpha1.SidecarTemplateSpec(plain.Spec), Status: plain.Status}
+	st.Spec.TypedPlaceholders = typed
 	if len(strict) > 0 {
 		msgs := make([]string, len(strict))
 		for i, e := range strict {
@@ -128,6 +133,39 @@ func decodeTemplate(obj map[string]any) (*v1alpha1.SidecarTemplate, error) {
 		return nil, errors.New("metadata.name is required")
 	}
 	return st, nil
+}
+
+// plainTemplate is a SidecarTemplate whose spec decodes field by field: the spec's own UnmarshalJSON, which sets
+// typed placeholders aside, would hide the fields inside the spec from the strict decoder.
+// Its fields are named, not embedded, so that controller-gen does not take it for an API type.
+type plainTemplate struct {
+	APIVersion string                         `json:"apiVersion"`
+	Kind       string                         `json:"kind"`
+	Metadata   metav1.ObjectMeta              `json:"metadata,omitempty"`
+	Spec       v1alpha1.PlainSpec             `json:"spec"`
+	Status     v1alpha1.SidecarTemplateStatus `json:"status,omitempty"`
+}
+
+// withoutTypedPlaceholders encodes a template with its typed placeholders taken out of the spec (see
+// v1alpha1.SplitTypedPlaceholders), and returns them.
+func withoutTypedPlaceholders(obj map[string]any) ([]byte, map[string]string, error) {
+	spec, ok := obj["spec"]
+	if !ok {
+		js, err := json.Marshal(obj)
+		return js, nil, err
+	}
+	specJS, err := json.Marshal(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	rest, typed, err := v1alpha1.SplitTypedPlaceholders(specJS)
+	if err != nil {
+		return nil, nil, err
+	}
+	copied := maps.Clone(obj)
+	copied["spec"] = json.RawMessage(rest)
+	js, err := json.Marshal(copied)
+	return js, typed, err
 }
 
 // Name is `FILE: document N (Kind "name")`, or `FILE: document N (starting on line L)` for a document that could

@@ -157,7 +157,7 @@ func TestTemplateRolesAndPolicyAreRenderedByDefaultAndHaveTheirOwnSwitches(t *te
 	if edit.Labels["rbac.authorization.k8s.io/aggregate-to-admin"] != "true" || edit.Labels["rbac.authorization.k8s.io/aggregate-to-edit"] != "" {
 		t.Errorf("the edit role's labels %v: want it aggregated to admin only by default", edit.Labels)
 	}
-	b := one[*admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r)
+	b := named[*admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r, fullname+"-namespaced-templates")
 	if !slices.Equal(b.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) {
 		t.Errorf("validationActions = %v, want [Deny] by default", b.Spec.ValidationActions)
 	}
@@ -165,12 +165,51 @@ func TestTemplateRolesAndPolicyAreRenderedByDefaultAndHaveTheirOwnSwitches(t *te
 		sel.MatchExpressions[0].Operator != metav1.LabelSelectorOpNotIn || !slices.Equal(sel.MatchExpressions[0].Values, []string{releaseNS}) {
 		t.Errorf("the binding's namespaceSelector %+v: want every namespace but the release namespace (cluster-wide templates)", sel)
 	}
-	off := render(t, "--set", "templateRoles.create=false", "--set", "templatePolicy.enabled=false")
+	off := render(t, "--set", "templateRoles.create=false", "--set", "templatePolicy.enabled=false", "--set", "workloadWarnings.enabled=false")
 	if len(all[*admissionregistrationv1.ValidatingAdmissionPolicy](off)) != 0 || off.has("ClusterRole", fullname+"-templates-view") {
 		t.Errorf("with both switches off the rendering still has %v", off.kinds())
 	}
-	warn := one[*admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, render(t, "--set", "templatePolicy.validationActions={Warn,Audit}"))
+	warn := named[*admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, render(t, "--set", "templatePolicy.validationActions={Warn,Audit}"), fullname+"-namespaced-templates")
 	if len(warn.Spec.ValidationActions) != 2 {
 		t.Errorf("validationActions = %v, want [Warn Audit]", warn.Spec.ValidationActions)
+	}
+}
+
+// The workload warnings (README, "Warnings where the mistake is made") only ever warn, never fail a request on
+// their own error, and have a switch each.
+func TestWorkloadWarningsOnlyWarnAndHaveTheirOwnSwitches(t *testing.T) {
+	count := func(r *rendered) (policies, bindings int) {
+		for _, p := range all[*admissionregistrationv1.ValidatingAdmissionPolicy](r) {
+			if strings.HasSuffix(p.Name, "-warnings") {
+				policies++
+				if p.Spec.FailurePolicy == nil || *p.Spec.FailurePolicy != admissionregistrationv1.Ignore {
+					t.Errorf("policy %s: failurePolicy %v, want Ignore (a warning must never block a workload)", p.Name, p.Spec.FailurePolicy)
+				}
+			}
+		}
+		for _, b := range all[*admissionregistrationv1.ValidatingAdmissionPolicyBinding](r) {
+			if strings.Contains(b.Name, "-warnings") {
+				bindings++
+				if !slices.Equal(b.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Warn}) {
+					t.Errorf("binding %s: validationActions %v, want [Warn]", b.Name, b.Spec.ValidationActions)
+				}
+			}
+		}
+		return policies, bindings
+	}
+	for _, row := range []struct {
+		sentence           string
+		args               []string
+		policies, bindings int
+	}{
+		{"by default: the misplaced annotation, and jobPolicy Keep in the namespace and cluster-wide", nil, 2, 3},
+		{"without the jobPolicy Keep warning", []string{"--set", "workloadWarnings.jobPolicyKeep=false"}, 1, 1},
+		{"switched off", []string{"--set", "workloadWarnings.enabled=false"}, 0, 0},
+	} {
+		t.Run(row.sentence, func(t *testing.T) {
+			if p, b := count(render(t, row.args...)); p != row.policies || b != row.bindings {
+				t.Errorf("%d policies and %d bindings, want %d and %d", p, b, row.policies, row.bindings)
+			}
+		})
 	}
 }

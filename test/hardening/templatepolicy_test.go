@@ -60,6 +60,11 @@ func renderChart(t *testing.T, kinds ...string) map[string][][]byte {
 func installTemplatePolicy(t *testing.T) {
 	t.Helper()
 	docs := renderChart(t, "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+		docs[kind] = slices.DeleteFunc(docs[kind], func(doc []byte) bool { // the workload warnings' have their own test
+			return !bytes.Contains(doc, []byte("-namespaced-templates\n"))
+		})
+	}
 	if len(docs["ValidatingAdmissionPolicy"]) != 1 || len(docs["ValidatingAdmissionPolicyBinding"]) != 1 {
 		t.Fatalf("the default rendering has %d policies and %d bindings, want one of each (templatePolicy.enabled is on by default)",
 			len(docs["ValidatingAdmissionPolicy"]), len(docs["ValidatingAdmissionPolicyBinding"]))

@@ -80,6 +80,29 @@ targetContainers: [app]`,
 	{"reserved label key", `labels: {"sidecar.dev/injection": "enabled"}`,
 		[]string{"spec.labels", "label keys under sidecar.dev/ are reserved for the injector"}, false},
 
+	// Typed parameters: a placeholder may stand alone in a sidecar's resources and ports, nothing else may.
+	{"minimum on a String parameter", `
+parameters: [{name: level, minimum: 1}]
+containers: [{name: agent, image: busybox}]`,
+		[]string{"spec.parameters[0]", "minimum and maximum need type Quantity or Integer"}, false},
+	{"unknown parameter type", `
+parameters: [{name: cpu, type: Float}]
+containers: [{name: agent, image: busybox}]`,
+		[]string{"spec.parameters[0].type", `Unsupported value: "Float"`, `"Quantity"`, `"Integer"`}, true},
+	{"a resource value that is neither a quantity nor one placeholder", `
+containers: [{name: agent, image: busybox, resources: {limits: {cpu: lots}}}]`,
+		[]string{"spec.containers[0].resources.limits.cpu", "should match"}, true},
+	{"a placeholder with a unit after it in resources", `
+parameters: [{name: cpu, type: Quantity}]
+containers: [{name: agent, image: busybox, resources: {requests: {cpu: "{{ params.cpu }}m"}}}]`,
+		[]string{"spec.containers[0].resources.requests.cpu", "should match"}, true},
+	{"a port that is a name, not a number or one placeholder", `
+containers: [{name: agent, image: busybox, ports: [{containerPort: http}]}]`,
+		[]string{"spec.containers[0].ports[0].containerPort", "should match"}, true},
+	{"a pod value, not a parameter, as an init container's port", `
+initContainers: [{name: proxy, image: busybox, restartPolicy: Always, ports: [{containerPort: "{{ pod.name }}"}]}]`,
+		[]string{"spec.initContainers[0].ports[0].containerPort", "should match"}, true},
+
 	// Enums.
 	{"unknown failurePolicy", `
 failurePolicy: Sometimes

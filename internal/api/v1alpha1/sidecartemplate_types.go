@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // FailurePolicy says what happens to a pod when a template cannot be applied to it.
@@ -90,8 +91,24 @@ const (
 	NamespaceOverrideAllow NamespaceOverride = "Allow"
 )
 
+// ParameterType says what values a parameter takes, and so where its placeholder may stand.
+// +kubebuilder:validation:Enum=String;Quantity;Integer
+type ParameterType string
+
+const (
+	// ParameterTypeString: any text, substituted into the template's strings.
+	ParameterTypeString ParameterType = "String"
+	// ParameterTypeQuantity: a resource quantity ("250m", "128Mi"); its placeholder may also stand alone as a
+	// value of a sidecar's resources.requests or resources.limits.
+	ParameterTypeQuantity ParameterType = "Quantity"
+	// ParameterTypeInteger: a whole number ("8080"); its placeholder may also stand alone as a sidecar's
+	// ports[].containerPort or ports[].hostPort.
+	ParameterTypeInteger ParameterType = "Integer"
+)
+
 // TemplateParameter is a per-pod value that the template's strings can use as {{ params.NAME }}.
 // A pod sets it with the annotation "<template name>.param.sidecar.dev/<parameter name>".
+// +kubebuilder:validation:XValidation:rule="(!has(self.minimum) && !has(self.maximum)) || (has(self.type) && self.type != 'String')",message="minimum and maximum need type Quantity or Integer"
 type TemplateParameter struct {
 	// name of the parameter, used as {{ params.<name> }} in the template's strings and as the last part of the
 	// pod annotation that sets it. Lowercase letters, digits and '-', starting with a letter.
@@ -110,6 +127,22 @@ type TemplateParameter struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Description string `json:"description,omitempty"`
+
+	// type says what values the parameter takes: String (any text), Quantity (a resource quantity such as
+	// "250m" or "128Mi") or Integer (a whole number). A value of the wrong type, from the pod or the default,
+	// is the template's failure (see failurePolicy), with a message naming the parameter and the value.
+	// Absent means String; no default is written into stored templates, for the same reason as mode's.
+	// +optional
+	Type ParameterType `json:"type,omitempty"`
+
+	// minimum is the smallest value a Quantity or Integer parameter accepts (a quantity, or an integer).
+	// A smaller value is the template's failure, with a message naming the bound. Absent means no bound.
+	// +optional
+	Minimum *intstr.IntOrString `json:"minimum,omitempty"`
+
+	// maximum is the largest value a Quantity or Integer parameter accepts. Absent means no bound.
+	// +optional
+	Maximum *intstr.IntOrString `json:"maximum,omitempty"`
 }
 
 // SidecarTemplateSpec describes what is added to a pod that receives this template.
@@ -320,6 +353,12 @@ type SidecarTemplateSpec struct {
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=32
 	Parameters []TemplateParameter `json:"parameters,omitempty"`
+
+	// TypedPlaceholders holds the placeholders that stand where the Go types hold a number or a quantity
+	// (containers[0].resources.limits.cpu: "{{ params.cpu }}"), by their path in the spec: the API server's
+	// schema accepts them there (see hack/crdplaceholders), the Go types cannot. UnmarshalJSON moves them here,
+	// MarshalJSON puts them back, so the spec reads and writes as the API server stores it.
+	TypedPlaceholders map[string]string `json:"-"`
 }
 
 // SidecarTemplateStatus is written by the injector's controller.
