@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
@@ -28,31 +27,7 @@ const upgradeProbeField = "upgradeProbe"
 // upgrade to N+1 whose CRD has one more field, which the API server then serves; uninstall removes the release
 // but keeps the CRD and the SidecarTemplates (crds.keep).
 func TestHelmUpgradesTheCRDAndUninstallKeepsIt(t *testing.T) {
-	testenv.RequireHelm(t)
-	env := &envtest.Environment{BinaryAssetsDirectory: testenv.Require(t)}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stop envtest: %v", err)
-		}
-	})
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	user, err := env.AddUser(envtest.User{Name: "helm", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if kc, err := user.KubeConfig(); err != nil {
-		t.Fatal(err)
-	} else if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	c, kubeconfig := ownAPIServer(t)
 	ctx := ctxFor(t, 3*time.Minute)
 	const release, ns = "lifecycle", "lifecycle"
 	helmDo := func(args ...string) {
