@@ -8,9 +8,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// completionShells are the shells of cobra's `completion` command.
-var completionShells = []string{"bash", "zsh", "fish", "powershell"}
-
 // pluginBinary is the file name kubectl runs for a plugin (kubectl-sidecar), from the name the command was run as,
 // or "" when it was not run as a kubectl plugin.
 func pluginBinary(argv0 string) string {
