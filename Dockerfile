@@ -15,7 +15,7 @@
 # `docker buildx imagetools inspect`, and Dockerfiles pinning golang:1.26.8 to it for amd64+arm64 builds. The tag
 # is rebuilt from time to time (other digests of 1.26.8 exist), so re-resolve the digest together with the tag
 # when Go is bumped: docker buildx imagetools inspect golang:<version>. GOTOOLCHAIN=local below makes a digest
-# of another Go fail the build instead of building with it.
+# of an older Go fail the build (go.mod requires its version) instead of building with it.
 #
 # Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 ... (the Go toolchain cross-compiles on the
 # build platform; nothing is emulated).
