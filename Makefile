@@ -159,11 +159,10 @@ docker-build: ## Build the container image $(IMG) (needs a Docker engine).
 
 RELEASE_DIR ?= $(LOCALBIN)/release
 
-# The image's OCI tarball (`make image`, reproducible) is copied in first, so that it is checksummed with the rest.
+# hack/release.sh builds every artifact, the image included, from a clone of the current commit.
 .PHONY: release
-release: helm cyclonedx-gomod image ## Build the release artifacts into bin/release: image, packaged chart, SBOM, SHA256SUMS (reproducible).
-	mkdir -p "$(RELEASE_DIR)" && cp "$(LOCALBIN)/images/sidecar-injector.tar" "$(RELEASE_DIR)/"
-	RELEASE_DIR="$(RELEASE_DIR)" HELM="$(HELM)" CYCLONEDX_GOMOD="$(CYCLONEDX_GOMOD)" VERSION="$(VERSION)" hack/release.sh
+release: helm cyclonedx-gomod ## Build the release artifacts into bin/release: image, packaged chart, SBOM, SHA256SUMS (reproducible).
+	IMAGE_PLATFORMS="$(IMAGE_PLATFORMS)" RELEASE_DIR="$(RELEASE_DIR)" HELM="$(HELM)" CYCLONEDX_GOMOD="$(CYCLONEDX_GOMOD)" VERSION="$(VERSION)" hack/release.sh
 
 # As root on Linux the demo runs on the real one-node cluster (hack/demo-cluster.sh); elsewhere it says why and
 # runs the API-server-only demo (hack/demo.sh). DEMO_API_ONLY=1 chooses the latter anywhere.

@@ -46,7 +46,7 @@ injector() {
     build_binary "$p" ./cmd/sidecar-injector "$out" "-X $CLI.Version=$VERSION -X $CLI.Commit=$COMMIT"
     args+=(-binary "$p=$out")
   done
-  # The same user, entrypoint, command, ports and labels as the Dockerfile.
+  # The same empty base, user, entrypoint, command, ports and labels as the Dockerfile.
   "$work/ociimage" -o "$IMAGE_OUT" -ref "$IMAGE_REPO:$IMAGE_TAG" "${args[@]}" \
     -path /sidecar-injector -user 65532:65532 -cmd serve -port 9443 -port 8080 -port 8081 \
     -label org.opencontainers.image.title=sidecar-injector \

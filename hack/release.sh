@@ -8,10 +8,10 @@
 #   sidecar-injector.cdx.json              a CycloneDX SBOM of the modules linked into the sidecar-injector
 #                                          binary, with their licenses (cyclonedx-gomod app), without serial
 #                                          number or timestamp
+#   sidecar-injector.tar                   the injector's image (hack/image.sh: OCI layout, $IMAGE_PLATFORMS,
+#                                          default linux/amd64 and linux/arm64), named exactly as the packaged
+#                                          chart installs it by default (image.repository:appVersion)
 #   SHA256SUMS                             sha256sum of every other file in the directory
-#
-# Other targets may put more files into $RELEASE_DIR before this script runs last (the image's OCI tarball from
-# `make image`): they are checksummed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +28,7 @@ export SOURCE_DATE_EPOCH
 log() { printf '[release] %s\n' "$*" >&2; }
 mkdir -p "$RELEASE_DIR"
 RELEASE_DIR=$(cd "$RELEASE_DIR" && pwd)
-rm -f "$RELEASE_DIR"/sidecar-injector-*.tgz "$RELEASE_DIR"/*.cdx.json "$RELEASE_DIR"/SHA256SUMS
+rm -f "$RELEASE_DIR"/sidecar-injector-*.tgz "$RELEASE_DIR"/*.cdx.json "$RELEASE_DIR"/sidecar-injector.tar "$RELEASE_DIR"/SHA256SUMS
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -55,6 +55,15 @@ tar -xzf "$pkg" -C "$work/unpacked"
     gzip -9 --no-name > "$RELEASE_DIR/$(basename "$pkg")"
 )
 log "chart: $RELEASE_DIR/$(basename "$pkg")"
+
+# The image, from the clone too, under the reference the packaged chart renders by default, so that pushing the
+# tarball under its own name is all a registry needs for `helm install` of this chart.
+ref=$("$HELM" template release "$RELEASE_DIR/$(basename "$pkg")" --show-only templates/deployment.yaml |
+  sed -n 's/^ *image: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' | head -n 1)
+[[ "$ref" == *:* && "$ref" != *@* ]] || { log "cannot read the chart's default image reference (got '$ref')"; exit 1; }
+(cd "$work/src" && VERSION="$VERSION" IMAGE_REPO="${ref%:*}" IMAGE_TAG="${ref##*:}" \
+  IMAGE_OUT="$RELEASE_DIR/sidecar-injector.tar" hack/image.sh injector >/dev/null)
+log "image: $RELEASE_DIR/sidecar-injector.tar ($ref)"
 
 # The SBOM of what the binary links (not of every module in go.sum).
 # -noserial, -notimestamp: no random serial number or generation time, so the file is reproducible.

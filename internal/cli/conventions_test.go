@@ -17,7 +17,7 @@ func run(t *testing.T, argv0 string, args ...string) (stdout, stderr string, err
 	t.Helper()
 	var out, errOut bytes.Buffer
 	root := NewRootCommand()
-	setDisplayName(root, displayName(argv0))
+	runAs(root, argv0)
 	root.SetArgs(args)
 	root.SetOut(&out)
 	root.SetErr(&errOut)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -43,18 +42,27 @@ func NewRootCommand() *cobra.Command {
 // for the kubectl plugin binary kubectl-sidecar (kubectl turns dashes into spaces: kubectl-a-b is `kubectl a b`),
 // else "sidecar-injector".
 func displayName(argv0 string) string {
-	base := strings.TrimSuffix(filepath.Base(argv0), ".exe")
-	if plugin, ok := strings.CutPrefix(base, pluginPrefix); ok && plugin != "" {
-		return "kubectl " + strings.ReplaceAll(plugin, "-", " ")
+	if binary := pluginBinary(argv0); binary != "" {
+		return "kubectl " + strings.ReplaceAll(strings.TrimPrefix(binary, pluginPrefix), "-", " ")
 	}
 	return "sidecar-injector"
 }
 
-// setDisplayName makes help, usage and examples name the command as the user ran it.
-func setDisplayName(root *cobra.Command, name string) {
-	if name == root.Name() {
+// runAs adapts the command line to the name it was run as (os.Args[0]): as the kubectl plugin, help, usage and
+// examples say `kubectl sidecar`, and `completion` is kubectl's way of completing plugins.
+func runAs(root *cobra.Command, argv0 string) {
+	binary := pluginBinary(argv0)
+	if binary == "" {
 		return
 	}
+	name := displayName(argv0)
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.AddCommand(newPluginCompletionCommand(binary, name))
+	setDisplayName(root, name)
+}
+
+// setDisplayName makes help, usage and examples name the command as the user ran it.
+func setDisplayName(root *cobra.Command, name string) {
 	root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: name}
 	var walk func(*cobra.Command)
 	walk = func(c *cobra.Command) {
@@ -72,7 +80,7 @@ func Execute() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := NewRootCommand()
-	setDisplayName(root, displayName(os.Args[0]))
+	runAs(root, os.Args[0])
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		return ExitError

@@ -78,6 +78,39 @@ func apiServer(t *testing.T) (client.Client, *rest.Config) {
 	return c, envCfg
 }
 
+// ownAPIServer starts a kube-apiserver and etcd for this test alone, for the stories that run the real helm install
+// (it creates a CRD and a webhook configuration for every pod, which the tests sharing apiServer must not see). It
+// returns an admin client and a kubeconfig file for helm; the server is stopped when the test ends.
+func ownAPIServer(t *testing.T) (client.Client, string) {
+	t.Helper()
+	testenv.RequireHelm(t)
+	own := &envtest.Environment{BinaryAssetsDirectory: testenv.Require(t)}
+	cfg, err := own.Start()
+	if err != nil {
+		t.Fatalf("start envtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := own.Stop(); err != nil {
+			t.Errorf("stop envtest: %v", err)
+		}
+	})
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := own.AddUser(envtest.User{Name: "helm", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if kc, err := user.KubeConfig(); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return c, kubeconfig
+}
+
 func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

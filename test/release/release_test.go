@@ -3,6 +3,7 @@
 package release
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/json"
 	"os"
@@ -21,7 +22,8 @@ func release(t *testing.T, root string) string {
 	cmd := exec.Command(filepath.Join(root, "hack", "release.sh"))
 	cmd.Dir = root
 	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "RELEASE_DIR="+dir, "HELM="+testenv.RequireHelm(t), "VERSION=v0.0.0-test",
+	// One platform: test/image checks both; here the image's place among the artifacts and its name matter.
+	cmd.Env = append(os.Environ(), "RELEASE_DIR="+dir, "HELM="+testenv.RequireHelm(t), "VERSION=v0.0.0-test", "IMAGE_PLATFORMS=linux/amd64",
 		"CYCLONEDX_GOMOD="+testenv.RequireTool(t, testenv.CycloneDXGomod),
 		"HELM_CACHE_HOME="+home+"/c", "HELM_CONFIG_HOME="+home+"/f", "HELM_DATA_HOME="+home+"/d")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -54,7 +56,7 @@ func TestReleaseArtifactsAreCompleteAndReproducible(t *testing.T) {
 			names = append(names, b)
 		}
 	}
-	for _, want := range []string{"sidecar-injector.cdx.json"} {
+	for _, want := range []string{"sidecar-injector.cdx.json", "sidecar-injector.tar"} {
 		if !strings.Contains(string(sums), "  "+want+"\n") {
 			t.Errorf("SHA256SUMS lacks %s:\n%s", want, sums)
 		}
@@ -73,6 +75,17 @@ func TestReleaseArtifactsAreCompleteAndReproducible(t *testing.T) {
 	out, err := show.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "appVersion: 0.0.0-test") {
 		t.Errorf("helm show chart of the packaged chart: %v; want appVersion 0.0.0-test (the release version)\n%s", err, out)
+	}
+
+	// The image is named as the packaged chart installs it by default: pushed under its own name, it is found.
+	rendered := exec.Command(testenv.RequireHelm(t), "template", "r", charts[0], "--show-only", "templates/deployment.yaml")
+	out, err = rendered.Output()
+	want := "ghcr.io/sidecar-dev/sidecar-injector:0.0.0-test"
+	if err != nil || !strings.Contains(string(out), "image: "+want+"\n") {
+		t.Errorf("the packaged chart's default image is not %s (%v):\n%s", want, err, out)
+	}
+	if got := imageName(t, filepath.Join(first, "sidecar-injector.tar")); got != want {
+		t.Errorf("the release's image is named %q, want %q, the chart's default image", got, want)
 	}
 
 	var sbom struct {
@@ -99,5 +112,34 @@ func TestReleaseArtifactsAreCompleteAndReproducible(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the SBOM lists %d components, not controller-runtime, which the binary links", len(sbom.Components))
+	}
+}
+
+// imageName reads the name of the image in an OCI layout tarball (index.json's containerd name annotation).
+func imageName(t *testing.T, tarball string) string {
+	t.Helper()
+	f, err := os.Open(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("no index.json in %s: %v", tarball, err)
+		}
+		if h.Name != "index.json" {
+			continue
+		}
+		var index struct {
+			Manifests []struct {
+				Annotations map[string]string `json:"annotations"`
+			} `json:"manifests"`
+		}
+		if err := json.NewDecoder(tr).Decode(&index); err != nil || len(index.Manifests) != 1 {
+			t.Fatalf("index.json of %s: %v, %d manifests, want one", tarball, err, len(index.Manifests))
+		}
+		return index.Manifests[0].Annotations["io.containerd.image.name"]
 	}
 }
