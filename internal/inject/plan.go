@@ -72,11 +72,11 @@ func (s *state) plan(t *Template, in *instance, p *plan) error {
 // opBytes is what one add operation costs in the patch beside its value and path: a bound, not a count.
 const opBytes = len(`{"op":"add","path":"/spec/initContainers/-","value":},`)
 
-// planSize is about what the plan adds to the encoded patch: every item's encoding and an operation for it, and
-// what goes into application containers once per container. Pod settings, hostAliases and dnsConfig are small
-// and bounded by the template's own size, so they are not counted.
+// planSize is about what the plan adds to the encoded patch: every item's encoding and an operation for it, what
+// goes into application containers once per container, and the per-pod values the record keeps. Pod settings,
+// hostAliases and dnsConfig are small and bounded by the template's own size, so they are not counted.
 func planSize(in *instance, p *plan) int {
-	n := 0
+	n := valuesSize(in.values)
 	for _, list := range [][]item{p.containers, p.inits, p.volumes, p.pulls} {
 		for _, it := range list {
 			n += opBytes + len(it.raw)

@@ -3,6 +3,7 @@ package inject
 import (
 	"cmp"
 	"encoding/json"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -25,6 +26,14 @@ type StatusEntry struct {
 	// current one runs an older version of it (drift).
 	Hash string `json:"hash"`
 	Added
+	// Values are the per-pod values the template was rendered with: each expression it uses ("pod.labels.app",
+	// "params.level") and its value then, the namespace excepted (verification takes it from the request).
+	// Verification and later passes render with these, not with the pod's current labels and annotations, so
+	// that another webhook, another template or a later edit changing them does not make this injector's own
+	// sidecar a conflict. The pod's author controls every one of these inputs anyway: a forged value can only
+	// verify a sidecar that the author could have had rendered by setting it. A record without values (written
+	// by an earlier version) is verified with the pod's current values.
+	Values map[string]string `json:"values,omitempty"`
 }
 
 // templateKey identifies a template as a map key, without building "namespace/name".
@@ -52,28 +61,16 @@ func (s *state) recorded(t *Template) bool {
 	return s.record(t.Namespace, t.Name) != nil
 }
 
-// loadStatus reads the pod's record and keeps of it only what can be verified: entries for templates that exist
-// and serve this pod's namespace (known), and of those only the names the template adds and the pod contains.
-// Everything else is dropped, so a forged record can neither hide a sidecar the pod should get nor make an
-// application container pass for a sidecar. A record that is not valid JSON is treated as empty. The record
-// alone never makes a template count as injected.
-func (s *state) loadStatus(raw string, known func(namespace, name string) *Template, pv *podValues) {
+// loadStatus reads the pod's record and keeps of it only what can be verified (verifyEntry): entries for
+// templates that exist and serve this pod's namespace (known), and of those only the names the template adds and
+// the pod contains as the template renders them. Everything else is dropped, so a forged record can neither hide
+// a sidecar the pod should get nor make an application container pass for a sidecar. A record that is not valid
+// JSON is treated as empty. The record alone never makes a template count as injected.
+func (s *state) loadStatus(raw string, known func(namespace, name string) *Template) {
 	s.statusRaw, s.statusPresent = raw, true
 	var st Status
 	if err := kjson.UnmarshalCaseSensitivePreserveInts([]byte(raw), &st); err != nil {
 		return
-	}
-	// A recorded name counts only if the template adds it, the pod has it, and the pod's element is what the
-	// template renders for this pod: a record copied from another pod cannot vouch for a look-alike.
-	verify := func(recorded []string, list string, rendered []item, l *namedList) []string {
-		var out []string
-		for _, n := range recorded {
-			i := slices.IndexFunc(rendered, func(it item) bool { return it.key == n })
-			if i >= 0 && l.has(n) && !slices.Contains(out, n) && s.rendersAs(list, n, rendered[i]) {
-				out = append(out, n)
-			}
-		}
-		return out
 	}
 	for _, e := range st.Templates {
 		t := known(e.Namespace, e.Name)
@@ -85,18 +82,9 @@ func (s *state) loadStatus(raw string, known func(namespace, name string) *Templ
 		}
 		s.claimed[templateKey{e.Namespace, e.Name}] = Added{Containers: slices.Clone(e.Containers),
 			InitContainers: slices.Clone(e.InitContainers), Volumes: slices.Clone(e.Volumes)}
-		var rendered instance
-		if t.Err != nil {
-			continue
+		if verified, ok := s.verifyEntry(t, e); ok {
+			s.entries = append(s.entries, record{StatusEntry: verified})
 		}
-		in, err := t.instanceFor(pv, &rendered, s.limits.MaxRenderedBytes)
-		if err != nil {
-			continue // cannot be rendered for this pod, so nothing of it can be verified
-		}
-		e.Containers = verify(e.Containers, "containers", in.containers, &s.containers)
-		e.InitContainers = verify(e.InitContainers, "initContainers", in.initContainers, &s.inits)
-		e.Volumes = verify(e.Volumes, "volumes", in.volumes, &s.volumes)
-		s.entries = append(s.entries, record{StatusEntry: e})
 	}
 	for i := range s.apps {
 		a := &s.apps[i]
@@ -106,6 +94,38 @@ func (s *state) loadStatus(raw string, known func(namespace, name string) *Templ
 			}
 		}
 	}
+}
+
+// verifyEntry is the one check of a record entry against the pod: it returns the entry keeping only the names
+// that t (compiled; an earlier revision of the template may be passed) adds, that the pod has, and whose element
+// in the pod is what t renders with the entry's recorded values (rendersAs). ok is false when t cannot be
+// rendered for this pod (invalid, a missing parameter, a limit): then nothing of the entry can be verified.
+func (s *state) verifyEntry(t *Template, e StatusEntry) (StatusEntry, bool) {
+	if t.Err != nil {
+		return StatusEntry{}, false
+	}
+	var rendered instance
+	in, err := t.instanceFor(s.pv, e.Values, &rendered, s.limits.MaxRenderedBytes)
+	if err != nil {
+		return StatusEntry{}, false
+	}
+	verify := func(recorded []string, list string, items []item, l *namedList) []string {
+		var out []string
+		for _, n := range recorded {
+			i := slices.IndexFunc(items, func(it item) bool { return it.key == n })
+			if i >= 0 && l.has(n) && !slices.Contains(out, n) && s.rendersAs(list, n, items[i]) {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	e.Containers = verify(e.Containers, "containers", in.containers, &s.containers)
+	e.InitContainers = verify(e.InitContainers, "initContainers", in.initContainers, &s.inits)
+	e.Volumes = verify(e.Volumes, "volumes", in.volumes, &s.volumes)
+	// Later passes render with what this rendering used: the recorded values, completed with current ones for
+	// expressions the record lacks, minus any the template no longer uses.
+	e.Values = in.values
+	return e, true
 }
 
 // rendersAs reports whether the pod's element of list named name contains what the template renders (it). The
@@ -269,7 +289,7 @@ func encodeStatus(entries []record) string {
 		if !e.present {
 			continue
 		}
-		n += 80 + len(e.Namespace) + len(e.Name) + len(e.Hash)
+		n += 80 + len(e.Namespace) + len(e.Name) + len(e.Hash) + valuesSize(e.Values)
 		for _, names := range [][]string{e.Containers, e.InitContainers, e.Volumes} {
 			n += 20
 			for _, name := range names {
@@ -302,10 +322,40 @@ func encodeStatus(entries []record) string {
 		writeJSONStrings(&b, `,"containers":`, e.Containers)
 		writeJSONStrings(&b, `,"initContainers":`, e.InitContainers)
 		writeJSONStrings(&b, `,"volumes":`, e.Volumes)
+		writeJSONValues(&b, e.Values)
 		b.WriteByte('}')
 	}
 	b.WriteString(`]}`)
 	return b.String()
+}
+
+// writeJSONValues writes the values field (tagged omitempty) with its keys sorted, as encoding/json does.
+func writeJSONValues(b *strings.Builder, values map[string]string) {
+	if len(values) == 0 {
+		return
+	}
+	b.WriteString(`,"values":{`)
+	for i, k := range slices.Sorted(maps.Keys(values)) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		writeJSONString(b, k)
+		b.WriteByte(':')
+		writeJSONString(b, values[k])
+	}
+	b.WriteByte('}')
+}
+
+// valuesSize is about what the values take in the record (and so in the patch): keys, values and quoting.
+func valuesSize(values map[string]string) int {
+	if len(values) == 0 {
+		return 0
+	}
+	n := len(`,"values":{}`)
+	for k, v := range values {
+		n += len(k) + len(v) + 6
+	}
+	return n
 }
 
 // writeJSONStrings writes a list field tagged omitempty: nothing when the list is empty.

@@ -3,6 +3,7 @@ package inject
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -203,5 +204,137 @@ func TestTheRecordedHashIgnoresOnlyTheServingMode(t *testing.T) {
 	}
 	if got := hash(func(s *v1alpha1.SidecarTemplateSpec) { s.JobPolicy = v1alpha1.JobPolicySkip }); got == unchanged {
 		t.Error("a new jobPolicy left the hash unchanged")
+	}
+}
+
+// labelled (cluster-wide) renders its sidecar from a label, an annotation, a parameter and the namespace.
+const labelled = `
+metadata: {name: tagger, namespace: sidecar-injector, generation: 1}
+spec:
+  parameters: [{name: level, default: info}]
+  containers:
+  - name: tagger
+    image: t:1
+    args: ["--app={{ pod.labels.app }}", "--team={{ pod.annotations.team }}", "--level={{ params.level }}", "--ns={{ pod.namespace }}"]
+`
+
+const labelledPod = `
+metadata:
+  name: web
+  labels: {app: web}
+  annotations: {sidecar.dev/inject: tagger, team: payments, tagger.param.sidecar.dev/level: debug}
+spec:
+  containers: [{name: app, image: a}]
+`
+
+// reinject injects the pod, lets edit change the injected pod as another webhook, a later template or an
+// offline edit would, and feeds it back in namespace ns (the first pass runs in team-a).
+func reinject(t *testing.T, pod, templates, ns string, edit func(p *corev1.Pod)) (first, second *Result) {
+	t.Helper()
+	ts := compileAll(parseTemplates(t, []byte(templates)), injectorNS)
+	raw := podJSON(t, pod)
+	r1, err := Inject(Request{Pod: raw, Namespace: "team-a", InjectorNamespace: injectorNS, Templates: ts})
+	if err != nil || r1.Denied {
+		t.Fatalf("first pass: %v %s", err, r1.DenyMessage)
+	}
+	p := decodePod(t, verifyPatch(t, raw, r1))
+	edit(p)
+	raw2, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Inject(Request{Pod: raw2, Namespace: ns, InjectorNamespace: injectorNS, Templates: ts})
+	if err != nil {
+		t.Fatalf("second pass: %v", err)
+	}
+	verifyPatch(t, raw2, r2)
+	return r1, r2
+}
+
+func setStatus(status string) func(p *corev1.Pod) {
+	return func(p *corev1.Pod) { p.Annotations[v1alpha1.AnnotationStatus] = status }
+}
+
+// TestRecordedValuesKeepTheSidecarInjected: "already injected" holds for what this injector rendered, whatever
+// the pod's per-pod values are now (SPEC guarantee 2), and only for that (guarantee 3).
+func TestRecordedValuesKeepTheSidecarInjected(t *testing.T) {
+	changed := func(p *corev1.Pod) {
+		p.Labels["app"] = "renamed"
+		p.Annotations["team"] = "other"
+		p.Annotations["tagger.param.sidecar.dev/level"] = "warn"
+	}
+	for _, c := range []struct {
+		name   string
+		ns     string
+		edit   func(p *corev1.Pod)
+		denied bool
+	}{
+		{"another webhook changes the label, annotation and parameter the sidecar was rendered from: the second pass is empty", "team-a", changed, false},
+		{"the values are unchanged: the second pass is empty", "team-a", func(*corev1.Pod) {}, false},
+		{"an offline-injected pod whose labels a later edit changed is still admitted unchanged", "team-a", func(p *corev1.Pod) {
+			changed(p)
+			p.Name = "web-7d9f" // created by a controller this time
+		}, false},
+		{"the same pod and record created in another namespace: the namespace is the request's, so the sidecar does not verify", "team-b", func(*corev1.Pod) {}, true},
+		{"a record written by an earlier version (no values) is verified with the current values: unchanged ones verify", "team-a",
+			setStatus(`{"templates":[{"namespace":"sidecar-injector","name":"tagger","generation":1,"hash":"x","containers":["tagger"]}]}`), false},
+		{"a record written by an earlier version (no values) is verified with the current values: changed ones do not", "team-a", func(p *corev1.Pod) {
+			setStatus(`{"templates":[{"namespace":"sidecar-injector","name":"tagger","generation":1,"hash":"x","containers":["tagger"]}]}`)(p)
+			changed(p)
+		}, true},
+		{"a forged record's values verify only the sidecar they render: another one is a conflict", "team-a", func(p *corev1.Pod) {
+			setStatus(`{"templates":[{"namespace":"sidecar-injector","name":"tagger","generation":1,"hash":"x","containers":["tagger"],"values":{"params.level":"debug","pod.annotations.team":"payments","pod.labels.app":"forged"}}]}`)(p)
+		}, true},
+		{"a forged record whose values render exactly the pod's sidecar verifies: the author could have set those values", "team-a", func(p *corev1.Pod) {
+			p.Spec.Containers[1].Args = []string{"--app=forged", "--team=payments", "--level=debug", "--ns=team-a"}
+			setStatus(`{"templates":[{"namespace":"sidecar-injector","name":"tagger","generation":1,"hash":"x","containers":["tagger"],"values":{"params.level":"debug","pod.annotations.team":"payments","pod.labels.app":"forged"}}]}`)(p)
+		}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, r := reinject(t, labelledPod, labelled, c.ns, c.edit)
+			if r.Denied != c.denied {
+				t.Fatalf("denied = %v, want %v: %s", r.Denied, c.denied, r.DenyMessage)
+			}
+			if !c.denied && len(r.Patch) != 0 {
+				t.Errorf("the second pass patches the pod: %s", mustPatchJSON(t, r))
+			}
+			if c.denied && !strings.Contains(r.DenyMessage, `container name "tagger" already exists in pod (its sidecar.dev/status names this template`) {
+				t.Errorf("the denial does not say the record names a container the template did not render: %s", r.DenyMessage)
+			}
+		})
+	}
+}
+
+// TestTheRecordKeepsTheValuesUsed: the record holds each per-pod expression the template uses, with the value it
+// had, except the namespace; keys sorted (encoding/json's map order), so the record is deterministic.
+func TestTheRecordKeepsTheValuesUsed(t *testing.T) {
+	r1, _ := reinject(t, labelledPod, labelled, "team-a", func(*corev1.Pod) {})
+	var raw string
+	for _, op := range r1.Patch {
+		if op.Path == statusPath {
+			raw, _ = op.Value.(string)
+		}
+	}
+	want := `"values":{"params.level":"debug","pod.annotations.team":"payments","pod.labels.app":"web"}`
+	if !strings.Contains(raw, want) {
+		t.Errorf("record %s\ndoes not contain %s", raw, want)
+	}
+}
+
+// TestRecordedValuesCountAgainstThePatchLimit: the values the record keeps are part of the patch, so a large
+// per-pod value cannot slip past max-patch-bytes through the record.
+func TestRecordedValuesCountAgainstThePatchLimit(t *testing.T) {
+	tmpl := "metadata: {name: big, namespace: team-a}\nspec:\n  env: [{name: NOTE, value: 'x'}]\n  annotations: {note: '{{ pod.annotations.note }}'}\n"
+	note := strings.Repeat("n", 3000)
+	pod := podJSON(t, "metadata: {name: p, annotations: {sidecar.dev/inject: big, note: '"+note+"'}}\nspec: {containers: [{name: app, image: a}]}")
+	ts := compileAll(parseTemplates(t, []byte(tmpl)), injectorNS)
+	// The annotation the template adds is the pod's own key: only the record carries the value.
+	r, err := Inject(Request{Pod: pod, Namespace: "team-a", InjectorNamespace: injectorNS, Templates: ts,
+		Limits: Limits{MaxPatchBytes: 2000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Denied || !strings.Contains(r.DenyMessage, "max-patch-bytes") {
+		t.Errorf("a record of %d bytes of values passed a 2000-byte patch limit: denied=%v %s", len(note), r.Denied, r.DenyMessage)
 	}
 }

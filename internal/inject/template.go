@@ -45,6 +45,7 @@ type Template struct {
 	namespaceSelector labels.Selector // nil means every namespace
 	params            []v1alpha1.TemplateParameter
 	placeholders      bool      // what the template adds has {{ pod.* }} or {{ params.* }}
+	recordable        []string  // the per-pod expressions it uses whose values the pod's record keeps, sorted
 	base              *instance // what the template adds, encoded once; per-pod values not yet substituted
 	jobBase           *instance // base for a pod that runs to completion (jobPolicy Native); nil: base serves it
 	jobPolicy         v1alpha1.JobPolicy
@@ -147,9 +148,10 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	if err != nil {
 		c.add("spec cannot be encoded: %v", err)
 	}
-	refs, refErrs := findPlaceholders(payloadJSON, declared)
+	refs, exprs, refErrs := findPlaceholders(payloadJSON, declared)
 	c = append(c, refErrs...)
 	t.placeholders = refs > 0
+	t.recordable = slices.DeleteFunc(exprs, func(e string) bool { return e == namespaceExpr })
 
 	if len(c) > 0 {
 		t.Err = errors.New(strings.Join(c, "; "))
