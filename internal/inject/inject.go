@@ -52,7 +52,7 @@ func Inject(req Request) (*Result, error) {
 
 	var st state
 	st.init(req.Pod, pod)
-	st.limits, st.pv = limits, pv
+	st.limits, st.pv, st.images = limits, pv, req.Images
 	if raw, ok := pv.annotations[v1alpha1.AnnotationStatus]; ok {
 		known := inScope(req, templates)
 		if idx != nil {

@@ -1,10 +1,8 @@
 package inject
 
 import (
-	"cmp"
 	"encoding/json"
 	"maps"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -126,119 +124,6 @@ func (s *state) verifyEntry(t *Template, e StatusEntry) (StatusEntry, bool) {
 	// expressions the record lacks, minus any the template no longer uses.
 	e.Values = in.values
 	return e, true
-}
-
-// rendersAs reports whether the pod's element of list named name contains what the template renders (it). The
-// pod's element may have more (API server defaults, other webhooks' additions) but not less or other values.
-// imagePullPolicy and resources are not compared, and the image is compared as sameImage does: registry-mirror,
-// digest-pinning and resource webhooks rewrite them, and such a rewrite must not turn the sidecar into a conflict
-// when the webhook is invoked again.
-func (s *state) rendersAs(list, name string, it item) bool {
-	if s.rawElems == nil {
-		var pod struct {
-			Spec struct {
-				Containers     []map[string]any `json:"containers"`
-				InitContainers []map[string]any `json:"initContainers"`
-				Volumes        []map[string]any `json:"volumes"`
-			} `json:"spec"`
-		}
-		_ = kjson.UnmarshalCaseSensitivePreserveInts(s.raw, &pod) // read once already: it decodes
-		s.rawElems = map[string]map[string]map[string]any{}
-		for l, elems := range map[string][]map[string]any{"containers": pod.Spec.Containers,
-			"initContainers": pod.Spec.InitContainers, "volumes": pod.Spec.Volumes} {
-			s.rawElems[l] = map[string]map[string]any{}
-			for _, e := range elems {
-				if n, ok := e["name"].(string); ok {
-					s.rawElems[l][n] = e
-				}
-			}
-		}
-	}
-	have, ok := s.rawElems[list][name]
-	if !ok {
-		return false
-	}
-	var want map[string]any
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(it.raw, &want); err != nil {
-		return false
-	}
-	if list != "volumes" {
-		wantImage, _ := want["image"].(string)
-		haveImage, _ := have["image"].(string)
-		if !sameImage(wantImage, haveImage) {
-			return false
-		}
-		delete(want, "image")
-		delete(want, "imagePullPolicy")
-		delete(want, "resources")
-	}
-	return contains(want, have)
-}
-
-// sameImage reports whether have is the image want, as other webhooks may have rewritten it: the same repository
-// or one under a mirror's prefix (mirror.example/team/fluent/fluent-bit for fluent/fluent-bit), and the same tag
-// (none meaning latest) or digest, or a digest where want has a tag (a webhook pinned it).
-func sameImage(want, have string) bool {
-	wRepo, wTag, wDigest := splitImage(want)
-	hRepo, hTag, hDigest := splitImage(have)
-	if hRepo != wRepo && !strings.HasSuffix(hRepo, "/"+wRepo) {
-		return false
-	}
-	switch {
-	case wDigest != "":
-		return hDigest == wDigest
-	case hDigest != "":
-		return true
-	}
-	return cmp.Or(hTag, "latest") == cmp.Or(wTag, "latest")
-}
-
-func splitImage(ref string) (repo, tag, digest string) {
-	repo, digest, _ = strings.Cut(ref, "@")
-	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
-		repo, tag = repo[:i], repo[i+1:]
-	}
-	return repo, tag, digest
-}
-
-// contains reports whether have holds everything want holds: every key of an object with a value it contains;
-// for a list of objects, every element contained in some element of have; for other lists, the same list.
-func contains(want, have any) bool {
-	switch w := want.(type) {
-	case map[string]any:
-		h, ok := have.(map[string]any)
-		if !ok {
-			return false
-		}
-		for k, wv := range w {
-			hv, ok := h[k]
-			if !ok || !contains(wv, hv) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		h, ok := have.([]any)
-		if !ok {
-			return false
-		}
-		objects := len(w) > 0
-		for _, e := range w {
-			if _, isObj := e.(map[string]any); !isObj {
-				objects = false
-			}
-		}
-		if !objects {
-			return reflect.DeepEqual(w, h) || (len(w) == 0 && len(h) == 0)
-		}
-		for _, we := range w {
-			if !slices.ContainsFunc(h, func(he any) bool { return contains(we, he) }) {
-				return false
-			}
-		}
-		return true
-	}
-	return reflect.DeepEqual(want, have)
 }
 
 // unverified explains a conflict on a name that the pod's record attributes to this template: the pod's element

@@ -128,6 +128,7 @@ type hostAliasEntry struct {
 type state struct {
 	limits                            Limits                               // with defaults
 	pv                                *podValues                           // the pod's current per-pod values
+	images                            ImageTolerance                       // what the platform may do to a sidecar's image
 	patchBytes                        int                                  // what the committed templates add to the patch, counted as planSize counts it
 	raw                               []byte                               // the pod as it arrived
 	rawElems                          map[string]map[string]map[string]any // list -> name -> element, decoded on first use

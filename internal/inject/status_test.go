@@ -142,8 +142,11 @@ func TestStatusRecord(t *testing.T) {
 			check:     statusNamesOnly("team-a/shipper"),
 		},
 		{
-			name:        "a container the record attributes to the template, and that the pod has, is not a conflict",
-			pod:         podWithStatus(`{"templates":[{"namespace":"team-a","name":"shipper","generation":2,"hash":"x","containers":["shipper"],"volumes":["logs"]}]}`, "  - {name: shipper, image: s, env: [{name: X, value: x}]}\n  volumes: [{name: logs, emptyDir: {}}]\n"),
+			name: "a container the record attributes to the template, and that the pod has as the API server and admission plugins leave it, is not a conflict",
+			pod: podWithStatus(`{"templates":[{"namespace":"team-a","name":"shipper","generation":2,"hash":"x","containers":["shipper"],"volumes":["logs"]}]}`,
+				"  - {name: shipper, image: s, imagePullPolicy: Always, terminationMessagePath: /dev/termination-log, terminationMessagePolicy: File,\n"+
+					"     resources: {limits: {cpu: 200m}, requests: {cpu: 200m}}, volumeMounts: [{name: kube-api-access-x, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}]}\n"+
+					"  volumes: [{name: logs, emptyDir: {}}]\n"),
 			templates:   shipper,
 			notInjected: nil,
 			check:       both(appGetsShipperEnv, expectContainers("app", "shipper"), statusNamesOnly("team-a/shipper")),
@@ -158,26 +161,42 @@ func TestStatusRecord(t *testing.T) {
 	})
 }
 
-func TestSameImageToleratesMirrorsAndPinningButNotAnotherImage(t *testing.T) {
+// TestTheImageIsExactUnlessThePlatformDeclaresAMirrorOrPinning: by default the pod's image must be exactly the
+// rendered one; a declared mirror may replace the registry, and declared pinning may add a digest to a tag,
+// exactly that and nothing else.
+func TestTheImageIsExactUnlessThePlatformDeclaresAMirrorOrPinning(t *testing.T) {
+	const dgst = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	none := ImageTolerance{}
+	mirror := ImageTolerance{Mirrors: []string{"mirror.example:5000/dockerhub", "ghcr-proxy.example/"}}
+	pin := ImageTolerance{DigestPinning: true}
 	for _, c := range []struct {
+		name       string
+		tol        ImageTolerance
 		want, have string
-		same       bool
+		ok         bool
 	}{
-		{"fluent/fluent-bit:3.2", "fluent/fluent-bit:3.2", true},
-		{"fluent/fluent-bit:3.2", "mirror.example/fluent/fluent-bit:3.2", true},
-		{"fluent/fluent-bit:3.2", "mirror.example:5000/dockerhub/fluent/fluent-bit:3.2", true},
-		{"fluent/fluent-bit:3.2", "fluent/fluent-bit@sha256:abc", true},
-		{"nginx", "docker.io/library/nginx:latest", true},
-		{"fluent/fluent-bit@sha256:abc", "fluent/fluent-bit@sha256:abc", true},
-		{"fluent/fluent-bit:3.2", "fluent/fluent-bit:3.3", false},
-		{"fluent/fluent-bit:3.2", "evil.example/not-the-sidecar:1", false},
-		{"fluent/fluent-bit:3.2", "evilfluent/fluent-bit:3.2", false},
-		{"fluent/fluent-bit@sha256:abc", "fluent/fluent-bit@sha256:def", false},
-		{"fluent/fluent-bit@sha256:abc", "fluent/fluent-bit:3.2", false},
-		{"registry.local:5000/agent:1", "registry.local:5000/agent:1", true},
+		{"the rendered image passes", none, "fluent/fluent-bit:3.2", "fluent/fluent-bit:3.2", true},
+		{"another registry prefix is a look-alike by default", none, "fluent/fluent-bit:3.2", "mirror.example:5000/dockerhub/fluent/fluent-bit:3.2", false},
+		{"any digest is a look-alike by default", none, "fluent/fluent-bit:3.2", "fluent/fluent-bit@" + dgst, false},
+		{"another tag never passes", mirror, "fluent/fluent-bit:3.2", "fluent/fluent-bit:3.3", false},
+		{"a suffix match is not a mirror", none, "fluent/fluent-bit:3.2", "evilfluent/fluent-bit:3.2", false},
+		{"a declared mirror replacing Docker Hub passes", mirror, "fluent/fluent-bit:3.2", "mirror.example:5000/dockerhub/fluent/fluent-bit:3.2", true},
+		{"a declared mirror in Docker Hub's canonical form passes", mirror, "nginx:1", "mirror.example:5000/dockerhub/library/nginx:1", true},
+		{"a declared mirror replacing a named registry passes", mirror, "ghcr.io/org/agent:1", "ghcr-proxy.example/org/agent:1", true},
+		{"an undeclared mirror does not", mirror, "fluent/fluent-bit:3.2", "other.example/fluent/fluent-bit:3.2", false},
+		{"a declared mirror under another path does not", mirror, "fluent/fluent-bit:3.2", "mirror.example:5000/dockerhub/evil/fluent/fluent-bit:3.2", false},
+		{"a mirror does not allow a digest", mirror, "fluent/fluent-bit:3.2", "mirror.example:5000/dockerhub/fluent/fluent-bit@" + dgst, false},
+		{"declared pinning: the tag replaced by a digest passes", pin, "fluent/fluent-bit:3.2", "fluent/fluent-bit@" + dgst, true},
+		{"declared pinning: the tag kept with a digest passes", pin, "fluent/fluent-bit:3.2", "fluent/fluent-bit:3.2@" + dgst, true},
+		{"declared pinning: another tag with a digest does not", pin, "fluent/fluent-bit:3.2", "fluent/fluent-bit:3.3@" + dgst, false},
+		{"declared pinning: a malformed digest does not", pin, "fluent/fluent-bit:3.2", "fluent/fluent-bit@sha256:abc", false},
+		{"declared pinning: another registry does not", pin, "fluent/fluent-bit:3.2", "evil.example/fluent/fluent-bit@" + dgst, false},
+		{"a digest the template names is never replaced", pin, "fluent/fluent-bit@" + dgst, "fluent/fluent-bit@sha256:" + strings.Repeat("f", 64), false},
+		{"both declared: mirror and pin together pass", ImageTolerance{Mirrors: mirror.Mirrors, DigestPinning: true}, "fluent/fluent-bit:3.2", "mirror.example:5000/dockerhub/fluent/fluent-bit@" + dgst, true},
+		{"a registry with a port is exact", none, "registry.local:5000/agent:1", "registry.local:5000/agent:1", true},
 	} {
-		if got := sameImage(c.want, c.have); got != c.same {
-			t.Errorf("sameImage(%q, %q) = %v, want %v", c.want, c.have, got, c.same)
+		if got := c.tol.imageAllowed(c.want, c.have); got != c.ok {
+			t.Errorf("%s: imageAllowed(%q, %q) = %v, want %v", c.name, c.want, c.have, got, c.ok)
 		}
 	}
 }
@@ -336,5 +355,81 @@ func TestRecordedValuesCountAgainstThePatchLimit(t *testing.T) {
 	}
 	if !r.Denied || !strings.Contains(r.DenyMessage, "max-patch-bytes") {
 		t.Errorf("a record of %d bytes of values passed a 2000-byte patch limit: denied=%v %s", len(note), r.Denied, r.DenyMessage)
+	}
+}
+
+// TestLookAlikeSidecarsAreConflicts: a pod that brings a container with the template's name and a record copied
+// from a real injection is told "already injected" only when its container is what the template renders, up to
+// what the API server and the platform's declared image policy change (SPEC guarantees 3 and 7).
+func TestLookAlikeSidecarsAreConflicts(t *testing.T) {
+	const dgst = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	tmpls := compileAll(parseTemplates(t, []byte(`
+metadata: {name: mesh, namespace: sidecar-injector, generation: 1}
+spec:
+  selector: {}
+  containers: [{name: proxy, image: "registry.example/mesh/proxy:1.2", args: [--mtls], env: [{name: MODE, value: strict}],
+    volumeMounts: [{name: certs, mountPath: /certs}], readinessProbe: {httpGet: {port: 15021}}, ports: [{containerPort: 15001}]}]
+  volumes: [{name: certs, secret: {secretName: mesh-certs}}]
+`)), injectorNS)
+	// The record a real injection writes, copied into every case.
+	record := `{"templates":[{"namespace":"sidecar-injector","name":"mesh","generation":1,"hash":"` + tmpls[0].Hash + `","containers":["proxy"],"volumes":["certs"]}]}`
+	pod := func(proxy string) []byte {
+		return podJSON(t, `
+metadata: {name: web, annotations: {sidecar.dev/status: '`+record+`'}}
+spec:
+  containers:
+  - {name: app, image: a}
+  - `+proxy+`
+  volumes: [{name: certs, secret: {secretName: mesh-certs, defaultMode: 420}}]
+`)
+	}
+	// What the API server stores for the rendered proxy: its defaults, LimitRange's resources, the token mount.
+	const asStored = `{name: proxy, image: IMAGE, args: [--mtls], env: [{name: MODE, value: strict}],
+    volumeMounts: [{name: certs, mountPath: /certs}, {name: kube-api-access-1, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}],
+    readinessProbe: {httpGet: {port: 15021, path: /, scheme: HTTP}, timeoutSeconds: 1, periodSeconds: 10, successThreshold: 1, failureThreshold: 3},
+    ports: [{containerPort: 15001, protocol: TCP}], resources: {requests: {cpu: 100m, memory: 64Mi}},
+    imagePullPolicy: IfNotPresent, terminationMessagePath: /dev/termination-log, terminationMessagePolicy: File`
+	stored := func(image, more string) string {
+		return strings.Replace(asStored, "IMAGE", `"`+image+`"`, 1) + more + "}"
+	}
+	mirror := ImageTolerance{Mirrors: []string{"mirror.example/mesh-upstream"}}
+	pin := ImageTolerance{DigestPinning: true}
+	for _, c := range []struct {
+		name     string
+		proxy    string
+		images   ImageTolerance
+		conflict bool
+	}{
+		{"the rendered sidecar as the API server stores it is already injected", stored("registry.example/mesh/proxy:1.2", ""), ImageTolerance{}, false},
+		{"another registry prefix is a conflict", stored("evil.example/mesh/proxy:1.2", ""), ImageTolerance{}, true},
+		{"the declared mirror is not a conflict once declared", stored("mirror.example/mesh-upstream/mesh/proxy:1.2", ""), mirror, false},
+		{"the declared mirror is a conflict when not declared", stored("mirror.example/mesh-upstream/mesh/proxy:1.2", ""), ImageTolerance{}, true},
+		{"any digest is a conflict", stored("registry.example/mesh/proxy@"+dgst, ""), mirror, true},
+		{"a digest passes when pinning is declared", stored("registry.example/mesh/proxy@"+dgst, ""), pin, false},
+		{"an extra command is a conflict", stored("registry.example/mesh/proxy:1.2", ", command: [/bin/sh, -c, sleep infinity]"), mirror, true},
+		{"extra args are a conflict", strings.Replace(stored("registry.example/mesh/proxy:1.2", ""), "[--mtls]", "[--mtls, --disable]", 1), pin, true},
+		{"an extra env var is a conflict", strings.Replace(stored("registry.example/mesh/proxy:1.2", ""), "value: strict}]", "value: strict}, {name: LD_PRELOAD, value: /x.so}]", 1), ImageTolerance{}, true},
+		{"an extra mount is a conflict", strings.Replace(stored("registry.example/mesh/proxy:1.2", ""), "mountPath: /certs}", "mountPath: /certs}, {name: certs, mountPath: /etc/mesh}", 1), ImageTolerance{}, true},
+		{"another value for a defaulted field is a conflict", strings.Replace(stored("registry.example/mesh/proxy:1.2", ""), "periodSeconds: 10", "periodSeconds: 3600", 1), ImageTolerance{}, true},
+		{"imagePullPolicy Never is a conflict", strings.Replace(stored("registry.example/mesh/proxy:1.2", ""), "IfNotPresent", "Never", 1), ImageTolerance{}, true},
+		{"an extra securityContext (privileged) is a conflict", `{name: proxy, image: "registry.example/mesh/proxy:1.2", args: [--mtls], env: [{name: MODE, value: strict}], volumeMounts: [{name: certs, mountPath: /certs}], readinessProbe: {httpGet: {port: 15021}}, ports: [{containerPort: 15001}], securityContext: {privileged: true}}`, ImageTolerance{}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			raw := pod(c.proxy)
+			r, err := Inject(Request{Pod: raw, Namespace: "team-a", InjectorNamespace: injectorNS, Templates: tmpls, Images: c.images})
+			if err != nil {
+				t.Fatal(err)
+			}
+			verifyPatch(t, raw, r)
+			if r.Denied != c.conflict {
+				t.Fatalf("denied = %v, want %v: %s", r.Denied, c.conflict, r.DenyMessage)
+			}
+			if c.conflict && !strings.Contains(r.DenyMessage, `container name "proxy" already exists in pod (its sidecar.dev/status names this template`) {
+				t.Errorf("the denial does not explain the look-alike: %s", r.DenyMessage)
+			}
+			if !c.conflict && (len(r.Patch) != 0 || r.Decisions[0].Outcome != OutcomeAlreadyInjected) {
+				t.Errorf("not already injected: %+v, patch %s", r.Decisions, mustPatchJSON(t, r))
+			}
+		})
 	}
 }
