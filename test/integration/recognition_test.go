@@ -32,9 +32,9 @@ func TestAStoredSidecarIsRecognisedAsTheAPIServerDefaultedIt(t *testing.T) {
 			Name: "agent", Image: "registry.example/agent:1.0", Args: []string{"--app={{ pod.labels.app }}"},
 			Ports:          []corev1.ContainerPort{{ContainerPort: 9090}},
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromInt32(9090)}}},
-			Env: []corev1.EnvVar{{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},
-			Resources:    corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m")}},
-			VolumeMounts: []corev1.VolumeMount{{Name: "agent-config", MountPath: "/etc/agent"}},
+			Env:            []corev1.EnvVar{{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},
+			Resources:      corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m")}},
+			VolumeMounts:   []corev1.VolumeMount{{Name: "agent-config", MountPath: "/etc/agent"}},
 		}},
 		InitContainers: []corev1.Container{{Name: "agent-init", Image: "registry.example/agent-init:1.0"}},
 		Volumes: []corev1.Volume{
