@@ -120,8 +120,13 @@ func (s *state) verifyEntry(t *Template, e StatusEntry) (StatusEntry, bool) {
 	e.InitContainers = verify(e.InitContainers, "initContainers", in.initContainers, &s.inits)
 	e.Volumes = verify(e.Volumes, "volumes", in.volumes, &s.volumes)
 	// Later passes render with what this rendering used: the recorded values, completed with current ones for
-	// expressions the record lacks, minus any the template no longer uses.
+	// expressions the record lacks, minus any the template no longer uses. When the template adds sidecars or
+	// volumes and none of them is in the pod as these values render it, the values vouch for nothing: what the
+	// template adds now is rendered from the pod itself, not from a forged or stale record.
 	e.Values = in.values
+	if len(in.containers)+len(in.initContainers)+len(in.volumes) > 0 && len(e.Containers)+len(e.InitContainers)+len(e.Volumes) == 0 {
+		e.Values = nil
+	}
 	return e, true
 }
 

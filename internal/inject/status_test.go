@@ -324,6 +324,31 @@ func TestRecordedValuesKeepTheSidecarInjected(t *testing.T) {
 	}
 }
 
+// TestForgedValuesDoNotSteerAFreshInjection: a record whose values verify none of the template's sidecars is
+// not used to render what the template adds now: the sidecar is rendered from the pod's own values.
+func TestForgedValuesDoNotSteerAFreshInjection(t *testing.T) {
+	ts := compileAll(parseTemplates(t, []byte(labelled)), injectorNS)
+	raw := podJSON(t, `
+metadata:
+  name: web
+  labels: {app: web}
+  annotations:
+    sidecar.dev/inject: tagger
+    team: payments
+    sidecar.dev/status: '{"templates":[{"namespace":"sidecar-injector","name":"tagger","generation":1,"hash":"x","containers":["tagger"],"values":{"pod.labels.app":"forged","pod.annotations.team":"forged","params.level":"forged"}}]}'
+spec:
+  containers: [{name: app, image: a}]
+`)
+	r, err := Inject(Request{Pod: raw, Namespace: "team-a", InjectorNamespace: injectorNS, Templates: ts})
+	if err != nil || r.Denied {
+		t.Fatalf("%v %s", err, r.DenyMessage)
+	}
+	tagger := container(t, decodePod(t, verifyPatch(t, raw, r)), "tagger")
+	if want := []string{"--app=web", "--team=payments", "--level=info", "--ns=team-a"}; !slices.Equal(tagger.Args, want) {
+		t.Errorf("the sidecar injected now was rendered with %v, want the pod's own values %v", tagger.Args, want)
+	}
+}
+
 // TestTheRecordKeepsTheValuesUsed: the record holds each per-pod expression the template uses, with the value it
 // had, except the namespace; keys sorted (encoding/json's map order), so the record is deterministic.
 func TestTheRecordKeepsTheValuesUsed(t *testing.T) {
