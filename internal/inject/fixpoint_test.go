@@ -34,7 +34,7 @@ func TestSelectionSeesLabelsTemplatesAdd(t *testing.T) {
 		{
 			name:      "a template that selects on a label it adds itself is injected once when requested",
 			pod:       simplePod("", `{sidecar.dev/inject: self}`),
-			templates: tmpl("team-a", "self", "  selector: {matchLabels: {self: on}}\n  labels: {self: on}"),
+			templates: tmpl("team-a", "self", "  selector: {matchLabels: {self: \"on\"}}\n  labels: {self: \"on\"}"),
 			decisions: []want{{"team-a", "self", I, ReasonRequested}},
 			check:     expectContainers("app", "self-c"),
 		},

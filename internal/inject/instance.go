@@ -43,6 +43,9 @@ type instance struct {
 	hostIPC        *bool
 	// dynNamespaceSettings: hostAliases or dnsConfig hold per-pod values.
 	dynNamespaceSettings bool
+	// values are the per-pod values this rendering used (Template.valuesUsed), for the record; nil for a
+	// template without per-pod values.
+	values map[string]string
 }
 
 func mustEncode(v any) json.RawMessage {
@@ -81,7 +84,7 @@ func newInstance(p *payload, place v1alpha1.InitContainerPlacement, converted in
 	in := &instance{
 		annotationVals: p.Annotations, annotations: slices.Sorted(maps.Keys(p.Annotations)),
 		labelVals: p.Labels, labels: slices.Sorted(maps.Keys(p.Labels)),
-		hostAliases: p.HostAliases, dnsConfig: p.DNSConfig,
+		hostAliases: p.HostAliases, dnsConfig: p.DNSConfig.PodDNSConfig(),
 		share: p.ShareProcessNamespace, hostNetwork: p.HostNetwork, hostPID: p.HostPID, hostIPC: p.HostIPC,
 	}
 	for i := range p.Containers {

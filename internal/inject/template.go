@@ -54,6 +54,7 @@ type Template struct {
 	namespaceSelector labels.Selector // nil means every namespace
 	params            []parameter
 	placeholders      bool      // what the template adds has {{ pod.* }} or {{ params.* }}
+	recordable        []string  // the per-pod expressions it uses whose values the pod's record keeps, sorted
 	base              *instance // what the template adds, encoded once; per-pod values not yet substituted
 	jobBase           *instance // base for a pod that runs to completion (jobPolicy Native); nil: base serves it
 	jobPolicy         v1alpha1.JobPolicy
@@ -76,7 +77,7 @@ type payload struct {
 	Labels                map[string]string             `json:"labels,omitempty"`
 	ShareProcessNamespace *bool                         `json:"shareProcessNamespace,omitempty"`
 	HostAliases           []corev1.HostAlias            `json:"hostAliases,omitempty"`
-	DNSConfig             *corev1.PodDNSConfig          `json:"dnsConfig,omitempty"`
+	DNSConfig             *v1alpha1.TemplateDNSConfig   `json:"dnsConfig,omitempty"`
 	HostNetwork           *bool                         `json:"hostNetwork,omitempty"`
 	HostPID               *bool                         `json:"hostPID,omitempty"`
 	HostIPC               *bool                         `json:"hostIPC,omitempty"`
@@ -176,9 +177,10 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	if err != nil {
 		c.add("spec cannot be encoded: %v", err)
 	}
-	refs, refErrs := findPlaceholders(payloadJSON, declared)
+	refs, exprs, refErrs := findPlaceholders(payloadJSON, declared)
 	c = append(c, refErrs...)
 	t.placeholders = refs > 0 || len(pl.TypedPlaceholders) > 0
+	t.recordable = recordableExprs(exprs, pl.TypedPlaceholders)
 
 	if len(c) > 0 {
 		t.Err = errors.New(strings.Join(c, "; "))
@@ -189,6 +191,20 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		t.jobBase = newInstance(jobPayload(pl), t.initPlace, len(pl.Containers))
 	}
 	return t
+}
+
+// recordableExprs are the per-pod expressions whose values the pod's record keeps: those in the payload and
+// those of the typed placeholders (kept aside from it), but never the namespace, which is always the request's.
+func recordableExprs(exprs []string, typed map[string]string) []string {
+	for _, p := range typed {
+		for _, m := range placeholderRE.FindAllStringSubmatch(p, -1) {
+			if !slices.Contains(exprs, m[1]) {
+				exprs = append(exprs, m[1])
+			}
+		}
+	}
+	slices.Sort(exprs)
+	return slices.DeleteFunc(exprs, func(e string) bool { return e == namespaceExpr })
 }
 
 // jobPayload is what a template adds to a pod that runs to completion under jobPolicy Native: its containers
@@ -361,6 +377,24 @@ func checkListKeys(spec *v1alpha1.SidecarTemplateSpec, c *checks) {
 	unique("imagePullSecrets", "name", len(spec.ImagePullSecrets), func(i int) string { return spec.ImagePullSecrets[i].Name })
 	unique("hostAliases", "ip", len(spec.HostAliases), func(i int) string { return spec.HostAliases[i].IP })
 	unique("targetContainers", "name", len(spec.TargetContainers), func(i int) string { return spec.TargetContainers[i] })
+	checkDNSOptions(spec.DNSConfig, c)
+}
+
+// checkDNSOptions refuses a dnsConfig that names an option twice: the pod would get both, its resolver one of
+// them, and the next pass would find the pod's option "conflicting" with the other and deny the pod. The CRD
+// refuses it too (options are a list-map keyed by name); this check makes offline reading agree.
+func checkDNSOptions(d *v1alpha1.TemplateDNSConfig, c *checks) {
+	if d == nil {
+		return
+	}
+	first := make(map[string]int, len(d.Options))
+	for i, o := range d.Options {
+		if prev, dup := first[o.Name]; dup {
+			c.add("spec.dnsConfig.options[%d] and spec.dnsConfig.options[%d] both name the option %q: give each option once, with the one value the pod should get", prev, i, o.Name)
+			continue
+		}
+		first[o.Name] = i
+	}
 }
 
 // checkMetadata refuses annotation and label keys, and label values, that the API server would refuse on every

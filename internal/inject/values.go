@@ -47,8 +47,9 @@ func (e *parameterValueError) Error() string { return e.msg }
 
 // resolveParams returns the value of every declared parameter for this pod, or the error for the first one
 // that has neither a default nor a pod annotation (a plain error) or whose value the pod sets wrongly (a
-// *parameterValueError).
-func (t *Template) resolveParams(pv *podValues) (map[string]string, error) {
+// *parameterValueError). A value the pod's record holds (recorded, "params.NAME") stands for the pod's
+// annotation: it goes through the same checks as one.
+func (t *Template) resolveParams(pv *podValues, recorded map[string]string) (map[string]string, error) {
 	if len(t.params) == 0 {
 		return nil, nil
 	}
@@ -56,7 +57,10 @@ func (t *Template) resolveParams(pv *podValues) (map[string]string, error) {
 	for i := range t.params {
 		p := &t.params[i]
 		key := paramAnnotation(t.Name, p.Name)
-		v, ok := pv.annotations[key]
+		v, ok := recorded[paramExprPrefix+p.Name]
+		if !ok {
+			v, ok = pv.annotations[key]
+		}
 		if !ok {
 			if p.def == nil {
 				return nil, fmt.Errorf("parameter %q has no default and the pod does not set it; add the annotation %q to the pod",
@@ -74,15 +78,26 @@ func (t *Template) resolveParams(pv *podValues) (map[string]string, error) {
 	return out, nil
 }
 
-// resolver returns the value of one per-pod expression (already checked by findPlaceholders).
-func resolver(pv *podValues, params map[string]string) func(expr string) string {
+// paramExprPrefix starts the per-pod expression of a parameter, {{ params.NAME }}.
+const paramExprPrefix = "params."
+
+// namespaceExpr is the one per-pod value that the pod's author does not control: never recorded, always the
+// request's.
+const namespaceExpr = "pod.namespace"
+
+// resolver returns the value of one per-pod expression (already checked by findPlaceholders): the recorded one
+// when the record holds it (the namespace excepted), else the pod's current one.
+func resolver(pv *podValues, params, recorded map[string]string) func(expr string) string {
 	return func(expr string) string {
+		if v, ok := recorded[expr]; ok && expr != namespaceExpr {
+			return v
+		}
 		switch {
 		case expr == "pod.name":
 			return pv.name
 		case expr == "pod.generateName":
 			return pv.generateName
-		case expr == "pod.namespace":
+		case expr == namespaceExpr:
 			return pv.namespace
 		case expr == "pod.serviceAccountName":
 			return pv.serviceAccount
@@ -90,9 +105,24 @@ func resolver(pv *podValues, params map[string]string) func(expr string) string 
 			return pv.labels[strings.TrimPrefix(expr, "pod.labels.")]
 		case strings.HasPrefix(expr, "pod.annotations."):
 			return pv.annotations[strings.TrimPrefix(expr, "pod.annotations.")]
-		case strings.HasPrefix(expr, "params."):
-			return params[strings.TrimPrefix(expr, "params.")]
+		case strings.HasPrefix(expr, paramExprPrefix):
+			return params[strings.TrimPrefix(expr, paramExprPrefix)]
 		}
 		return ""
 	}
+}
+
+// valuesUsed returns what the template's per-pod values resolve to (value: the resolver of one rendering), for
+// the pod's record: every expression the template uses but the namespace, which verification takes from the
+// request (a record copied from another namespace then renders other values and does not verify). Nil when
+// the template uses none.
+func (t *Template) valuesUsed(value func(expr string) string) map[string]string {
+	if len(t.recordable) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(t.recordable))
+	for _, e := range t.recordable {
+		out[e] = value(e)
+	}
+	return out
 }

@@ -102,6 +102,13 @@ containers: [{name: agent, image: busybox, ports: [{containerPort: http}]}]`,
 	{"a pod value, not a parameter, as an init container's port", `
 initContainers: [{name: proxy, image: busybox, restartPolicy: Always, ports: [{containerPort: "{{ pod.name }}"}]}]`,
 		[]string{"spec.initContainers[0].ports[0].containerPort", "should match"}, true},
+	// dnsConfig.
+	{"dnsConfig option named twice", `
+dnsConfig: {options: [{name: ndots, value: "2"}, {name: ndots, value: "5"}]}`,
+		[]string{"spec.dnsConfig.options[1]", "Duplicate value", `"ndots"`}, true},
+	{"dnsConfig option without a name", `
+dnsConfig: {options: [{value: "2"}]}`,
+		[]string{"spec.dnsConfig.options[0].name", "Required value"}, true},
 
 	// Enums.
 	{"unknown failurePolicy", `
