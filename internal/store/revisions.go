@@ -127,7 +127,7 @@ func (s *Templates) revisionEvent(obj any, deleted bool) {
 	}
 	if ns := s.byNamespace[key.Namespace]; ns != nil {
 		if e := ns.byName[key.Name]; e != nil {
-			ns.byName[key.Name] = &entry{obj: e.obj}
+			ns.byName[key.Name] = &entry{obj: e.obj, revs: s.revisionsOf(e.obj)}
 			s.rebuildLocked(key.Namespace, ns)
 		}
 	}
