@@ -93,6 +93,9 @@ type Options struct {
 	DisableController bool
 	// Limits bound one admission's work and output (serve's --max-* flags; zero fields: inject.DefaultLimits).
 	Limits inject.Limits
+	// Images is what the platform's image policy may do to a sidecar's image (--image-mirrors,
+	// --allow-digest-pinning); the zero value tolerates nothing.
+	Images inject.ImageTolerance
 	// MetricsRegistry is where the injector's metrics are registered; nil means controller-runtime's registry,
 	// the one the manager serves on MetricsBindAddress. A registry holds one server's metrics at a time: tests
 	// that run several servers at once in one process give each its own.
@@ -263,6 +266,7 @@ func Run(ctx context.Context, opts Options) error {
 		Metrics:           m,
 		Recorder:          recorder,
 		Limits:            opts.Limits,
+		Images:            opts.Images,
 		Log:               log.WithName("admission"),
 	})
 	if err != nil {

@@ -284,3 +284,23 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+// The image tolerance is the platform's to declare: none by default, and the chart's values become exactly the
+// serve flags; a mirror that is not a registry prefix is refused at install.
+func TestSidecarImageToleranceIsDeclaredByValues(t *testing.T) {
+	for _, a := range container(t, one[*appsv1.Deployment](t, render(t))).Args {
+		if strings.HasPrefix(a, "--image-mirrors") || strings.HasPrefix(a, "--allow-digest-pinning") {
+			t.Errorf("by default the chart declares %s; want no tolerance", a)
+		}
+	}
+	c := container(t, one[*appsv1.Deployment](t, render(t, "--set", "sidecarImages.mirrors={mirror.example/dockerhub,proxy.example:5000}",
+		"--set", "sidecarImages.allowDigestPinning=true")))
+	for _, want := range []string{"--image-mirrors=mirror.example/dockerhub,proxy.example:5000", "--allow-digest-pinning"} {
+		if !slices.Contains(c.Args, want) {
+			t.Errorf("args %v lack %s", c.Args, want)
+		}
+	}
+	if msg := renderFails(t, "--set", "sidecarImages.mirrors={https://mirror.example}"); !strings.Contains(msg, "/sidecarImages/mirrors/0") {
+		t.Errorf("a mirror with a scheme is refused without naming the value: %s", msg)
+	}
+}
