@@ -135,6 +135,9 @@ func (r *Recorder) PodDecisions(namespace string, owners []metav1.OwnerReference
 			consequence = "the pod was admitted without this template (failurePolicy Ignore)"
 		case inject.OutcomeDenied:
 			consequence = "the pod was denied (failurePolicy Fail)"
+			if d.Reason == inject.ReasonOutdated {
+				consequence = "the pod was denied (spec.updatePolicy.stalePods Deny)"
+			}
 		default:
 			continue
 		}
