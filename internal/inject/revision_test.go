@@ -134,6 +134,7 @@ func TestCanaryIsDecidedPerOwner(t *testing.T) {
 		}
 		counts[first]++
 	}
+	t.Logf("50%% canary over 100 owners: %d on revision 2 (canary), %d on revision 1 (stable)", counts[2], counts[1])
 	// The split is a hash's: fixed for these names, near half; both revisions must be in use.
 	if counts[1] < 30 || counts[2] < 30 {
 		t.Errorf("50%% canary over 100 owners split %v; want both revisions near 50", counts)
