@@ -73,7 +73,7 @@ func newInstance(p *payload, place v1alpha1.InitContainerPlacement, converted in
 	in := &instance{
 		annotationVals: p.Annotations, annotations: slices.Sorted(maps.Keys(p.Annotations)),
 		labelVals: p.Labels, labels: slices.Sorted(maps.Keys(p.Labels)),
-		hostAliases: p.HostAliases, dnsConfig: p.DNSConfig,
+		hostAliases: p.HostAliases, dnsConfig: p.DNSConfig.PodDNSConfig(),
 		share: p.ShareProcessNamespace, hostNetwork: p.HostNetwork, hostPID: p.HostPID, hostIPC: p.HostIPC,
 	}
 	for i := range p.Containers {

@@ -2,7 +2,6 @@ package inject
 
 import (
 	"encoding/json"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -244,7 +243,13 @@ func writeJSONValues(b *strings.Builder, values map[string]string) {
 		return
 	}
 	b.WriteString(`,"values":{`)
-	for i, k := range slices.Sorted(maps.Keys(values)) {
+	var buf [16]string // a template uses a few per-pod values: sorted on the stack
+	keys := buf[:0]
+	for k := range values {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
 		if i > 0 {
 			b.WriteByte(',')
 		}

@@ -75,7 +75,7 @@ type payload struct {
 	Labels                map[string]string             `json:"labels,omitempty"`
 	ShareProcessNamespace *bool                         `json:"shareProcessNamespace,omitempty"`
 	HostAliases           []corev1.HostAlias            `json:"hostAliases,omitempty"`
-	DNSConfig             *corev1.PodDNSConfig          `json:"dnsConfig,omitempty"`
+	DNSConfig             *v1alpha1.TemplateDNSConfig   `json:"dnsConfig,omitempty"`
 	HostNetwork           *bool                         `json:"hostNetwork,omitempty"`
 	HostPID               *bool                         `json:"hostPID,omitempty"`
 	HostIPC               *bool                         `json:"hostIPC,omitempty"`
@@ -331,8 +331,8 @@ func checkListKeys(spec *v1alpha1.SidecarTemplateSpec, c *checks) {
 
 // checkDNSOptions refuses a dnsConfig that names an option twice: the pod would get both, its resolver one of
 // them, and the next pass would find the pod's option "conflicting" with the other and deny the pod. The CRD
-// refuses it too (a CEL rule); this check makes offline reading agree.
-func checkDNSOptions(d *corev1.PodDNSConfig, c *checks) {
+// refuses it too (options are a list-map keyed by name); this check makes offline reading agree.
+func checkDNSOptions(d *v1alpha1.TemplateDNSConfig, c *checks) {
 	if d == nil {
 		return
 	}

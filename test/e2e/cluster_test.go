@@ -32,6 +32,7 @@ func TestCluster(t *testing.T) {
 	installChart(t)
 	t.Run("a log shipper ships the lines the app writes to a shared emptyDir", testLogShipper)
 	t.Run("an app reaches its proxy sidecar on 127.0.0.1", testLocalhostProxy)
+	t.Run("a sidecar as the cluster stores it is recognised on the next pass", testStoredSidecarIsRecognised)
 	t.Run("a native sidecar runs before the pod's own init container, which reaches it", testNativeSidecarBeforeInit)
 	t.Run("a Job whose pod gets a native sidecar completes", testJobCompletes)
 	t.Run("a Deployment selected by a template is counted and rolled to a new template version", testDeploymentRollout)

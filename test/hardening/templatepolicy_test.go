@@ -152,7 +152,7 @@ func TestTheTemplatePolicyRefusesWhatANamespacedTemplateMustNotAddAndAcceptsTheS
 			s.HostAliases = []corev1.HostAlias{{IP: "203.0.113.7", Hostnames: []string{"bank.example.com"}}}
 		}), "hostAliases"},
 		{"a DNS nameserver", with(func(_ *corev1.Container, s *v1alpha1.SidecarTemplateSpec) {
-			s.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"203.0.113.53"}}
+			s.DNSConfig = &v1alpha1.TemplateDNSConfig{Nameservers: []string{"203.0.113.53"}}
 		}), "nameservers"},
 		{"hostNetwork", with(func(_ *corev1.Container, s *v1alpha1.SidecarTemplateSpec) { s.HostNetwork = &yes }), "hostNetwork"},
 	}

@@ -80,6 +80,14 @@ targetContainers: [app]`,
 	{"reserved label key", `labels: {"sidecar.dev/injection": "enabled"}`,
 		[]string{"spec.labels", "label keys under sidecar.dev/ are reserved for the injector"}, false},
 
+	// dnsConfig.
+	{"dnsConfig option named twice", `
+dnsConfig: {options: [{name: ndots, value: "2"}, {name: ndots, value: "5"}]}`,
+		[]string{"spec.dnsConfig.options[1]", "Duplicate value", `"ndots"`}, true},
+	{"dnsConfig option without a name", `
+dnsConfig: {options: [{value: "2"}]}`,
+		[]string{"spec.dnsConfig.options[0].name", "Required value"}, true},
+
 	// Enums.
 	{"unknown failurePolicy", `
 failurePolicy: Sometimes

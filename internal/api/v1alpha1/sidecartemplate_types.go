@@ -270,9 +270,9 @@ type SidecarTemplateSpec struct {
 
 	// dnsConfig is merged into the pod's spec.dnsConfig: nameservers, searches and options the pod does not
 	// have are added; an option the pod sets to another value is a conflict. Absent means the template leaves
-	// it alone.
+	// it alone. Shaped as a pod's dnsConfig; each option may be named once.
 	// +optional
-	DNSConfig *corev1.PodDNSConfig `json:"dnsConfig,omitempty"`
+	DNSConfig *TemplateDNSConfig `json:"dnsConfig,omitempty"`
 
 	// hostNetwork sets the pod's spec.hostNetwork. Only a cluster-wide template (in the injector's namespace)
 	// may set it; a pod that sets it to the other value is a conflict. Absent means the template leaves it alone.
@@ -344,6 +344,48 @@ type Canary struct {
 	// selector picks pods, by their labels, that get the newest revision whatever percent says.
 	// +optional
 	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+}
+
+// TemplateDNSConfig is what a template merges into a pod's spec.dnsConfig: a PodDNSConfig (same fields, same
+// JSON) whose options are keyed by name, so that the API server refuses a template naming one option twice (the
+// pod would get contradictory options, and the next pass would deny it).
+type TemplateDNSConfig struct {
+	// nameservers are added to the pod's dnsConfig.nameservers when it lacks them.
+	// +optional
+	// +listType=atomic
+	Nameservers []string `json:"nameservers,omitempty"`
+	// searches are added to the pod's dnsConfig.searches when it lacks them.
+	// +optional
+	// +listType=atomic
+	Searches []string `json:"searches,omitempty"`
+	// options are added to the pod's dnsConfig.options when it lacks them; one the pod sets to another value is a
+	// conflict. Each name once.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Options []TemplateDNSOption `json:"options,omitempty"`
+}
+
+// TemplateDNSOption is a resolver option, as corev1.PodDNSConfigOption, with its name required.
+type TemplateDNSOption struct {
+	// name is the option's name (ndots, edns0, ...).
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// value is the option's value. Absent means an option without a value.
+	// +optional
+	Value *string `json:"value,omitempty"`
+}
+
+// PodDNSConfig returns the template's dnsConfig as the pod's type; nil for nil.
+func (d *TemplateDNSConfig) PodDNSConfig() *corev1.PodDNSConfig {
+	if d == nil {
+		return nil
+	}
+	out := &corev1.PodDNSConfig{Nameservers: d.Nameservers, Searches: d.Searches}
+	for _, o := range d.Options {
+		out.Options = append(out.Options, corev1.PodDNSConfigOption{Name: o.Name, Value: o.Value})
+	}
+	return out
 }
 
 // SidecarTemplateStatus is written by the injector's controller.
