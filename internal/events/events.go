@@ -130,6 +130,8 @@ func (r *Recorder) PodDecisions(namespace string, owners []metav1.OwnerReference
 		switch {
 		case d.Outcome == inject.OutcomeSkipped:
 			note = d.Message + ": the pod was admitted without this template (failurePolicy Ignore)"
+		case d.Outcome == inject.OutcomeDenied && d.Reason == inject.ReasonOutdated:
+			note = d.Message + ": the pod was denied (spec.updatePolicy.stalePods Deny)"
 		case d.Outcome == inject.OutcomeDenied:
 			note = d.Message + ": the pod was denied (failurePolicy Fail)"
 		case d.Reason == inject.ReasonShadowed:

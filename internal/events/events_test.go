@@ -274,3 +274,16 @@ func TestPodDecisionsReportAReplacementOnce(t *testing.T) {
 		t.Fatalf("10 pods of one owner whose template was replaced: got %+v, want one event %+v", got, want)
 	}
 }
+
+func TestAStalePodDeniedByItsTemplateSaysStalePods(t *testing.T) {
+	f := &fakeRecorder{}
+	r := NewRecorder(f)
+	r.PodDecisions("team-a", replicaSet, false, &inject.Result{Denied: true, Decisions: []inject.Decision{
+		{Namespace: "team-a", Name: "proxy", Outcome: inject.OutcomeDenied, Reason: inject.ReasonOutdated,
+			Message: `sidecar template "proxy": the pod's sidecar is revision 1 of the template, the current one is revision 2`},
+	}})
+	got := f.take()
+	if len(got) != 1 || got[0].reason != "Outdated" || !strings.HasSuffix(got[0].note, "the pod was denied (spec.updatePolicy.stalePods Deny)") {
+		t.Errorf("events %+v, want one Outdated event naming stalePods Deny", got)
+	}
+}

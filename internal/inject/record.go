@@ -22,6 +22,8 @@ type StatusEntry struct {
 	// Hash is a hash of the template's spec at injection time; a pod whose hash differs from the template's
 	// current one runs an older version of it (drift).
 	Hash string `json:"hash"`
+	// Revision is the number of the template's revision the pod received; absent when not numbered (offline).
+	Revision int64 `json:"revision,omitempty"`
 	Added
 	// Values are the per-pod values the template was rendered with: each expression it uses ("pod.labels.app",
 	// "params.level") and its value then, the namespace excepted (verification takes it from the request).
@@ -40,6 +42,9 @@ type templateKey struct{ namespace, name string }
 type record struct {
 	StatusEntry
 	present bool // the template was injected now or found already injected: the new record names it
+	// rev is the revision the pod's elements were verified against: the template itself, or the earlier
+	// revision the entry's hash names when the pod's elements are exactly what that one rendered.
+	rev *Template
 }
 
 // record returns the record's entry for the template, nil when there is none. A pod's record names a few
@@ -79,8 +84,16 @@ func (s *state) loadStatus(raw string, known func(namespace, name string) *Templ
 		}
 		s.claimed[templateKey{e.Namespace, e.Name}] = Added{Containers: slices.Clone(e.Containers),
 			InitContainers: slices.Clone(e.InitContainers), Volumes: slices.Clone(e.Volumes)}
+		// An entry of an earlier revision counts as that revision's only when the pod has everything it
+		// rendered, exactly; else it is judged against the current revision, where a look-alike conflicts.
+		if old := t.revisionByHash(e.Hash); old != nil {
+			if v, ok := s.verifyEntry(old, e); ok && verifiesWhole(old, v) {
+				s.entries = append(s.entries, record{StatusEntry: v, rev: old})
+				continue
+			}
+		}
 		if verified, ok := s.verifyEntry(t, e); ok {
-			s.entries = append(s.entries, record{StatusEntry: verified})
+			s.entries = append(s.entries, record{StatusEntry: verified, rev: t})
 		}
 	}
 	for i := range s.apps {
@@ -128,6 +141,13 @@ func (s *state) verifyEntry(t *Template, e StatusEntry) (StatusEntry, bool) {
 		e.Values = nil
 	}
 	return e, true
+}
+
+// verifiesWhole reports whether v, an entry verified against t, holds every name t adds: the pod has all of it
+// as t renders it (a native-sidecar container of a pod that runs to completion counts as an init container).
+func verifiesWhole(t *Template, v StatusEntry) bool {
+	return len(v.Containers)+len(v.InitContainers)+len(v.Volumes) ==
+		len(t.names.Containers)+len(t.names.InitContainers)+len(t.names.Volumes)
 }
 
 // unverified explains a conflict on a name that the pod's record attributes to this template: the pod's element
@@ -178,7 +198,7 @@ func encodeStatus(entries []record) string {
 		if !e.present {
 			continue
 		}
-		n += 80 + len(e.Namespace) + len(e.Name) + len(e.Hash) + valuesSize(e.Values)
+		n += 100 + len(e.Namespace) + len(e.Name) + len(e.Hash) + valuesSize(e.Values)
 		for _, names := range [][]string{e.Containers, e.InitContainers, e.Volumes} {
 			n += 20
 			for _, name := range names {
@@ -208,6 +228,10 @@ func encodeStatus(entries []record) string {
 		b.Write(strconv.AppendInt(num[:0], e.Generation, 10))
 		b.WriteString(`,"hash":`)
 		writeJSONString(&b, e.Hash)
+		if e.Revision != 0 {
+			b.WriteString(`,"revision":`)
+			b.Write(strconv.AppendInt(num[:0], e.Revision, 10))
+		}
 		writeJSONStrings(&b, `,"containers":`, e.Containers)
 		writeJSONStrings(&b, `,"initContainers":`, e.InitContainers)
 		writeJSONStrings(&b, `,"volumes":`, e.Volumes)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
@@ -45,6 +46,9 @@ type Templates struct {
 	// it reaches maxBare (namespaces come and go; this store does not watch them).
 	bareMu sync.Mutex
 	bare   map[string]*versionedIndex
+
+	// history holds each template's revisions (revisions.go), under mu; replaced, never modified.
+	history map[types.NamespacedName][]storedRevision
 }
 
 const maxBare = 4096
@@ -53,7 +57,9 @@ const maxBare = 4096
 type entry struct {
 	// obj is the object in the informer's cache (shared and read-only): the store keeps no copy. Replaced
 	// under the write lock on every update, so that an old version is never kept alive.
-	obj      *v1alpha1.SidecarTemplate
+	obj *v1alpha1.SidecarTemplate
+	// revs are the template's revisions when the entry was made; a change of them makes a new entry.
+	revs     []inject.Revision
 	compiled atomic.Pointer[inject.Template]
 }
 
@@ -62,7 +68,7 @@ func (e *entry) template(s *Templates) *inject.Template {
 	if t := e.compiled.Load(); t != nil {
 		return t
 	}
-	t := s.compileOne(e.obj)
+	t := s.compileOne(e)
 	if !e.compiled.CompareAndSwap(nil, t) {
 		return e.compiled.Load() // another admission compiled it meanwhile: the same result, shared
 	}
@@ -74,12 +80,12 @@ func (e *entry) peek(s *Templates) *inject.Template {
 	if t := e.compiled.Load(); t != nil {
 		return t
 	}
-	return s.compileOne(e.obj)
+	return s.compileOne(e)
 }
 
-// compileOne compiles obj and marks it served by policy when it is.
-func (s *Templates) compileOne(obj *v1alpha1.SidecarTemplate) *inject.Template {
-	return inject.Compile(obj, s.injectorNamespace).WithServedByPolicy(s.servedByPolicy(obj))
+// compileOne compiles e's template with its remembered revisions and marks it served by policy when it is.
+func (s *Templates) compileOne(e *entry) *inject.Template {
+	return inject.CompileRevisions(e.obj, s.injectorNamespace, e.revs).WithServedByPolicy(s.servedByPolicy(e.obj))
 }
 
 // servedByPolicy reports whether a generated MutatingAdmissionPolicy serves obj: policy mode is on and obj's
@@ -125,6 +131,7 @@ func NewTemplates(injectorNamespace string) *Templates {
 		byNamespace:       map[string]*namespaceTemplates{},
 		cluster:           &snapshot{},
 		bare:              map[string]*versionedIndex{},
+		history:           map[types.NamespacedName][]storedRevision{},
 	}
 }
 
@@ -264,7 +271,7 @@ func (s *Templates) Set(t *v1alpha1.SidecarTemplate) {
 		ns = &namespaceTemplates{byName: map[string]*entry{}}
 		s.byNamespace[t.Namespace] = ns
 	}
-	ns.byName[t.Name] = &entry{obj: t}
+	ns.byName[t.Name] = &entry{obj: t, revs: s.revisionsOf(t)}
 	s.rebuildLocked(t.Namespace, ns)
 }
 
@@ -312,12 +319,14 @@ func (s *Templates) rebuildLocked(namespace string, ns *namespaceTemplates) {
 }
 
 // sameSpec reports whether an update event carries nothing that Compile would see differently: a resync, or a
-// change of status or metadata only (a change of the spec changes the generation).
+// change of status or metadata only (a change of the spec changes the generation) that leaves the stable
+// revision (status.stableRevision, which pods outside a canary get) as it was.
 func sameSpec(oldT, newT *v1alpha1.SidecarTemplate) bool {
 	if oldT.ResourceVersion != "" && oldT.ResourceVersion == newT.ResourceVersion {
 		return true
 	}
-	return newT.Generation != 0 && newT.Generation == oldT.Generation
+	return newT.Generation != 0 && newT.Generation == oldT.Generation &&
+		newT.Status.StableRevision == oldT.Status.StableRevision && newT.UID == oldT.UID
 }
 
 // OnAdd implements toolscache.ResourceEventHandler.

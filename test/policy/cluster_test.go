@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -273,9 +274,17 @@ func deepCopyJSON(m map[string]any) map[string]any {
 
 // comparable is the stored pod without what the API server sets per object (uid, times, versions, the random
 // suffix of a generated name, wherever per-pod values copied it).
+// revisionField is the record's "revision" field, as the webhook writes it (after the hash).
+var revisionField = regexp.MustCompile(`,"revision":[0-9]+`)
+
 func comparable(p *corev1.Pod) string {
 	p = p.DeepCopy()
 	p.UID, p.ResourceVersion, p.CreationTimestamp, p.ManagedFields, p.Generation = "", "", metav1.Time{}, nil, 0
+	if rec, ok := p.Annotations[v1alpha1.AnnotationStatus]; ok {
+		// The webhook's record also names the template's revision number, from its ControllerRevisions, which a
+		// policy does not read; both name the revision by its hash, which is what drift and stale checks use.
+		p.Annotations[v1alpha1.AnnotationStatus] = revisionField.ReplaceAllString(rec, "")
+	}
 	b, _ := json.MarshalIndent(p, "", "  ")
 	if p.GenerateName != "" && p.Name != "" {
 		return strings.ReplaceAll(string(b), p.Name, p.GenerateName+"<generated>")
