@@ -122,9 +122,11 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		jobPolicy:      cmp.Or(spec.JobPolicy, v1alpha1.JobPolicyNative),
 	}
 	// The hash is of what the template adds and where: spec.mode only says which path (webhook or admission
-	// policy) serves it, so switching it must not make every pod that carries the template look outdated.
+	// policy) serves it, and spec.updatePolicy how a new version reaches running pods, so changing either must
+	// not make every pod that carries the template look outdated.
 	hashed := *spec
 	hashed.Mode = ""
+	hashed.UpdatePolicy = nil
 	specJSON, err := json.Marshal(&hashed)
 	if err != nil { // cannot happen for API types; kept so that a future field cannot panic here
 		t.Err = fmt.Errorf("spec cannot be encoded: %w", err)

@@ -296,7 +296,43 @@ type SidecarTemplateSpec struct {
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=32
 	Parameters []TemplateParameter `json:"parameters,omitempty"`
+
+	// updatePolicy says how a new version of this template reaches pods that already run an older one. Absent
+	// means they keep it until they are re-created. It is not part of the hash in pods' records: changing it
+	// makes no pod outdated.
+	// +optional
+	UpdatePolicy *UpdatePolicy `json:"updatePolicy,omitempty"`
 }
+
+// UpdatePolicy says how a new version of a template reaches running pods.
+type UpdatePolicy struct {
+	// restart: Rolling lets the injector restart, the way `kubectl rollout restart` does, the Deployments,
+	// StatefulSets and DaemonSets whose pods run an older version of this template, one group of at most
+	// maxConcurrent at a time, in namespaces labelled sidecar.dev/restart=enabled only. Jobs, CronJobs, bare
+	// pods and ReplicaSets without a Deployment are never restarted. Never leaves running pods alone. Absent
+	// means Never.
+	// +optional
+	Restart Restart `json:"restart,omitempty"`
+
+	// maxConcurrent is how many workloads the injector restarts at once for this template (restart: Rolling):
+	// it starts the next one when a rollout has finished (all of the workload's pods run the current version
+	// and are Ready). Absent means 1.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxConcurrent *int32 `json:"maxConcurrent,omitempty"`
+}
+
+// Restart says whether the injector restarts workloads whose pods run an older version of a template.
+// +kubebuilder:validation:Enum=Never;Rolling
+type Restart string
+
+const (
+	// RestartNever leaves running pods with the version they have until they are re-created.
+	RestartNever Restart = "Never"
+	// RestartRolling restarts their workloads, at most maxConcurrent at a time (namespace permitting).
+	RestartRolling Restart = "Rolling"
+)
 
 // SidecarTemplateStatus is written by the injector's controller.
 type SidecarTemplateStatus struct {
@@ -329,6 +365,10 @@ type SidecarTemplateStatus struct {
 const (
 	// ConditionReady is True when the template can be injected.
 	ConditionReady = "Ready"
+	// ConditionRollingRestart reports the rolling restart of a template with updatePolicy.restart Rolling:
+	// True while workloads are being restarted or when none is outdated, False (reason
+	// ProgressDeadlineExceeded) when a restarted workload did not progress in time, which stops the restarts.
+	ConditionRollingRestart = "RollingRestart"
 	// ConditionServedByPolicy is True when a generated MutatingAdmissionPolicy serves the template (spec.mode
 	// Policy or Auto), False when the webhook does (reason ModeWebhook, or the construct a policy cannot serve)
 	// or, in Policy mode, when nothing does because a policy cannot serve it.
