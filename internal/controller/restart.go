@@ -592,7 +592,7 @@ func (s *restartStep) condition(t *v1alpha1.SidecarTemplate) metav1.Condition {
 // controller writes the same status. A new False condition is also an Event.
 func (r *RestartReconciler) setCondition(ctx context.Context, t *v1alpha1.SidecarTemplate, cond *metav1.Condition) (ctrl.Result, error) {
 	orig := t.DeepCopy()
-	prev := meta.FindStatusCondition(t.Status.Conditions, v1alpha1.ConditionRollingRestart)
+	prev := meta.FindStatusCondition(orig.Status.Conditions, v1alpha1.ConditionRollingRestart) // orig's: t's changes below
 	if cond == nil {
 		if prev == nil {
 			return ctrl.Result{}, nil
