@@ -99,6 +99,18 @@ func (res *Result) apply(st *state, a applying, pv *podValues) {
 		res.fail(d, t.FailurePolicy, ReasonInvalid, fmt.Sprintf("sidecar template %q is invalid: %v", t.Name, t.Err))
 		return
 	}
+	if t, d.Message = t.revisionFor(pv); st.recorded(t) {
+		// The pod's record decides when it names a verified revision: the current one stays (the pod is up to
+		// date, whatever the canary says), the one the canary gives it stays; any other is outdated.
+		switch e := st.record(t.Namespace, t.Name); {
+		case e.rev.Hash == a.t.Hash:
+			t, d.Message = a.t, ""
+		case e.rev.Hash != t.Hash:
+			res.outdated(d, a.t, e)
+			return
+		}
+	}
+	d.Revision = t.Revision
 	if pv.completes && t.jobPolicy == v1alpha1.JobPolicySkip {
 		d.Outcome, d.Reason = OutcomeNotApplicable, ReasonJobPolicySkip
 		d.Message = fmt.Sprintf("sidecar template %q is not injected into pods that run to completion (restartPolicy Never or OnFailure): its spec.jobPolicy is Skip", t.Name)

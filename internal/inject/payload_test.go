@@ -15,6 +15,8 @@ var selectionFields = map[string]bool{
 	"ContainerPlacement": true, "InitContainerPlacement": true, "TargetContainers": true, "Parameters": true,
 	"JobPolicy": true, // what containers become in a pod that runs to completion (template.go jobPayload)
 	"Mode":      true, // whether the webhook or an admission policy serves the template (store, policy); adds nothing itself
+	// Which revision a new pod gets (canary) and what becomes of an earlier revision's sidecar (revision.go).
+	"UpdatePolicy": true,
 }
 
 // fieldSamples sets each payload field in a cluster-wide template (spec body, YAML); injecting it into a pod

@@ -25,6 +25,8 @@ type podView struct {
 		Namespace    string            `json:"namespace"`
 		Labels       map[string]string `json:"labels"`
 		Annotations  map[string]string `json:"annotations"`
+		// OwnerReferences decide a pod's canary share (canaryKey): its owner's kind and name only.
+		OwnerReferences []ownerView `json:"ownerReferences"`
 	} `json:"metadata"`
 	Spec *specView `json:"spec"`
 }
@@ -44,6 +46,12 @@ type specView struct {
 	HostIPC               *bool                    `json:"hostIPC"`
 	HostAliases           []*corev1.HostAlias      `json:"hostAliases"`
 	DNSConfig             *corev1.PodDNSConfig     `json:"dnsConfig"`
+}
+
+type ownerView struct {
+	Kind       string `json:"kind"`
+	Name       string `json:"name"`
+	Controller *bool  `json:"controller"`
 }
 
 type namedView struct {

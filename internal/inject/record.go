@@ -24,6 +24,8 @@ type StatusEntry struct {
 	// Hash is a hash of the template's spec at injection time; a pod whose hash differs from the template's
 	// current one runs an older version of it (drift).
 	Hash string `json:"hash"`
+	// Revision is the number of the template's revision the pod received; absent when not numbered (offline).
+	Revision int64 `json:"revision,omitempty"`
 	Added
 }
 
@@ -34,6 +36,9 @@ type templateKey struct{ namespace, name string }
 type record struct {
 	StatusEntry
 	present bool // the template was injected now or found already injected: the new record names it
+	// rev is the revision the pod's elements were verified against: the template itself, or the earlier
+	// revision the entry's hash names when the pod's elements are exactly what that one rendered.
+	rev *Template
 }
 
 // record returns the record's entry for the template, nil when there is none. A pod's record names a few
@@ -75,6 +80,21 @@ func (s *state) loadStatus(raw string, known func(namespace, name string) *Templ
 		}
 		return out
 	}
+	// verifyWith returns e with only the names that t renders for this pod and the pod has as rendered, and
+	// whether that is everything t renders; not ok when t cannot be rendered for the pod.
+	verifyWith := func(t *Template, e StatusEntry) (v StatusEntry, all, ok bool) {
+		var rendered instance
+		in, err := t.instanceFor(pv, &rendered, s.limits.MaxRenderedBytes)
+		if err != nil {
+			return e, false, false // cannot be rendered for this pod, so nothing of it can be verified
+		}
+		e.Containers = verify(e.Containers, "containers", in.containers, &s.containers)
+		e.InitContainers = verify(e.InitContainers, "initContainers", in.initContainers, &s.inits)
+		e.Volumes = verify(e.Volumes, "volumes", in.volumes, &s.volumes)
+		all = len(e.Containers) == len(in.containers) && len(e.InitContainers) == len(in.initContainers) &&
+			len(e.Volumes) == len(in.volumes)
+		return e, all, true
+	}
 	for _, e := range st.Templates {
 		t := known(e.Namespace, e.Name)
 		if t == nil || s.record(e.Namespace, e.Name) != nil {
@@ -85,18 +105,21 @@ func (s *state) loadStatus(raw string, known func(namespace, name string) *Templ
 		}
 		s.claimed[templateKey{e.Namespace, e.Name}] = Added{Containers: slices.Clone(e.Containers),
 			InitContainers: slices.Clone(e.InitContainers), Volumes: slices.Clone(e.Volumes)}
-		var rendered instance
 		if t.Err != nil {
 			continue
 		}
-		in, err := t.instanceFor(pv, &rendered, s.limits.MaxRenderedBytes)
-		if err != nil {
-			continue // cannot be rendered for this pod, so nothing of it can be verified
+		// An entry of an earlier revision counts as that revision's only when the pod has everything it
+		// rendered, exactly; else it is judged against the current revision, where a look-alike conflicts.
+		rev := t
+		if old := t.revisionByHash(e.Hash); old != nil {
+			if v, all, ok := verifyWith(old, e); ok && all {
+				s.entries = append(s.entries, record{StatusEntry: v, rev: old})
+				continue
+			}
 		}
-		e.Containers = verify(e.Containers, "containers", in.containers, &s.containers)
-		e.InitContainers = verify(e.InitContainers, "initContainers", in.initContainers, &s.inits)
-		e.Volumes = verify(e.Volumes, "volumes", in.volumes, &s.volumes)
-		s.entries = append(s.entries, record{StatusEntry: e})
+		if v, _, ok := verifyWith(rev, e); ok {
+			s.entries = append(s.entries, record{StatusEntry: v, rev: rev})
+		}
 	}
 	for i := range s.apps {
 		a := &s.apps[i]
@@ -269,7 +292,7 @@ func encodeStatus(entries []record) string {
 		if !e.present {
 			continue
 		}
-		n += 80 + len(e.Namespace) + len(e.Name) + len(e.Hash)
+		n += 100 + len(e.Namespace) + len(e.Name) + len(e.Hash)
 		for _, names := range [][]string{e.Containers, e.InitContainers, e.Volumes} {
 			n += 20
 			for _, name := range names {
@@ -299,6 +322,10 @@ func encodeStatus(entries []record) string {
 		b.Write(strconv.AppendInt(num[:0], e.Generation, 10))
 		b.WriteString(`,"hash":`)
 		writeJSONString(&b, e.Hash)
+		if e.Revision != 0 {
+			b.WriteString(`,"revision":`)
+			b.Write(strconv.AppendInt(num[:0], e.Revision, 10))
+		}
 		writeJSONStrings(&b, `,"containers":`, e.Containers)
 		writeJSONStrings(&b, `,"initContainers":`, e.InitContainers)
 		writeJSONStrings(&b, `,"volumes":`, e.Volumes)

@@ -49,6 +49,7 @@ const (
 	ReasonPodDenied                 Reason = "PodDenied"                 // could be injected, but another template denies the pod
 	ReasonLimitExceeded             Reason = "LimitExceeded"             // the template's work for this pod exceeds one of the Limits
 	ReasonJobPolicySkip             Reason = "JobPolicySkip"             // the pod runs to completion and the template's jobPolicy is Skip
+	ReasonOutdated                  Reason = "Outdated"                  // the pod's sidecar is an earlier revision's, kept (or denied: stalePods Deny)
 )
 
 // Decision is the engine's verdict on one template for one pod.
@@ -62,6 +63,8 @@ type Decision struct {
 	Message string `json:"message,omitempty"`
 	// Added lists what this template added (Injected) or had added before (AlreadyInjected).
 	Added *Added `json:"added,omitempty"`
+	// Revision is the number of the template's revision the pod gets or has (0: not numbered).
+	Revision int64 `json:"revision,omitempty"`
 }
 
 // Added names what one template put into a pod. It is also the per-template record in sidecar.dev/status.

@@ -278,7 +278,8 @@ func (s *state) commit(t *Template, in *instance, p *plan) *Added {
 	if old != nil && p.empty() {
 		return &added
 	}
-	entry := StatusEntry{Namespace: t.Namespace, Name: t.Name, Generation: t.Generation, Hash: t.Hash, Added: added}
+	entry := StatusEntry{Namespace: t.Namespace, Name: t.Name, Generation: t.Generation, Hash: t.Hash,
+		Revision: t.Revision, Added: added}
 	if old != nil {
 		old.StatusEntry = entry
 	} else {

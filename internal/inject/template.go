@@ -29,7 +29,10 @@ type Template struct {
 	Name       string
 	Generation int64
 	// Hash is a hash of the spec, recorded in sidecar.dev/status to detect drift.
-	Hash          string
+	Hash string
+	// Revision is the number of the template's revision this is (status.currentRevision for the current one);
+	// 0 when no ControllerRevision numbers it (yet, or offline).
+	Revision      int64
 	Order         int32
 	FailurePolicy v1alpha1.FailurePolicy
 	// ClusterWide is true when the template lives in the injector's namespace.
@@ -52,6 +55,10 @@ type Template struct {
 	initPlace         v1alpha1.InitContainerPlacement
 	targets           []string
 	names             Added // the fixed names of what the template adds, for checking a pod's record
+	stalePods         v1alpha1.StalePodsPolicy
+	canary            *canary     // nil: every pod gets this revision
+	stable            *Template   // the revision pods outside the canary get; nil: none
+	earlier           []*Template // earlier revisions (CompileRevisions), newest first
 }
 
 // payload is the part of a spec that is added to pods, the unit of per-pod substitution.
@@ -122,11 +129,10 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		jobPolicy:      cmp.Or(spec.JobPolicy, v1alpha1.JobPolicyNative),
 	}
 	// The hash is of what the template adds and where: spec.mode only says which path (webhook or admission
-	// policy) serves it, and spec.updatePolicy how a new version reaches running pods, so changing either must
-	// not make every pod that carries the template look outdated.
+	// policy) serves it, and spec.updatePolicy how a change reaches pods (promoting a canary edits it), so
+	// switching either must not make every pod that carries the template look outdated.
 	hashed := *spec
-	hashed.Mode = ""
-	hashed.UpdatePolicy = nil
+	hashed.Mode, hashed.UpdatePolicy = "", nil
 	specJSON, err := json.Marshal(&hashed)
 	if err != nil { // cannot happen for API types; kept so that a future field cannot panic here
 		t.Err = fmt.Errorf("spec cannot be encoded: %w", err)
@@ -138,6 +144,7 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	var c checks
 	t.compileSelectors(spec, &c)
 	t.checkSettings(spec, injectorNamespace, &c)
+	t.compileUpdatePolicy(spec, &c)
 	t.names = checkNames(spec, &c)
 	checkReservedKeys(spec, &c)
 	checkListKeys(spec, &c)

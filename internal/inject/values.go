@@ -14,6 +14,7 @@ func valuesOf(pod *podView, namespace string) *podValues {
 	pv := &podValues{namespace: namespace}
 	if m := pod.Metadata; m != nil {
 		pv.name, pv.generateName, pv.labels, pv.annotations = m.Name, m.GenerateName, m.Labels, m.Annotations
+		pv.owner = ownerOf(m.OwnerReferences)
 		if m.Namespace != "" && namespace == "" {
 			pv.namespace = m.Namespace
 		}
@@ -31,6 +32,8 @@ func valuesOf(pod *podView, namespace string) *podValues {
 type podValues struct {
 	name, generateName, namespace, serviceAccount string
 	labels, annotations                           map[string]string
+	// owner is "Kind/name" of the pod's controller (else its first owner); empty for a bare pod.
+	owner string
 	// completes: the pod runs to completion (restartPolicy Never or OnFailure), so spec.jobPolicy applies.
 	completes bool
 }

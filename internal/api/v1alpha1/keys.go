@@ -36,6 +36,10 @@ const (
 	// ReservedPrefix is the key prefix that templates may not set in pod annotations or labels.
 	ReservedPrefix = "sidecar.dev/"
 
+	// LabelTemplateRevision on a ControllerRevision marks it as a revision of a SidecarTemplate (its controller
+	// owner); the value is the revision's hash, as pods' sidecar.dev/status records it.
+	LabelTemplateRevision = "sidecar.dev/template-revision"
+
 	// OptOutValue is the value of AnnotationInject that opts a pod out.
 	OptOutValue = "false"
 )

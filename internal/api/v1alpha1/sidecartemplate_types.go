@@ -297,15 +297,40 @@ type SidecarTemplateSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	Parameters []TemplateParameter `json:"parameters,omitempty"`
 
-	// updatePolicy says how a new version of this template reaches pods that already run an older one. Absent
-	// means they keep it until they are re-created. It is not part of the hash in pods' records: changing it
-	// makes no pod outdated.
+	// updatePolicy says how a change of this template reaches pods: which new pods get the new revision first
+	// (canary), what happens to a pod that arrives with a sidecar an earlier revision rendered (stalePods), and
+	// whether the injector restarts the workloads of pods that run an earlier revision (restart).
+	// It is not part of the revision: editing it (promoting a canary) does not make pods outdated.
 	// +optional
 	UpdatePolicy *UpdatePolicy `json:"updatePolicy,omitempty"`
 }
 
-// UpdatePolicy says how a new version of a template reaches running pods.
+// StalePodsPolicy says what happens to a pod whose sidecar is exactly what an earlier revision rendered.
+// +kubebuilder:validation:Enum=Admit;Deny
+type StalePodsPolicy string
+
+const (
+	// StalePodsAdmit admits such a pod unchanged, with a warning naming its revision and the current one.
+	StalePodsAdmit StalePodsPolicy = "Admit"
+	// StalePodsDeny denies such a pod, with a message saying how to get the current revision.
+	StalePodsDeny StalePodsPolicy = "Deny"
+)
+
+// UpdatePolicy is how a template's new revision reaches pods.
 type UpdatePolicy struct {
+	// stalePods says what happens to a pod created with a sidecar that an earlier revision of this template
+	// rendered (a workload rendered offline with sidecar-injector inject, or re-created from an exported
+	// manifest): Admit admits it unchanged, counts it as outdated and warns; Deny denies it and says how to get
+	// the current revision. A sidecar that no remembered revision rendered is a conflict either way. Absent
+	// means Admit.
+	// +optional
+	StalePods StalePodsPolicy `json:"stalePods,omitempty"`
+
+	// canary sends a new revision first to some new pods only; the others get the stable revision (the last
+	// one promoted, status.stableRevision). Promote by setting percent to 100 or removing canary.
+	// +optional
+	Canary *Canary `json:"canary,omitempty"`
+
 	// restart: Rolling lets the injector restart, the way `kubectl rollout restart` does, the Deployments,
 	// StatefulSets and DaemonSets whose pods run an older version of this template, one group of at most
 	// maxConcurrent at a time, in namespaces labelled sidecar.dev/restart=enabled only. Jobs, CronJobs, bare
@@ -321,6 +346,21 @@ type UpdatePolicy struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	MaxConcurrent *int32 `json:"maxConcurrent,omitempty"`
+}
+
+// Canary picks the new pods that get a template's newest revision before it is promoted.
+type Canary struct {
+	// percent is the share of pod owners (all pods of one ReplicaSet, StatefulSet, DaemonSet or Job together;
+	// a bare pod by its generateName or name) whose new pods get the newest revision, decided by a hash of the
+	// owner, so the same owner always gets the same answer. 100 promotes the newest revision. Absent means 0.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percent *int32 `json:"percent,omitempty"`
+
+	// selector picks pods, by their labels, that get the newest revision whatever percent says.
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 }
 
 // Restart says whether the injector restarts workloads whose pods run an older version of a template.
@@ -359,6 +399,34 @@ type SidecarTemplateStatus struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	OutdatedPods int32 `json:"outdatedPods"`
+
+	// currentRevision is the number of the revision the current spec is (a ControllerRevision in the
+	// template's namespace, owned by the template). Every change of the spec other than spec.mode and
+	// spec.updatePolicy is a new revision.
+	// +optional
+	CurrentRevision int64 `json:"currentRevision,omitempty"`
+
+	// stableRevision is the revision that pods outside a canary get: the current one once promoted (no canary,
+	// or percent 100). While a canary runs it stays at the revision promoted last.
+	// +optional
+	StableRevision int64 `json:"stableRevision,omitempty"`
+
+	// revisions counts the injected pods per remembered revision, newest first; revisions no pod runs are
+	// left out. Pods whose record names a revision that is no longer remembered are in outdatedPods only.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	Revisions []RevisionPods `json:"revisions,omitempty"`
+
+	// podsPerRevision is revisions in one line for kubectl get -o wide: "REVISION=PODS", newest first.
+	// +optional
+	PodsPerRevision string `json:"podsPerRevision,omitempty"`
+}
+
+// RevisionPods is how many pods run one revision of a template.
+type RevisionPods struct {
+	Revision int64 `json:"revision"`
+	Pods     int32 `json:"pods"`
 }
 
 // Condition types and reasons used in SidecarTemplateStatus.
@@ -412,6 +480,9 @@ const (
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Pods",type=integer,JSONPath=`.status.injectedPods`
 // +kubebuilder:printcolumn:name="Outdated",type=integer,JSONPath=`.status.outdatedPods`
+// +kubebuilder:printcolumn:name="Revision",type=integer,JSONPath=`.status.currentRevision`
+// +kubebuilder:printcolumn:name="Stable",type=integer,JSONPath=`.status.stableRevision`,priority=1
+// +kubebuilder:printcolumn:name="Pods-Per-Revision",type=string,JSONPath=`.status.podsPerRevision`,priority=1
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Order",type=integer,JSONPath=`.spec.order`
 // +kubebuilder:printcolumn:name="Failure-Policy",type=string,JSONPath=`.spec.failurePolicy`
