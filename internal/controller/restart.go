@@ -46,6 +46,9 @@ const (
 	// ReasonProgressDeadlineExceeded: a restarted workload did not progress within the deadline; no other
 	// workload is restarted until it has rolled out or the template changes.
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
+	// ReasonWaitingForCanary: a canary holds the current revision back from most new pods, so a restart
+	// would mostly bring back the stable revision; nothing new is restarted until the canary is promoted.
+	ReasonWaitingForCanary = "WaitingForCanary"
 	// ReasonRestarted is the reason of the Event for each workload restarted.
 	ReasonRestarted = "Restarted"
 )
@@ -228,6 +231,9 @@ func (r *RestartReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if step.canary = canaryRunning(&t); step.canary {
+		step.slots = 0
+	}
 	cond := step.condition(&t)
 	if len(step.stalled) == 0 {
 		restarted, err := r.restart(ctx, &t, step)
@@ -278,6 +284,13 @@ func cmpOr(d, def time.Duration) time.Duration {
 	return def
 }
 
+// canaryRunning reports whether spec.updatePolicy.canary holds the current revision back (percent below 100):
+// new pods outside the canary get the stable revision, so restarting their workloads would not update them.
+func canaryRunning(t *v1alpha1.SidecarTemplate) bool {
+	p := t.Spec.UpdatePolicy
+	return p != nil && p.Canary != nil && (p.Canary.Percent == nil || *p.Canary.Percent < 100)
+}
+
 // maxConcurrent is the template's updatePolicy.maxConcurrent; absent means 1.
 func maxConcurrent(t *v1alpha1.SidecarTemplate) int {
 	if p := t.Spec.UpdatePolicy; p != nil && p.MaxConcurrent != nil && *p.MaxConcurrent > 0 {
@@ -316,6 +329,8 @@ type restartStep struct {
 	waiting []Workload
 	// slots is how many of waiting may be restarted now.
 	slots int
+	// canary is true while a canary holds the current revision back: nothing new is restarted.
+	canary bool
 	// left counts the outdated pods that will not be restarted: their namespace does not allow it, or they
 	// have no Deployment, StatefulSet or DaemonSet.
 	left int
@@ -574,6 +589,12 @@ func (s *restartStep) condition(t *v1alpha1.SidecarTemplate) metav1.Condition {
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonProgressDeadlineExceeded
 		cond.Message = fmt.Sprintf("stopped: %s did not progress in time (its pods are not all Ready on the current version); "+
 			"fix it, or roll it back, and the rolling restart goes on", names(s.stalled))
+	case s.canary && len(s.waiting) > 0:
+		cond.Reason = ReasonWaitingForCanary
+		cond.Message = fmt.Sprintf("%d outdated workload(s) wait until the canary is promoted (spec.updatePolicy.canary.percent 100, or no canary)", len(s.waiting))
+		if len(s.inFlight) > 0 {
+			cond.Message += "; restarting " + names(s.inFlight)
+		}
 	case len(s.inFlight) > 0:
 		cond.Reason = ReasonRestarting
 		cond.Message = fmt.Sprintf("restarting %s; %d more outdated workload(s) waiting", names(s.inFlight), len(s.waiting))

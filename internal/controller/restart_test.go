@@ -400,3 +400,31 @@ func TestRollingRestartStopsWhenARolloutDoesNotProgressInTime(t *testing.T) {
 		t.Errorf("a stopped rolling restart is not looked at again, so it cannot go on once fixed (result %+v)", res)
 	}
 }
+
+// While a canary holds the current revision back, most new pods would get the stable revision again: nothing is
+// restarted, and the condition says what it waits for. Promoting (percent 100) lets the restarts go on.
+func TestRollingRestartWaitsForTheCanaryToBePromoted(t *testing.T) {
+	for _, tc := range []struct {
+		percent   *int32
+		restarted []string
+		reason    string
+	}{
+		{nil, nil, ReasonWaitingForCanary},
+		{ptr.To[int32](50), nil, ReasonWaitingForCanary},
+		{ptr.To[int32](100), []string{"Deployment team-a/web"}, ReasonRestarting},
+	} {
+		w := newRestartWorld(t)
+		w.namespace("team-a", true)
+		st := w.template("team-a", v1alpha1.RestartRolling, 0)
+		st.Spec.UpdatePolicy.Canary = &v1alpha1.Canary{Percent: tc.percent}
+		w.deploymentPods(st, "team-a", "web", "5d8f9c", 2, podState{hash: "0ld", ready: true})
+		w.build()
+		w.reconcile(w.reconciler(), st)
+		if got := w.restarted(st); !slices.Equal(got, tc.restarted) {
+			t.Errorf("canary percent %v: restarted %v, want %v", ptr.Deref(tc.percent, -1), got, tc.restarted)
+		}
+		if c := w.condition(st); c == nil || c.Reason != tc.reason {
+			t.Errorf("canary percent %v: condition %+v, want reason %s", ptr.Deref(tc.percent, -1), c, tc.reason)
+		}
+	}
+}
