@@ -35,6 +35,7 @@ func TestCluster(t *testing.T) {
 	t.Run("a native sidecar runs before the pod's own init container, which reaches it", testNativeSidecarBeforeInit)
 	t.Run("a Job whose pod gets a native sidecar completes", testJobCompletes)
 	t.Run("a Deployment selected by a template is counted and rolled to a new template version", testDeploymentRollout)
+	t.Run("a rolling restart brings a new template version to Deployments one at a time, where allowed", testRollingRestart)
 	t.Run("pod creation never fails while the injector is disrupted", testAvailability)
 	t.Run("helm uninstall leaves nothing that blocks pod creation", testUninstall)
 }
