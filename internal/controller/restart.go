@@ -325,6 +325,8 @@ type restartStep struct {
 	// inFlight are the workloads restarted for this version that have not rolled out yet; stalled are those of
 	// them without progress within the deadline.
 	inFlight, stalled []Workload
+	// pinned are the workloads restarted for this version whose new pods still run an earlier one.
+	pinned []Workload
 	// waiting are the outdated workloads not restarted yet, in the order they will be (namespace, kind, name).
 	waiting []Workload
 	// slots is how many of waiting may be restarted now.
@@ -339,9 +341,13 @@ type restartStep struct {
 // workloadPods is what the cache says of one workload's pods that carry the template.
 type workloadPods struct {
 	outdated, terminating int
-	marked                bool              // a pod carries the restart mark of the current version
-	progress              time.Time         // the newest creation of a pod carrying the mark
-	labels                map[string]string // the labels all its pods share, but those of one revision
+	// pinned counts the pods that carry the mark of the current version yet run an earlier one: the restart
+	// happened and did not help, because the pod template itself carries an earlier revision's sidecar (a
+	// manifest rendered offline with `inject`, admitted as a stale revision).
+	pinned   int
+	marked   bool              // a pod carries the restart mark of the current version
+	progress time.Time         // the newest creation of a pod carrying the mark
+	labels   map[string]string // the labels all its pods share, but those of one revision
 }
 
 // revisionLabels differ between the pods of two revisions of one workload.
@@ -374,6 +380,13 @@ func (r *RestartReconciler) plan(ctx context.Context, t *v1alpha1.SidecarTemplat
 	for _, w := range slices.SortedFunc(maps.Keys(workloads), Workload.compare) {
 		wp := workloads[w]
 		startedAt, restarted := started[w]
+		if wp.pinned > 0 {
+			// Restarted for this version, and its new pods still run an earlier one: restarting cannot update
+			// it, so it is neither waited for (it would stop every other restart at the deadline) nor restarted
+			// again.
+			step.pinned = append(step.pinned, w)
+			continue
+		}
 		if !wp.marked && !restarted {
 			if wp.outdated > 0 {
 				step.waiting = append(step.waiting, w)
@@ -454,6 +467,9 @@ func (r *RestartReconciler) groupPods(ctx context.Context, pods []metav1.Partial
 			wp.outdated++
 		}
 		if p.Annotations[v1alpha1.AnnotationRestartedFor] == step.mark {
+			if outdated {
+				wp.pinned++
+			}
 			wp.marked = true
 			wp.progress = latest(wp.progress, p.CreationTimestamp.Time)
 		}
@@ -601,6 +617,10 @@ func (s *restartStep) condition(t *v1alpha1.SidecarTemplate) metav1.Condition {
 	default:
 		cond.Reason = ReasonUpToDate
 		cond.Message = "no workload that may be restarted runs an outdated version"
+	}
+	if len(s.pinned) > 0 {
+		cond.Message += fmt.Sprintf("; %s still create(s) pods of an earlier version after a restart: the pod template "+
+			"carries that version's sidecar (rendered offline with inject?); render it again", names(s.pinned))
 	}
 	if s.left > 0 {
 		cond.Message += fmt.Sprintf("; %d outdated pod(s) are not restarted: their namespace is not labelled %s=%s, or they belong to no Deployment, StatefulSet or DaemonSet",

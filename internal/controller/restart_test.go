@@ -428,3 +428,23 @@ func TestRollingRestartWaitsForTheCanaryToBePromoted(t *testing.T) {
 		}
 	}
 }
+
+// A Deployment whose pod template carries an earlier revision's sidecar (rendered offline with inject) still
+// creates outdated pods after its restart: it is not restarted again, not waited for (which would stop every other
+// restart at the deadline), and the condition names it.
+func TestAWorkloadPinnedToAnEarlierRevisionIsRestartedOnceAndNotWaitedFor(t *testing.T) {
+	w := newRestartWorld(t)
+	w.namespace("team-a", true)
+	st := w.template("team-a", v1alpha1.RestartRolling, 0)
+	mark := RestartMark(st.Namespace, st.Name, currentHash(st))
+	w.deploymentPods(st, "team-a", "gitops", "9f8e7d", 2, podState{hash: "0ld", ready: true, mark: mark, created: restartT0})
+	w.deploymentPods(st, "team-a", "web", "1a2b3c", 2, podState{hash: "0ld", ready: true})
+	w.build()
+	w.reconcile(w.reconciler(), st)
+	if got, want := w.restarted(st), []string{"Deployment team-a/web"}; !slices.Equal(got, want) {
+		t.Errorf("restarted %v, want %v (the pinned Deployment neither again nor waited for)", got, want)
+	}
+	if c := w.condition(st); c == nil || c.Reason != ReasonRestarting || !strings.Contains(c.Message, "Deployment team-a/gitops still create(s) pods of an earlier version") {
+		t.Errorf("condition %+v, want Restarting, naming the pinned Deployment", c)
+	}
+}
