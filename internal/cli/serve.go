@@ -75,6 +75,7 @@ func NewServeCommand() *cobra.Command {
 	f.StringVar(&opts.ServiceName, "service-name", "", "selfManaged: the Service the API server calls; the certificate is for <service>.<namespace>.svc")
 	f.StringSliceVar(&opts.TLSExtraDNSNames, "tls-extra-dns-names", nil, "selfManaged: more DNS names for the serving certificate")
 	addLimitFlags(f, &opts.Limits)
+	addImageFlags(f, &opts.Images)
 	f.BoolVar(&opts.EnableHTTP2, "enable-http2", false,
 		"let clients use HTTP/2 on the webhook server (off by default: HTTP/2 rapid reset, CVE-2023-44487)")
 
@@ -103,6 +104,16 @@ func setMemoryLimit(log logr.Logger, provider memlimit.Provider) {
 	case limit != math.MaxInt64:
 		log.Info("GOMEMLIMIT in effect", "bytes", limit)
 	}
+}
+
+// addImageFlags binds what the platform declares its image policy may do to a sidecar's image (README
+// "Security"): by default nothing, and a pod's container counts as a template's sidecar only with exactly the
+// rendered image.
+func addImageFlags(f *pflag.FlagSet, t *inject.ImageTolerance) {
+	f.StringSliceVar(&t.Mirrors, "image-mirrors", nil,
+		"registry prefixes that may replace a sidecar image's registry (a mirror or pull-through proxy the platform rewrites images to, e.g. mirror.example/dockerhub); a pod's sidecar under any other registry is a conflict")
+	f.BoolVar(&t.DigestPinning, "allow-digest-pinning", false,
+		"let a sidecar image the template names by tag be pinned to a digest (repo@sha256:... or repo:tag@sha256:...) by the platform's image policy; off: a digest the template did not render is a conflict")
 }
 
 // addLimitFlags binds the limits of one admission (inject.Limits, README "Limits") to --max-* flags; each flag's

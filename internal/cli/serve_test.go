@@ -2,6 +2,7 @@ package cli
 
 import (
 	"math"
+	"reflect"
 	"runtime/debug"
 	"testing"
 
@@ -37,6 +38,21 @@ func TestServeGivesTheRuntimeNineTenthsOfTheContainersMemoryLimit(t *testing.T) 
 				t.Errorf("GOMEMLIMIT = %d, want %d", got, c.want)
 			}
 		})
+	}
+}
+
+func TestServeImageFlagsDeclareTheImageTolerance(t *testing.T) {
+	var tol inject.ImageTolerance
+	f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	addImageFlags(f, &tol)
+	if err := f.Parse(nil); err != nil || len(tol.Mirrors) != 0 || tol.DigestPinning {
+		t.Fatalf("defaults: %+v (%v), want none tolerated", tol, err)
+	}
+	if err := f.Parse([]string{"--image-mirrors=mirror.example/dockerhub,proxy.example", "--allow-digest-pinning"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := (inject.ImageTolerance{Mirrors: []string{"mirror.example/dockerhub", "proxy.example"}, DigestPinning: true}); !reflect.DeepEqual(tol, want) {
+		t.Errorf("tolerance %+v, want %+v", tol, want)
 	}
 }
 

@@ -125,6 +125,9 @@ func (r *TemplateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 	}); err != nil {
 		return fmt.Errorf("index pods by injected template: %w", err)
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, store.RevisionObject(), RevisionOwnerIndex, revisionOwnerUID); err != nil {
+		return fmt.Errorf("index template revisions by owner: %w", err)
+	}
 	r.reconciles, r.writes = r.Pace.limiters()
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(Name).
@@ -133,6 +136,9 @@ func (r *TemplateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		// Every change of the template, its status included: a reconcile compares against the cached status,
 		// which can be stale; the event of its own write brings one more look at the fresh object, so a write
 		// skipped against a stale cache is corrected (that look finds nothing to change and stops).
+		// Revisions are not watched: the template's own events bring every look they need (a revision created
+		// here is followed by the status write's event), and a look caused by a revision's creation would race
+		// that write with a stale status.
 		For(&v1alpha1.SidecarTemplate{}).
 		// A template's change can create or resolve a clash in the templates it may meet.
 		// Not for the informer's initial list: at a start every template is reconciled anyway, and a
@@ -243,12 +249,19 @@ func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	history, err := r.SyncRevisions(ctx, &t, compiled.Hash)
+	if errors.Is(err, errRevisionNotCached) {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	drift, err := r.Drift(ctx, &t, compiled.Hash)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	log.V(1).Info("template", "ready", cond.Status, "reason", cond.Reason, "generation", t.Generation,
-		"hash", compiled.Hash, "injectedPods", drift.Injected, "outdatedPods", drift.Outdated)
+		"hash", compiled.Hash, "revision", history.Current, "stableRevision", history.Stable, "injectedPods", drift.Injected, "outdatedPods", drift.Outdated)
 
 	prev := meta.FindStatusCondition(t.Status.Conditions, v1alpha1.ConditionReady)
 	// A first verdict of Ready is not news (and a start over 10,100 fresh templates would raise as many Events);
@@ -258,6 +271,9 @@ func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	t.Status.ObservedGeneration = t.Generation
 	meta.SetStatusCondition(&t.Status.Conditions, cond)
 	t.Status.InjectedPods, t.Status.OutdatedPods = drift.Injected, drift.Outdated
+	t.Status.CurrentRevision, t.Status.StableRevision = history.Current, history.Stable
+	t.Status.Revisions = PodsPerRevision(drift, history.ByHash)
+	t.Status.PodsPerRevision = podsPerRevision(t.Status.Revisions)
 	if !equality.Semantic.DeepEqual(orig.Status, t.Status) {
 		if err := wait(ctx, r.writes); err != nil {
 			return ctrl.Result{}, err

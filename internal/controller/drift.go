@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"cmp"
 	"encoding/json"
+	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,6 +22,8 @@ type Drift struct {
 	Injected int32
 	// Outdated counts those of them whose record has another hash than the template's current spec.
 	Outdated int32
+	// ByHash counts the pods per recorded hash (the revision each runs).
+	ByHash map[string]int32
 }
 
 // TemplateKey is the index value for a template: "namespace/name".
@@ -63,7 +67,7 @@ func TemplateKeysOf(annotations map[string]string) []string {
 }
 
 // CountDrift counts, among pods, those whose record names the template namespace/name (Injected) and those of
-// them whose recorded hash is not hash, the template's current one (Outdated). Pods being deleted are not
+// them whose recorded hash is not hash, the template's current one (Outdated), and the pods per recorded hash. Pods being deleted are not
 // counted: they are on their way out and will not be replaced by themselves.
 func CountDrift(pods []metav1.PartialObjectMetadata, namespace, name, hash string) Drift {
 	var d Drift
@@ -78,6 +82,10 @@ func CountDrift(pods []metav1.PartialObjectMetadata, namespace, name, hash strin
 		for _, e := range st.Templates {
 			if e.Namespace == namespace && e.Name == name {
 				d.Injected++
+				if d.ByHash == nil {
+					d.ByHash = map[string]int32{}
+				}
+				d.ByHash[e.Hash]++
 				if e.Hash != hash {
 					d.Outdated++
 				}
@@ -86,4 +94,17 @@ func CountDrift(pods []metav1.PartialObjectMetadata, namespace, name, hash strin
 		}
 	}
 	return d
+}
+
+// PodsPerRevision returns the pods per remembered revision, newest first; revisions no pod runs and hashes of
+// revisions no longer remembered are left out.
+func PodsPerRevision(d Drift, byHash map[string]int64) []v1alpha1.RevisionPods {
+	var out []v1alpha1.RevisionPods
+	for hash, n := range d.ByHash {
+		if rev, ok := byHash[hash]; ok && n > 0 {
+			out = append(out, v1alpha1.RevisionPods{Revision: rev, Pods: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b v1alpha1.RevisionPods) int { return cmp.Compare(b.Revision, a.Revision) })
+	return out
 }

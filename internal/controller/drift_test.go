@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"reflect"
 	"slices"
 	"testing"
 
@@ -68,14 +69,14 @@ func TestCountDrift(t *testing.T) {
 		deleting,                  // on its way out
 	}
 	got := CountDrift(pods, "team-a", "log", "new")
-	if want := (Drift{Injected: 4, Outdated: 2}); got != want {
+	if want := (Drift{Injected: 4, Outdated: 2, ByHash: map[string]int32{"new": 2, "old": 2}}); !reflect.DeepEqual(got, want) {
 		t.Errorf("CountDrift(team-a/log) = %+v, want %+v", got, want)
 	}
 	got = CountDrift(pods, "platform", "log", "new")
-	if want := (Drift{Injected: 3, Outdated: 0}); got != want {
+	if want := (Drift{Injected: 3, Outdated: 0, ByHash: map[string]int32{"new": 3}}); !reflect.DeepEqual(got, want) {
 		t.Errorf("CountDrift(platform/log) = %+v, want %+v", got, want)
 	}
-	if got := CountDrift(nil, "team-a", "log", "new"); got != (Drift{}) {
+	if got := CountDrift(nil, "team-a", "log", "new"); !reflect.DeepEqual(got, Drift{}) {
 		t.Errorf("no pods: %+v", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -14,6 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
+	"github.com/sidecar-dev/sidecar-injector/internal/store"
 )
 
 // ClusterSource reads templates and namespace labels from a cluster, live (this is a CLI: no cache).
@@ -22,6 +25,7 @@ type ClusterSource struct {
 	InjectorNamespace string
 
 	templates map[string][]v1alpha1.SidecarTemplate
+	revisions map[string][]appsv1.ControllerRevision
 	labels    map[string]map[string]string
 }
 
@@ -55,6 +59,34 @@ func (c *ClusterSource) list(ctx context.Context, ns string) ([]v1alpha1.Sidecar
 	}
 	c.templates[ns] = list.Items
 	return list.Items, nil
+}
+
+// Revisions implements RevisionSource: the template's ControllerRevisions (those it owns, by UID).
+func (c *ClusterSource) Revisions(ctx context.Context, t *v1alpha1.SidecarTemplate) ([]inject.Revision, error) {
+	items, ok := c.revisions[t.Namespace]
+	if !ok {
+		var list appsv1.ControllerRevisionList
+		err := c.Client.List(ctx, &list, client.InNamespace(t.Namespace), client.HasLabels{v1alpha1.LabelTemplateRevision})
+		if err != nil && !apierrors.IsForbidden(err) { // forbidden: explain without revisions (the current one)
+			return nil, fmt.Errorf("list the revisions of the SidecarTemplates in namespace %q: %w", t.Namespace, err)
+		}
+		if c.revisions == nil {
+			c.revisions = map[string][]appsv1.ControllerRevision{}
+		}
+		items = list.Items
+		c.revisions[t.Namespace] = items
+	}
+	var out []inject.Revision
+	for i := range items {
+		cr := &items[i]
+		if _, uid, ok := store.RevisionOwner(cr); !ok || uid != t.UID {
+			continue
+		}
+		if r, ok := store.DecodeRevision(cr); ok {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // NamespaceLabels implements Source. A namespace that does not exist has no labels to know (nil), as for the

@@ -69,6 +69,15 @@ type Template struct {
 	Message string `json:"message"`
 	// Added names what the template adds (Injected) or had added (AlreadyInjected).
 	Added *inject.Added `json:"added,omitempty"`
+	// Revision is the template's revision the pod gets or has; absent when the templates' revisions are not
+	// known (templates read from a file).
+	Revision int64 `json:"revision,omitempty"`
+}
+
+// RevisionSource is a Source that also knows the templates' revisions (a cluster's ControllerRevisions): with
+// it, explain says which revision a pod gets under a canary, and recognises an earlier revision's sidecar.
+type RevisionSource interface {
+	Revisions(ctx context.Context, t *v1alpha1.SidecarTemplate) ([]inject.Revision, error)
 }
 
 // Source gives the templates and namespace labels that the webhook would see.
@@ -170,9 +179,16 @@ func Explain(ctx context.Context, pods []PodInput, src Source, injectorNamespace
 		}
 		byKey := map[types.NamespacedName]*v1alpha1.SidecarTemplate{}
 		compiled := make([]*inject.Template, 0, len(sts))
+		revs, _ := src.(RevisionSource)
 		for i := range sts {
 			byKey[types.NamespacedName{Namespace: sts[i].Namespace, Name: sts[i].Name}] = &sts[i]
-			compiled = append(compiled, inject.Compile(&sts[i], injectorNamespace))
+			var history []inject.Revision
+			if revs != nil {
+				if history, err = revs.Revisions(ctx, &sts[i]); err != nil {
+					return nil, err
+				}
+			}
+			compiled = append(compiled, inject.CompileRevisions(&sts[i], injectorNamespace, history))
 		}
 		res, err := inject.Inject(inject.Request{Pod: in.Raw, Namespace: in.Namespace, NamespaceLabels: nsLabels,
 			InjectorNamespace: injectorNamespace, Templates: compiled})
@@ -209,9 +225,14 @@ func podReport(in PodInput, res *inject.Result, err error, byKey map[types.Names
 	for _, d := range res.Decisions {
 		t := Template{Namespace: d.Namespace, Name: d.Name, Outcome: d.Outcome, Reason: d.Reason, Message: d.Message,
 			Added: d.Added, ClusterWide: d.Namespace != "" && d.Namespace == injectorNamespace,
-			Applies: d.Outcome == inject.OutcomeInjected || d.Outcome == inject.OutcomeAlreadyInjected}
-		if t.Message == "" {
-			t.Message = why(d, byKey[types.NamespacedName{Namespace: d.Namespace, Name: d.Name}], in.Namespace, nsLabels, injectorNamespace)
+			Applies: d.Outcome == inject.OutcomeInjected || d.Outcome == inject.OutcomeAlreadyInjected, Revision: d.Revision}
+		st := byKey[types.NamespacedName{Namespace: d.Namespace, Name: d.Name}]
+		switch {
+		case t.Message == "":
+			t.Message = why(d, st, in.Namespace, nsLabels, injectorNamespace)
+		case d.Outcome == inject.OutcomeInjected || d.Reason == inject.ReasonAlreadyInjected:
+			// The engine's message is the canary's choice of revision: after why the template applies.
+			t.Message = why(d, st, in.Namespace, nsLabels, injectorNamespace) + "; it gets " + d.Message
 		}
 		if d.Outcome == inject.OutcomeInjected {
 			p.Result = "injected"

@@ -255,9 +255,9 @@ func TestClusterSource(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Errorf("cluster report differs from the offline one.\ncluster: %s\noffline: %s", a, b)
 	}
-	// 3 pods in one namespace: two template lists and one namespace read, cached.
-	if calls != 3 {
-		t.Errorf("%d API reads, want 3 (list team-a, list sidecar-injector, get namespace team-a)", calls)
+	// 3 pods in one namespace: two template lists, their two revision lists and one namespace read, cached.
+	if calls != 5 {
+		t.Errorf("%d API reads, want 5 (list team-a and sidecar-injector, their revisions, get namespace team-a)", calls)
 	}
 
 	// --namespace-labels replaces the live labels.

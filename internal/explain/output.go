@@ -66,6 +66,9 @@ func writePod(b *bytes.Buffer, p *Pod) {
 	}
 	for i, t := range p.Templates {
 		fmt.Fprintf(b, "    %-*s  %-*s  %s\n", keyWidth, keys[i], outcomeWidth, t.Outcome, t.Reason)
+		if t.Revision > 0 {
+			fmt.Fprintf(b, "      revision %d\n", t.Revision)
+		}
 		if t.Message != "" {
 			fmt.Fprintf(b, "      %s\n", t.Message)
 		}

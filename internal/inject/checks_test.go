@@ -31,6 +31,20 @@ func TestWhatTheAPIServerWouldRefuseIsInvalid(t *testing.T) {
 			denyHas:   invalid(`spec.volumeMounts[1].mountPath "/m" is also spec.volumeMounts[0].mountPath`),
 		},
 		{
+			name:      "a dnsConfig option named twice (contradictory values) makes the template invalid, naming the option",
+			pod:       requested,
+			templates: tmpl("team-a", "t", "  dnsConfig: {options: [{name: ndots, value: '2'}, {name: edns0}, {name: ndots, value: '5'}]}"),
+			denied:    true,
+			denyHas:   invalid(`spec.dnsConfig.options[0] and spec.dnsConfig.options[2] both name the option "ndots"`),
+		},
+		{
+			name:      "so does one named twice with the same value",
+			pod:       requested,
+			templates: tmpl("team-a", "t", "  dnsConfig: {options: [{name: edns0}, {name: edns0}]}"),
+			denied:    true,
+			denyHas:   invalid(`spec.dnsConfig.options[0] and spec.dnsConfig.options[1] both name the option "edns0"`),
+		},
+		{
 			name:      "an annotation key the API server refuses on every pod makes the template invalid, naming the key",
 			pod:       requested,
 			templates: tmpl("team-a", "t", `  annotations: {"a~b": x}`),

@@ -17,9 +17,10 @@ func TestEncodeStatusMatchesEncodingJSON(t *testing.T) {
 	var all []StatusEntry
 	for i, s := range odd {
 		all = append(all, StatusEntry{Namespace: s, Name: "n" + s, Generation: int64(i*1000 - 3), Hash: s,
-			Added: Added{Containers: []string{s, "c"}, InitContainers: []string{}, Volumes: []string{s}}})
+			Revision: int64(i % 3), // 0 (not numbered, left out) for some
+			Added:    Added{Containers: []string{s, "c"}, InitContainers: []string{}, Volumes: []string{s}}})
 	}
-	all = append(all, StatusEntry{Namespace: "ns", Name: "only", Generation: -9223372036854775808})
+	all = append(all, StatusEntry{Namespace: "ns", Name: "only", Generation: -9223372036854775808, Revision: 9223372036854775807})
 	for n := 0; n <= len(all); n++ {
 		var records []record
 		var want []StatusEntry

@@ -437,3 +437,33 @@ func TestConflicts(t *testing.T) {
 		},
 	})
 }
+
+// TestMergesAreIdempotent: for pods whose hostAliases and dnsConfig have odd but valid shapes, the second pass
+// adds nothing and denies nothing (SPEC guarantee 2).
+func TestMergesAreIdempotent(t *testing.T) {
+	for _, c := range []struct{ name, pod, template string }{
+		{"a pod listing one IP twice: a hostname in its second entry is not added again",
+			"  hostAliases: [{ip: 10.0.0.1, hostnames: [a]}, {ip: 10.0.0.1, hostnames: [b]}]",
+			"  hostAliases: [{ip: 10.0.0.1, hostnames: [a, b, c]}]"},
+		{"a pod listing one IP twice, one entry without hostnames",
+			"  hostAliases: [{ip: 10.0.0.1}, {ip: 10.0.0.1, hostnames: [b]}]",
+			"  hostAliases: [{ip: 10.0.0.1, hostnames: [b, c]}, {ip: 10.0.0.2}]"},
+		{"a pod naming a dnsConfig option twice with different values, one of them the template's",
+			"  dnsConfig: {options: [{name: ndots, value: '1'}, {name: ndots, value: '5'}]}",
+			"  dnsConfig: {options: [{name: ndots, value: '5'}, {name: edns0}]}"},
+		{"a pod repeating nameservers and searches that the template also lists",
+			"  dnsConfig: {nameservers: [1.1.1.1, 1.1.1.1], searches: [a.local, a.local]}",
+			"  dnsConfig: {nameservers: [1.1.1.1, 8.8.8.8], searches: [a.local, b.local]}"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pod := "metadata: {name: w, annotations: {sidecar.dev/inject: t}}\nspec:\n  containers: [{name: app, image: a}]\n" + c.pod
+			first, second := reinject(t, pod, tmpl("team-a", "t", c.template), "team-a", func(*corev1.Pod) {})
+			if len(first.Patch) == 0 {
+				t.Fatalf("the first pass added nothing: the case tests nothing")
+			}
+			if second.Denied || len(second.Patch) != 0 {
+				t.Errorf("second pass: denied=%v %s, patch %s", second.Denied, second.DenyMessage, mustPatchJSON(t, second))
+			}
+		})
+	}
+}

@@ -52,13 +52,13 @@ func Inject(req Request) (*Result, error) {
 
 	var st state
 	st.init(req.Pod, pod)
-	st.limits = limits
+	st.limits, st.pv, st.images = limits, pv, req.Images
 	if raw, ok := pv.annotations[v1alpha1.AnnotationStatus]; ok {
 		known := inScope(req, templates)
 		if idx != nil {
 			known = idx.inScope
 		}
-		st.loadStatus(raw, known, pv)
+		st.loadStatus(raw, known)
 	}
 	if idx != nil {
 		// Only what the pod requests or may be selected by: the rest would be NotApplicable, and is omitted.
@@ -117,7 +117,11 @@ func (res *Result) apply(st *state, a applying, pv *podValues) {
 		return
 	}
 	var rendered instance // the template's additions for this pod, when it has per-pod values
-	in, err := t.instanceFor(pv, &rendered, st.limits.MaxRenderedBytes)
+	var recorded map[string]string
+	if e := st.record(t.Namespace, t.Name); e != nil {
+		recorded = e.Values // what this template was rendered with before renders the same now (verifyEntry)
+	}
+	in, err := t.instanceFor(pv, recorded, &rendered, st.limits.MaxRenderedBytes)
 	reason := ReasonMissingParameter
 	if err == nil {
 		// The plan, like rendered, lives on the stack: nothing keeps either beyond this template.

@@ -42,6 +42,9 @@ type instance struct {
 	hostIPC        *bool
 	// dynNamespaceSettings: hostAliases or dnsConfig hold per-pod values.
 	dynNamespaceSettings bool
+	// values are the per-pod values this rendering used (Template.valuesUsed), for the record; nil for a
+	// template without per-pod values.
+	values map[string]string
 }
 
 func mustEncode(v any) json.RawMessage {

@@ -22,23 +22,23 @@ var placeholderRE = regexp.MustCompile(`\{\{\s*((?:pod|params)\.[^{}\s]*)\s*\}\}
 
 const knownValues = "pod.name, pod.generateName, pod.namespace, pod.serviceAccountName, pod.labels.KEY, pod.annotations.KEY or params.NAME"
 
-// findPlaceholders counts the per-pod values in a template's JSON and reports every one that cannot be resolved:
-// an unknown pod field or an undeclared parameter.
-func findPlaceholders(js []byte, declared map[string]bool) (int, []string) {
+// findPlaceholders counts the per-pod values in a template's JSON, returns the distinct expressions used
+// (sorted), and reports every one that cannot be resolved: an unknown pod field or an undeclared parameter.
+func findPlaceholders(js []byte, declared map[string]bool) (int, []string, []string) {
 	matches := placeholderRE.FindAllSubmatch(js, -1)
-	var errs []string
-	seen := map[string]bool{}
+	var exprs, errs []string
 	for _, m := range matches {
 		expr := string(m[1])
-		if seen[expr] {
+		if slices.Contains(exprs, expr) {
 			continue
 		}
-		seen[expr] = true
+		exprs = append(exprs, expr)
 		if msg := checkExpr(expr, declared); msg != "" {
 			errs = append(errs, msg)
 		}
 	}
-	return len(matches), errs
+	slices.Sort(exprs)
+	return len(matches), exprs, errs
 }
 
 func checkExpr(expr string, declared map[string]bool) string {
@@ -134,10 +134,15 @@ func substituteString(s string, resolve func(string) string) string {
 // rendered, filled in (the caller's, so that it can live on the caller's stack). Only the items that hold
 // per-pod values are rewritten, on their encoded bytes: nothing is decoded per pod.
 //
+// recorded, when not nil, are the values the pod's record says the template was rendered with (StatusEntry.Values):
+// they take the place of the pod's current ones, so that what this injector rendered once renders the same
+// again whatever happened to the pod's labels and annotations since (SPEC guarantee 2). The rendered instance
+// carries the values it used (in.values), for the record.
+//
 // What the per-pod values copy in is counted against maxRendered as they are resolved: past it, every further
 // value resolves to nothing (so nothing more is copied) and the result is a *LimitError.
-func (t *Template) instanceFor(pv *podValues, rendered *instance, maxRendered int) (*instance, error) {
-	params, msg := t.resolveParams(pv)
+func (t *Template) instanceFor(pv *podValues, recorded map[string]string, rendered *instance, maxRendered int) (*instance, error) {
+	params, msg := t.resolveParams(pv, recorded)
 	if msg != "" {
 		return nil, errors.New(msg)
 	}
@@ -148,7 +153,7 @@ func (t *Template) instanceFor(pv *podValues, rendered *instance, maxRendered in
 	if !t.placeholders {
 		return base, nil
 	}
-	value := resolver(pv, params)
+	value := resolver(pv, params, recorded)
 	copied, exceeded := 0, false
 	resolve := func(expr string) string {
 		v := value(expr)
@@ -160,6 +165,7 @@ func (t *Template) instanceFor(pv *podValues, rendered *instance, maxRendered in
 	}
 	in := rendered
 	*in = *base
+	in.values = t.valuesUsed(value)
 	items := func(list []item) []item {
 		if !slices.ContainsFunc(list, func(it item) bool { return it.dyn }) {
 			return list

@@ -72,11 +72,11 @@ func (s *state) plan(t *Template, in *instance, p *plan) error {
 // opBytes is what one add operation costs in the patch beside its value and path: a bound, not a count.
 const opBytes = len(`{"op":"add","path":"/spec/initContainers/-","value":},`)
 
-// planSize is about what the plan adds to the encoded patch: every item's encoding and an operation for it, and
-// what goes into application containers once per container. Pod settings, hostAliases and dnsConfig are small
-// and bounded by the template's own size, so they are not counted.
+// planSize is about what the plan adds to the encoded patch: every item's encoding and an operation for it, what
+// goes into application containers once per container, and the per-pod values the record keeps. Pod settings,
+// hostAliases and dnsConfig are small and bounded by the template's own size, so they are not counted.
 func planSize(in *instance, p *plan) int {
-	n := 0
+	n := valuesSize(in.values)
 	for _, list := range [][]item{p.containers, p.inits, p.volumes, p.pulls} {
 		for _, it := range list {
 			n += opBytes + len(it.raw)
@@ -207,14 +207,13 @@ func (s *state) planHostAliases(in *instance, p *plan) {
 		p.aliasAdds = map[string][]string{}
 	}
 	for _, h := range in.hostAliases {
-		have := map[string]bool{}
-		for _, e := range s.aliases {
-			if e.ip == h.IP {
-				have = e.hosts
-			}
+		// A pod may list one IP in several entries: a hostname in any of them is there (the kubelet writes
+		// them all to /etc/hosts), so that it is not added again on every pass.
+		have := func(n string) bool {
+			return slices.ContainsFunc(s.aliases, func(e *hostAliasEntry) bool { return e.ip == h.IP && e.hosts[n] })
 		}
 		for _, n := range h.Hostnames {
-			if !have[n] && !slices.Contains(p.aliasAdds[h.IP], n) {
+			if !have(n) && !slices.Contains(p.aliasAdds[h.IP], n) {
 				if _, seen := p.aliasAdds[h.IP]; !seen {
 					p.aliasOrder = append(p.aliasOrder, h.IP)
 				}
@@ -236,21 +235,21 @@ func (s *state) planDNS(in *instance, p *plan) {
 		return
 	}
 	for _, n := range d.Nameservers {
-		if !s.dnsHasNS(n) {
+		if !s.dnsHasNS(n) && !slices.Contains(p.dnsNS, n) {
 			p.dnsNS = append(p.dnsNS, n)
 		}
 	}
 	for _, n := range d.Searches {
-		if !s.dnsHasSearch(n) {
+		if !s.dnsHasSearch(n) && !slices.Contains(p.dnsSearch, n) {
 			p.dnsSearch = append(p.dnsSearch, n)
 		}
 	}
 	for _, o := range d.Options {
-		cur, found := s.dnsOption(o.Name)
+		cur, found, same := s.dnsOption(o)
 		switch {
 		case !found:
 			p.dnsOpts = append(p.dnsOpts, o)
-		case derefOr(cur, "") != derefOr(o.Value, "") || (cur == nil) != (o.Value == nil):
+		case !same:
 			p.conflict("dnsConfig option %q: the pod has %s, the template sets %s", o.Name, optString(cur), optString(o.Value))
 		}
 	}
@@ -325,20 +324,28 @@ func (s *state) dnsHasSearch(n string) bool {
 	return (s.dns != nil && slices.Contains(s.dns.Searches, n)) || slices.Contains(s.dnsAddSearch, n)
 }
 
-func (s *state) dnsOption(name string) (*string, bool) {
+// dnsOption reports whether the pod (or an earlier template) has the option o names, and whether with o's value.
+// A pod may name an option more than once: it has o when any of its entries equals o, so that a second pass
+// finds what the first added; cur is the first entry of that name, for the conflict message.
+func (s *state) dnsOption(o corev1.PodDNSConfigOption) (cur *string, found, same bool) {
+	var opts [][]corev1.PodDNSConfigOption
 	if s.dns != nil {
-		for _, o := range s.dns.Options {
-			if o.Name == name {
-				return o.Value, true
+		opts = append(opts, s.dns.Options)
+	}
+	for _, list := range append(opts, s.dnsAddOpts) {
+		for _, have := range list {
+			if have.Name != o.Name {
+				continue
+			}
+			if !found {
+				cur, found = have.Value, true
+			}
+			if (have.Value == nil) == (o.Value == nil) && derefOr(have.Value, "") == derefOr(o.Value, "") {
+				return cur, true, true
 			}
 		}
 	}
-	for _, o := range s.dnsAddOpts {
-		if o.Name == name {
-			return o.Value, true
-		}
-	}
-	return nil, false
+	return cur, found, false
 }
 
 func derefOr(p *string, def string) string {

@@ -1,9 +1,8 @@
 package inject
 
 import (
-	"cmp"
 	"encoding/json"
-	"reflect"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +26,14 @@ type StatusEntry struct {
 	// Revision is the number of the template's revision the pod received; absent when not numbered (offline).
 	Revision int64 `json:"revision,omitempty"`
 	Added
+	// Values are the per-pod values the template was rendered with: each expression it uses ("pod.labels.app",
+	// "params.level") and its value then, the namespace excepted (verification takes it from the request).
+	// Verification and later passes render with these, not with the pod's current labels and annotations, so
+	// that another webhook, another template or a later edit changing them does not make this injector's own
+	// sidecar a conflict. The pod's author controls every one of these inputs anyway: a forged value can only
+	// verify a sidecar that the author could have had rendered by setting it. A record without values (written
+	// by an earlier version) is verified with the pod's current values.
+	Values map[string]string `json:"values,omitempty"`
 }
 
 // templateKey identifies a template as a map key, without building "namespace/name".
@@ -57,43 +64,16 @@ func (s *state) recorded(t *Template) bool {
 	return s.record(t.Namespace, t.Name) != nil
 }
 
-// loadStatus reads the pod's record and keeps of it only what can be verified: entries for templates that exist
-// and serve this pod's namespace (known), and of those only the names the template adds and the pod contains.
-// Everything else is dropped, so a forged record can neither hide a sidecar the pod should get nor make an
-// application container pass for a sidecar. A record that is not valid JSON is treated as empty. The record
-// alone never makes a template count as injected.
-func (s *state) loadStatus(raw string, known func(namespace, name string) *Template, pv *podValues) {
+// loadStatus reads the pod's record and keeps of it only what can be verified (verifyEntry): entries for
+// templates that exist and serve this pod's namespace (known), and of those only the names the template adds and
+// the pod contains as the template renders them. Everything else is dropped, so a forged record can neither hide
+// a sidecar the pod should get nor make an application container pass for a sidecar. A record that is not valid
+// JSON is treated as empty. The record alone never makes a template count as injected.
+func (s *state) loadStatus(raw string, known func(namespace, name string) *Template) {
 	s.statusRaw, s.statusPresent = raw, true
 	var st Status
 	if err := kjson.UnmarshalCaseSensitivePreserveInts([]byte(raw), &st); err != nil {
 		return
-	}
-	// A recorded name counts only if the template adds it, the pod has it, and the pod's element is what the
-	// template renders for this pod: a record copied from another pod cannot vouch for a look-alike.
-	verify := func(recorded []string, list string, rendered []item, l *namedList) []string {
-		var out []string
-		for _, n := range recorded {
-			i := slices.IndexFunc(rendered, func(it item) bool { return it.key == n })
-			if i >= 0 && l.has(n) && !slices.Contains(out, n) && s.rendersAs(list, n, rendered[i]) {
-				out = append(out, n)
-			}
-		}
-		return out
-	}
-	// verifyWith returns e with only the names that t renders for this pod and the pod has as rendered, and
-	// whether that is everything t renders; not ok when t cannot be rendered for the pod.
-	verifyWith := func(t *Template, e StatusEntry) (v StatusEntry, all, ok bool) {
-		var rendered instance
-		in, err := t.instanceFor(pv, &rendered, s.limits.MaxRenderedBytes)
-		if err != nil {
-			return e, false, false // cannot be rendered for this pod, so nothing of it can be verified
-		}
-		e.Containers = verify(e.Containers, "containers", in.containers, &s.containers)
-		e.InitContainers = verify(e.InitContainers, "initContainers", in.initContainers, &s.inits)
-		e.Volumes = verify(e.Volumes, "volumes", in.volumes, &s.volumes)
-		all = len(e.Containers) == len(in.containers) && len(e.InitContainers) == len(in.initContainers) &&
-			len(e.Volumes) == len(in.volumes)
-		return e, all, true
 	}
 	for _, e := range st.Templates {
 		t := known(e.Namespace, e.Name)
@@ -105,20 +85,16 @@ func (s *state) loadStatus(raw string, known func(namespace, name string) *Templ
 		}
 		s.claimed[templateKey{e.Namespace, e.Name}] = Added{Containers: slices.Clone(e.Containers),
 			InitContainers: slices.Clone(e.InitContainers), Volumes: slices.Clone(e.Volumes)}
-		if t.Err != nil {
-			continue
-		}
 		// An entry of an earlier revision counts as that revision's only when the pod has everything it
 		// rendered, exactly; else it is judged against the current revision, where a look-alike conflicts.
-		rev := t
 		if old := t.revisionByHash(e.Hash); old != nil {
-			if v, all, ok := verifyWith(old, e); ok && all {
+			if v, ok := s.verifyEntry(old, e); ok && verifiesWhole(old, v) {
 				s.entries = append(s.entries, record{StatusEntry: v, rev: old})
 				continue
 			}
 		}
-		if v, _, ok := verifyWith(rev, e); ok {
-			s.entries = append(s.entries, record{StatusEntry: v, rev: rev})
+		if verified, ok := s.verifyEntry(t, e); ok {
+			s.entries = append(s.entries, record{StatusEntry: verified, rev: t})
 		}
 	}
 	for i := range s.apps {
@@ -131,117 +107,43 @@ func (s *state) loadStatus(raw string, known func(namespace, name string) *Templ
 	}
 }
 
-// rendersAs reports whether the pod's element of list named name contains what the template renders (it). The
-// pod's element may have more (API server defaults, other webhooks' additions) but not less or other values.
-// imagePullPolicy and resources are not compared, and the image is compared as sameImage does: registry-mirror,
-// digest-pinning and resource webhooks rewrite them, and such a rewrite must not turn the sidecar into a conflict
-// when the webhook is invoked again.
-func (s *state) rendersAs(list, name string, it item) bool {
-	if s.rawElems == nil {
-		var pod struct {
-			Spec struct {
-				Containers     []map[string]any `json:"containers"`
-				InitContainers []map[string]any `json:"initContainers"`
-				Volumes        []map[string]any `json:"volumes"`
-			} `json:"spec"`
-		}
-		_ = kjson.UnmarshalCaseSensitivePreserveInts(s.raw, &pod) // read once already: it decodes
-		s.rawElems = map[string]map[string]map[string]any{}
-		for l, elems := range map[string][]map[string]any{"containers": pod.Spec.Containers,
-			"initContainers": pod.Spec.InitContainers, "volumes": pod.Spec.Volumes} {
-			s.rawElems[l] = map[string]map[string]any{}
-			for _, e := range elems {
-				if n, ok := e["name"].(string); ok {
-					s.rawElems[l][n] = e
-				}
+// verifyEntry is the one check of a record entry against the pod: it returns the entry keeping only the names
+// that t (compiled; an earlier revision of the template may be passed) adds, that the pod has, and whose element
+// in the pod is what t renders with the entry's recorded values (rendersAs). ok is false when t cannot be
+// rendered for this pod (invalid, a missing parameter, a limit): then nothing of the entry can be verified.
+func (s *state) verifyEntry(t *Template, e StatusEntry) (StatusEntry, bool) {
+	if t.Err != nil {
+		return StatusEntry{}, false
+	}
+	var rendered instance
+	in, err := t.instanceFor(s.pv, e.Values, &rendered, s.limits.MaxRenderedBytes)
+	if err != nil {
+		return StatusEntry{}, false
+	}
+	verify := func(recorded []string, list string, items []item, l *namedList) []string {
+		var out []string
+		for _, n := range recorded {
+			i := slices.IndexFunc(items, func(it item) bool { return it.key == n })
+			if i >= 0 && l.has(n) && !slices.Contains(out, n) && s.rendersAs(list, n, items[i]) {
+				out = append(out, n)
 			}
 		}
+		return out
 	}
-	have, ok := s.rawElems[list][name]
-	if !ok {
-		return false
-	}
-	var want map[string]any
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(it.raw, &want); err != nil {
-		return false
-	}
-	if list != "volumes" {
-		wantImage, _ := want["image"].(string)
-		haveImage, _ := have["image"].(string)
-		if !sameImage(wantImage, haveImage) {
-			return false
-		}
-		delete(want, "image")
-		delete(want, "imagePullPolicy")
-		delete(want, "resources")
-	}
-	return contains(want, have)
+	e.Containers = verify(e.Containers, "containers", in.containers, &s.containers)
+	e.InitContainers = verify(e.InitContainers, "initContainers", in.initContainers, &s.inits)
+	e.Volumes = verify(e.Volumes, "volumes", in.volumes, &s.volumes)
+	// Later passes render with what this rendering used: the recorded values, completed with current ones for
+	// expressions the record lacks, minus any the template no longer uses.
+	e.Values = in.values
+	return e, true
 }
 
-// sameImage reports whether have is the image want, as other webhooks may have rewritten it: the same repository
-// or one under a mirror's prefix (mirror.example/team/fluent/fluent-bit for fluent/fluent-bit), and the same tag
-// (none meaning latest) or digest, or a digest where want has a tag (a webhook pinned it).
-func sameImage(want, have string) bool {
-	wRepo, wTag, wDigest := splitImage(want)
-	hRepo, hTag, hDigest := splitImage(have)
-	if hRepo != wRepo && !strings.HasSuffix(hRepo, "/"+wRepo) {
-		return false
-	}
-	switch {
-	case wDigest != "":
-		return hDigest == wDigest
-	case hDigest != "":
-		return true
-	}
-	return cmp.Or(hTag, "latest") == cmp.Or(wTag, "latest")
-}
-
-func splitImage(ref string) (repo, tag, digest string) {
-	repo, digest, _ = strings.Cut(ref, "@")
-	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
-		repo, tag = repo[:i], repo[i+1:]
-	}
-	return repo, tag, digest
-}
-
-// contains reports whether have holds everything want holds: every key of an object with a value it contains;
-// for a list of objects, every element contained in some element of have; for other lists, the same list.
-func contains(want, have any) bool {
-	switch w := want.(type) {
-	case map[string]any:
-		h, ok := have.(map[string]any)
-		if !ok {
-			return false
-		}
-		for k, wv := range w {
-			hv, ok := h[k]
-			if !ok || !contains(wv, hv) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		h, ok := have.([]any)
-		if !ok {
-			return false
-		}
-		objects := len(w) > 0
-		for _, e := range w {
-			if _, isObj := e.(map[string]any); !isObj {
-				objects = false
-			}
-		}
-		if !objects {
-			return reflect.DeepEqual(w, h) || (len(w) == 0 && len(h) == 0)
-		}
-		for _, we := range w {
-			if !slices.ContainsFunc(h, func(he any) bool { return contains(we, he) }) {
-				return false
-			}
-		}
-		return true
-	}
-	return reflect.DeepEqual(want, have)
+// verifiesWhole reports whether v, an entry verified against t, holds every name t adds: the pod has all of it
+// as t renders it (a native-sidecar container of a pod that runs to completion counts as an init container).
+func verifiesWhole(t *Template, v StatusEntry) bool {
+	return len(v.Containers)+len(v.InitContainers)+len(v.Volumes) ==
+		len(t.names.Containers)+len(t.names.InitContainers)+len(t.names.Volumes)
 }
 
 // unverified explains a conflict on a name that the pod's record attributes to this template: the pod's element
@@ -292,7 +194,7 @@ func encodeStatus(entries []record) string {
 		if !e.present {
 			continue
 		}
-		n += 100 + len(e.Namespace) + len(e.Name) + len(e.Hash)
+		n += 100 + len(e.Namespace) + len(e.Name) + len(e.Hash) + valuesSize(e.Values)
 		for _, names := range [][]string{e.Containers, e.InitContainers, e.Volumes} {
 			n += 20
 			for _, name := range names {
@@ -329,10 +231,40 @@ func encodeStatus(entries []record) string {
 		writeJSONStrings(&b, `,"containers":`, e.Containers)
 		writeJSONStrings(&b, `,"initContainers":`, e.InitContainers)
 		writeJSONStrings(&b, `,"volumes":`, e.Volumes)
+		writeJSONValues(&b, e.Values)
 		b.WriteByte('}')
 	}
 	b.WriteString(`]}`)
 	return b.String()
+}
+
+// writeJSONValues writes the values field (tagged omitempty) with its keys sorted, as encoding/json does.
+func writeJSONValues(b *strings.Builder, values map[string]string) {
+	if len(values) == 0 {
+		return
+	}
+	b.WriteString(`,"values":{`)
+	for i, k := range slices.Sorted(maps.Keys(values)) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		writeJSONString(b, k)
+		b.WriteByte(':')
+		writeJSONString(b, values[k])
+	}
+	b.WriteByte('}')
+}
+
+// valuesSize is about what the values take in the record (and so in the patch): keys, values and quoting.
+func valuesSize(values map[string]string) int {
+	if len(values) == 0 {
+		return 0
+	}
+	n := len(`,"values":{}`)
+	for k, v := range values {
+		n += len(k) + len(v) + 6
+	}
+	return n
 }
 
 // writeJSONStrings writes a list field tagged omitempty: nothing when the list is empty.

@@ -30,6 +30,9 @@ type Request struct {
 	OmitNotApplicable bool
 	// Limits bound what this admission may ask for and produce; zero fields take DefaultLimits.
 	Limits Limits
+	// Images is what the platform declares its image policy may do to a sidecar's image (registry mirrors,
+	// digest pinning); the zero value: the pod's image must be exactly the rendered one.
+	Images ImageTolerance
 	// Context, when set, is the request's: once it is done (the API server gave up waiting), Inject stops
 	// between templates and returns its error. Nil never stops.
 	Context context.Context

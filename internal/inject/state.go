@@ -127,6 +127,8 @@ type hostAliasEntry struct {
 // state is the pod as the templates applied so far leave it.
 type state struct {
 	limits                            Limits                               // with defaults
+	pv                                *podValues                           // the pod's current per-pod values
+	images                            ImageTolerance                       // what the platform may do to a sidecar's image
 	patchBytes                        int                                  // what the committed templates add to the patch, counted as planSize counts it
 	raw                               []byte                               // the pod as it arrived
 	rawElems                          map[string]map[string]map[string]any // list -> name -> element, decoded on first use
@@ -279,7 +281,7 @@ func (s *state) commit(t *Template, in *instance, p *plan) *Added {
 		return &added
 	}
 	entry := StatusEntry{Namespace: t.Namespace, Name: t.Name, Generation: t.Generation, Hash: t.Hash,
-		Revision: t.Revision, Added: added}
+		Revision: t.Revision, Added: added, Values: in.values}
 	if old != nil {
 		old.StatusEntry = entry
 	} else {

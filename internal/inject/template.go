@@ -48,6 +48,7 @@ type Template struct {
 	namespaceSelector labels.Selector // nil means every namespace
 	params            []v1alpha1.TemplateParameter
 	placeholders      bool      // what the template adds has {{ pod.* }} or {{ params.* }}
+	recordable        []string  // the per-pod expressions it uses whose values the pod's record keeps, sorted
 	base              *instance // what the template adds, encoded once; per-pod values not yet substituted
 	jobBase           *instance // base for a pod that runs to completion (jobPolicy Native); nil: base serves it
 	jobPolicy         v1alpha1.JobPolicy
@@ -156,9 +157,10 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	if err != nil {
 		c.add("spec cannot be encoded: %v", err)
 	}
-	refs, refErrs := findPlaceholders(payloadJSON, declared)
+	refs, exprs, refErrs := findPlaceholders(payloadJSON, declared)
 	c = append(c, refErrs...)
 	t.placeholders = refs > 0
+	t.recordable = slices.DeleteFunc(exprs, func(e string) bool { return e == namespaceExpr })
 
 	if len(c) > 0 {
 		t.Err = errors.New(strings.Join(c, "; "))
@@ -324,6 +326,24 @@ func checkListKeys(spec *v1alpha1.SidecarTemplateSpec, c *checks) {
 	unique("imagePullSecrets", "name", len(spec.ImagePullSecrets), func(i int) string { return spec.ImagePullSecrets[i].Name })
 	unique("hostAliases", "ip", len(spec.HostAliases), func(i int) string { return spec.HostAliases[i].IP })
 	unique("targetContainers", "name", len(spec.TargetContainers), func(i int) string { return spec.TargetContainers[i] })
+	checkDNSOptions(spec.DNSConfig, c)
+}
+
+// checkDNSOptions refuses a dnsConfig that names an option twice: the pod would get both, its resolver one of
+// them, and the next pass would find the pod's option "conflicting" with the other and deny the pod. The CRD
+// refuses it too (a CEL rule); this check makes offline reading agree.
+func checkDNSOptions(d *corev1.PodDNSConfig, c *checks) {
+	if d == nil {
+		return
+	}
+	first := make(map[string]int, len(d.Options))
+	for i, o := range d.Options {
+		if prev, dup := first[o.Name]; dup {
+			c.add("spec.dnsConfig.options[%d] and spec.dnsConfig.options[%d] both name the option %q: give each option once, with the one value the pod should get", prev, i, o.Name)
+			continue
+		}
+		first[o.Name] = i
+	}
 }
 
 // checkMetadata refuses annotation and label keys, and label values, that the API server would refuse on every

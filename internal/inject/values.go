@@ -44,14 +44,19 @@ func paramAnnotation(tmpl, param string) string {
 }
 
 // resolveParams returns the value of every declared parameter for this pod, or the message for the first one
-// that has neither a default nor a pod annotation.
-func (t *Template) resolveParams(pv *podValues) (map[string]string, string) {
+// that has neither a default nor a pod annotation. A value the pod's record holds (recorded, "params.NAME")
+// stands for the pod's annotation: it goes through the same checks as one.
+func (t *Template) resolveParams(pv *podValues, recorded map[string]string) (map[string]string, string) {
 	if len(t.params) == 0 {
 		return nil, ""
 	}
 	out := make(map[string]string, len(t.params))
 	for _, p := range t.params {
-		if v, ok := pv.annotations[paramAnnotation(t.Name, p.Name)]; ok {
+		v, ok := recorded[paramExprPrefix+p.Name]
+		if !ok {
+			v, ok = pv.annotations[paramAnnotation(t.Name, p.Name)]
+		}
+		if ok {
 			out[p.Name] = v
 			continue
 		}
@@ -64,15 +69,26 @@ func (t *Template) resolveParams(pv *podValues) (map[string]string, string) {
 	return out, ""
 }
 
-// resolver returns the value of one per-pod expression (already checked by findPlaceholders).
-func resolver(pv *podValues, params map[string]string) func(expr string) string {
+// paramExprPrefix starts the per-pod expression of a parameter, {{ params.NAME }}.
+const paramExprPrefix = "params."
+
+// namespaceExpr is the one per-pod value that the pod's author does not control: never recorded, always the
+// request's.
+const namespaceExpr = "pod.namespace"
+
+// resolver returns the value of one per-pod expression (already checked by findPlaceholders): the recorded one
+// when the record holds it (the namespace excepted), else the pod's current one.
+func resolver(pv *podValues, params, recorded map[string]string) func(expr string) string {
 	return func(expr string) string {
+		if v, ok := recorded[expr]; ok && expr != namespaceExpr {
+			return v
+		}
 		switch {
 		case expr == "pod.name":
 			return pv.name
 		case expr == "pod.generateName":
 			return pv.generateName
-		case expr == "pod.namespace":
+		case expr == namespaceExpr:
 			return pv.namespace
 		case expr == "pod.serviceAccountName":
 			return pv.serviceAccount
@@ -80,9 +96,24 @@ func resolver(pv *podValues, params map[string]string) func(expr string) string 
 			return pv.labels[strings.TrimPrefix(expr, "pod.labels.")]
 		case strings.HasPrefix(expr, "pod.annotations."):
 			return pv.annotations[strings.TrimPrefix(expr, "pod.annotations.")]
-		case strings.HasPrefix(expr, "params."):
-			return params[strings.TrimPrefix(expr, "params.")]
+		case strings.HasPrefix(expr, paramExprPrefix):
+			return params[strings.TrimPrefix(expr, paramExprPrefix)]
 		}
 		return ""
 	}
+}
+
+// valuesUsed returns what the template's per-pod values resolve to (value: the resolver of one rendering), for
+// the pod's record: every expression the template uses but the namespace, which verification takes from the
+// request (a record copied from another namespace then renders other values and does not verify). Nil when
+// the template uses none.
+func (t *Template) valuesUsed(value func(expr string) string) map[string]string {
+	if len(t.recordable) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(t.recordable))
+	for _, e := range t.recordable {
+		out[e] = value(e)
+	}
+	return out
 }

@@ -33,7 +33,7 @@ func newProcess() *process {
 		}, nil),
 		caches: &cacheSyncCollector{
 			desc: prometheus.NewDesc("sidecar_injector_cache_synced",
-				"1 when the informer cache (templates, namespaces) has delivered its initial list, else 0. "+
+				"1 when the informer cache (templates, namespaces, revisions) has delivered its initial list, else 0. "+
 					"A replica is ready only when every cache has synced.", []string{"informer"}, nil),
 			synced: map[string]func() bool{},
 		},

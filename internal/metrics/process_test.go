@@ -83,7 +83,7 @@ func TestCacheSyncIsAskedAtEveryScrape(t *testing.T) {
 	m.TrackCacheSync("namespaces", func() bool { return true })
 	want := func(templates string) string {
 		return `
-# HELP sidecar_injector_cache_synced 1 when the informer cache (templates, namespaces) has delivered its initial list, else 0. A replica is ready only when every cache has synced.
+# HELP sidecar_injector_cache_synced 1 when the informer cache (templates, namespaces, revisions) has delivered its initial list, else 0. A replica is ready only when every cache has synced.
 # TYPE sidecar_injector_cache_synced gauge
 sidecar_injector_cache_synced{informer="namespaces"} 1
 sidecar_injector_cache_synced{informer="templates"} ` + templates + "\n"

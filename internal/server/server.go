@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -93,6 +94,9 @@ type Options struct {
 	DisableController bool
 	// Limits bound one admission's work and output (serve's --max-* flags; zero fields: inject.DefaultLimits).
 	Limits inject.Limits
+	// Images is what the platform's image policy may do to a sidecar's image (--image-mirrors,
+	// --allow-digest-pinning); the zero value tolerates nothing.
+	Images inject.ImageTolerance
 	// MetricsRegistry is where the injector's metrics are registered; nil means controller-runtime's registry,
 	// the one the manager serves on MetricsBindAddress. A registry holds one server's metrics at a time: tests
 	// that run several servers at once in one process give each its own.
@@ -177,8 +181,8 @@ func NewScheme() *runtime.Scheme {
 // Run serves the webhook until ctx is done. It returns nil after a clean shutdown, or an error that says what
 // to change.
 //
-// /readyz turns healthy only once the webhook server accepts TLS connections and both informer caches
-// (SidecarTemplates, namespace metadata) have delivered their initial lists to the stores; /healthz is a ping.
+// /readyz turns healthy only once the webhook server accepts TLS connections and the informer caches
+// (SidecarTemplates, their ControllerRevisions, namespace metadata) have delivered their initial lists to the stores; /healthz is a ping.
 // Every replica serves admissions (active-active); with LeaderElect, only the template status controller waits
 // for the lease.
 func Run(ctx context.Context, opts Options) error {
@@ -202,12 +206,15 @@ func Run(ctx context.Context, opts Options) error {
 	whOpts.TLSOpts = append(whOpts.TLSOpts, auth.configureTLS)
 	whServer := newWebhookServer(whOpts, log.WithName("webhook-server"))
 	mgr, err := manager.New(restConfig, manager.Options{
-		Scheme: NewScheme(),
+		Scheme:         NewScheme(),
+		MapperProvider: newMapper,
 		Cache: cache.Options{
 			// Only the stores read the cache, through event handlers; fail instead of starting an informer
 			// on the admission path should anyone Get a kind that is not watched.
 			ReaderFailOnMissingInformer: true,
 			DefaultTransform:            transform(cache.TransformStripManagedFields()),
+			// Only the templates' revisions, not every DaemonSet's and StatefulSet's.
+			ByObject: map[client.Object]cache.ByObject{store.RevisionObject(): store.RevisionCache()},
 		},
 		Metrics:                metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)},
 		HealthProbeBindAddress: disabledIfEmpty(opts.HealthProbeBindAddress),
@@ -241,6 +248,10 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	revReg, err := templates.RegisterRevisions(ctx, mgr.GetCache())
+	if err != nil {
+		return err
+	}
 
 	recorder := events.NewRecorder(mgr.GetEventRecorder(EventSource))
 	reg := opts.MetricsRegistry
@@ -254,6 +265,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer m.Unregister(reg) // a server run again in the same process registers its own set
 	m.TrackCacheSync("templates", tplReg.HasSynced)
 	m.TrackCacheSync("namespaces", nsReg.HasSynced)
+	m.TrackCacheSync("revisions", revReg.HasSynced)
 	whServer.onCertificate = m.SetServingCertificate // set before the manager starts the server
 	admit, err := webhook.New(webhook.Config{
 		Templates:         templates,
@@ -262,6 +274,7 @@ func Run(ctx context.Context, opts Options) error {
 		Metrics:           m,
 		Recorder:          recorder,
 		Limits:            opts.Limits,
+		Images:            opts.Images,
 		Log:               log.WithName("admission"),
 	})
 	if err != nil {
@@ -319,6 +332,9 @@ func Run(ctx context.Context, opts Options) error {
 			return errors.New("the SidecarTemplate cache has not synced yet")
 		case !nsReg.HasSynced():
 			return errors.New("the namespace cache has not synced yet")
+		case !revReg.HasSynced():
+			// Without them a pod with an earlier revision's sidecar would be taken for a conflict.
+			return errors.New("the template revision (ControllerRevision) cache has not synced yet")
 		}
 		return nil
 	}); err != nil {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
@@ -41,6 +42,9 @@ type Templates struct {
 	// it reaches maxBare (namespaces come and go; this store does not watch them).
 	bareMu sync.Mutex
 	bare   map[string]*versionedIndex
+
+	// history holds each template's revisions (revisions.go), under mu; replaced, never modified.
+	history map[types.NamespacedName][]storedRevision
 }
 
 const maxBare = 4096
@@ -49,7 +53,9 @@ const maxBare = 4096
 type entry struct {
 	// obj is the object in the informer's cache (shared and read-only): the store keeps no copy. Replaced
 	// under the write lock on every update, so that an old version is never kept alive.
-	obj      *v1alpha1.SidecarTemplate
+	obj *v1alpha1.SidecarTemplate
+	// revs are the template's revisions when the entry was made; a change of them makes a new entry.
+	revs     []inject.Revision
 	compiled atomic.Pointer[inject.Template]
 }
 
@@ -58,7 +64,7 @@ func (e *entry) template(injectorNamespace string) *inject.Template {
 	if t := e.compiled.Load(); t != nil {
 		return t
 	}
-	t := inject.Compile(e.obj, injectorNamespace)
+	t := inject.CompileRevisions(e.obj, injectorNamespace, e.revs)
 	if !e.compiled.CompareAndSwap(nil, t) {
 		return e.compiled.Load() // another admission compiled it meanwhile: the same result, shared
 	}
@@ -70,7 +76,7 @@ func (e *entry) peek(injectorNamespace string) *inject.Template {
 	if t := e.compiled.Load(); t != nil {
 		return t
 	}
-	return inject.Compile(e.obj, injectorNamespace)
+	return inject.CompileRevisions(e.obj, injectorNamespace, e.revs)
 }
 
 // namespaceTemplates is one namespace's templates.
@@ -105,6 +111,7 @@ func NewTemplates(injectorNamespace string) *Templates {
 		byNamespace:       map[string]*namespaceTemplates{},
 		cluster:           &snapshot{},
 		bare:              map[string]*versionedIndex{},
+		history:           map[types.NamespacedName][]storedRevision{},
 	}
 }
 
@@ -244,7 +251,7 @@ func (s *Templates) Set(t *v1alpha1.SidecarTemplate) {
 		ns = &namespaceTemplates{byName: map[string]*entry{}}
 		s.byNamespace[t.Namespace] = ns
 	}
-	ns.byName[t.Name] = &entry{obj: t}
+	ns.byName[t.Name] = &entry{obj: t, revs: s.revisionsOf(t)}
 	s.rebuildLocked(t.Namespace, ns)
 }
 
@@ -292,12 +299,14 @@ func (s *Templates) rebuildLocked(namespace string, ns *namespaceTemplates) {
 }
 
 // sameSpec reports whether an update event carries nothing that Compile would see differently: a resync, or a
-// change of status or metadata only (a change of the spec changes the generation).
+// change of status or metadata only (a change of the spec changes the generation) that leaves the stable
+// revision (status.stableRevision, which pods outside a canary get) as it was.
 func sameSpec(oldT, newT *v1alpha1.SidecarTemplate) bool {
 	if oldT.ResourceVersion != "" && oldT.ResourceVersion == newT.ResourceVersion {
 		return true
 	}
-	return newT.Generation != 0 && newT.Generation == oldT.Generation
+	return newT.Generation != 0 && newT.Generation == oldT.Generation &&
+		newT.Status.StableRevision == oldT.Status.StableRevision && newT.UID == oldT.UID
 }
 
 // OnAdd implements toolscache.ResourceEventHandler.

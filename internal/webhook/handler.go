@@ -59,6 +59,9 @@ type Config struct {
 	InjectorNamespace string
 	// Limits bound one admission's work and output (zero fields: inject.DefaultLimits).
 	Limits inject.Limits
+	// Images is what the platform's image policy may do to a sidecar's image (serve's --image-mirrors and
+	// --allow-digest-pinning); the zero value tolerates nothing.
+	Images inject.ImageTolerance
 	// Metrics receives every request and every admission; required.
 	Metrics *metrics.Metrics
 	// Recorder, when set, is called for every pod admission that the engine decided, unless the request is a
@@ -152,6 +155,7 @@ func (h *handler) Handle(ctx context.Context, req admission.Request) admission.R
 		Index:             h.Templates.Index(req.Namespace),
 		OmitNotApplicable: true, // metrics, Events and logs read only the templates that apply
 		Limits:            h.Limits,
+		Images:            h.Images,
 		Context:           ctx, // the engine stops between templates once the API server has given up
 	})
 	h.Metrics.ObserveAdmission(res, err, time.Since(start))

@@ -290,13 +290,14 @@ func sameSet(a, b []string) bool {
 // when it is off. Every rule of every Role is checked, so a grant elsewhere would be caught too.
 func TestRollingRestartGrantsOnlyPatchOnWorkloads(t *testing.T) {
 	workloadKinds := []string{"deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs",
-		"deployments/scale", "statefulsets/scale", "replicasets/scale", "controllerrevisions"}
+		"deployments/scale", "statefulsets/scale", "replicasets/scale"}
 	for _, tc := range []struct {
 		name string
 		args []string
 		want []string
 		flag bool
 	}{
+		// (controllerrevisions, in the apps group too, are the template revisions' own objects, not workloads.)
 		{"on by default: patch on the three kinds", nil, rollingRestartPermissions, true},
 		{"off: nothing on workloads", []string{"--set", "rollingRestart.enabled=false"}, nil, false},
 	} {
@@ -316,7 +317,7 @@ func TestRollingRestartGrantsOnlyPatchOnWorkloads(t *testing.T) {
 				group, rest, _ := strings.Cut(p, "/")
 				res, _, _ := strings.Cut(rest, ":")
 				res = strings.TrimSuffix(res, "/")
-				if group == "apps" || group == "batch" || slices.Contains(workloadKinds, res) {
+				if (group == "apps" || group == "batch" || group == "extensions") && slices.Contains(workloadKinds, res) {
 					got = append(got, p)
 				}
 			}
@@ -335,5 +336,25 @@ func TestRollingRestartGrantsOnlyPatchOnWorkloads(t *testing.T) {
 	}
 	if msg := renderFails(t, "--set", "rollingRestart.progressDeadline=ten minutes"); !strings.Contains(msg, "progressDeadline") {
 		t.Errorf("a progressDeadline that is not a duration: helm says %q, want it to name the value", msg)
+	}
+}
+
+// The image tolerance is the platform's to declare: none by default, and the chart's values become exactly the
+// serve flags; a mirror that is not a registry prefix is refused at install.
+func TestSidecarImageToleranceIsDeclaredByValues(t *testing.T) {
+	for _, a := range container(t, one[*appsv1.Deployment](t, render(t))).Args {
+		if strings.HasPrefix(a, "--image-mirrors") || strings.HasPrefix(a, "--allow-digest-pinning") {
+			t.Errorf("by default the chart declares %s; want no tolerance", a)
+		}
+	}
+	c := container(t, one[*appsv1.Deployment](t, render(t, "--set", "sidecarImages.mirrors={mirror.example/dockerhub,proxy.example:5000}",
+		"--set", "sidecarImages.allowDigestPinning=true")))
+	for _, want := range []string{"--image-mirrors=mirror.example/dockerhub,proxy.example:5000", "--allow-digest-pinning"} {
+		if !slices.Contains(c.Args, want) {
+			t.Errorf("args %v lack %s", c.Args, want)
+		}
+	}
+	if msg := renderFails(t, "--set", "sidecarImages.mirrors={https://mirror.example}"); !strings.Contains(msg, "/sidecarImages/mirrors/0") {
+		t.Errorf("a mirror with a scheme is refused without naming the value: %s", msg)
 	}
 }
