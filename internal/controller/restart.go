@@ -231,6 +231,8 @@ func (r *RestartReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	// While a canary holds the current revision back, new pods outside it get the stable revision: restarting
+	// their workloads would not update them (canaryRunning, revisions.go).
 	if step.canary = canaryRunning(&t); step.canary {
 		step.slots = 0
 	}
@@ -282,13 +284,6 @@ func cmpOr(d, def time.Duration) time.Duration {
 		return d
 	}
 	return def
-}
-
-// canaryRunning reports whether spec.updatePolicy.canary holds the current revision back (percent below 100):
-// new pods outside the canary get the stable revision, so restarting their workloads would not update them.
-func canaryRunning(t *v1alpha1.SidecarTemplate) bool {
-	p := t.Spec.UpdatePolicy
-	return p != nil && p.Canary != nil && (p.Canary.Percent == nil || *p.Canary.Percent < 100)
 }
 
 // maxConcurrent is the template's updatePolicy.maxConcurrent; absent means 1.
