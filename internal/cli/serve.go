@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/controller"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/server"
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
@@ -61,6 +62,11 @@ func NewServeCommand() *cobra.Command {
 		"run the template status controller on one replica at a time (a Lease in --namespace); the webhook serves on every replica")
 	f.BoolVar(&opts.EnablePolicyMode, "enable-policy-mode", false,
 		"generate MutatingAdmissionPolicies for templates in spec.mode Policy or Auto (needs RBAC to write admission policies; off: the webhook serves every template)")
+	f.BoolVar(&opts.EnableRollingRestart, "enable-rolling-restart", false,
+		"restart the Deployments, StatefulSets and DaemonSets whose pods run an outdated version of a template with spec.updatePolicy.restart Rolling, in namespaces labelled "+
+			v1alpha1.LabelRestart+"="+v1alpha1.LabelRestartEnabled+" (needs RBAC to patch them)")
+	f.DurationVar(&opts.RestartProgressDeadline, "restart-progress-deadline", controller.DefaultProgressDeadline,
+		"how long a restarted workload may go without progress (a pod created or becoming Ready) before the rolling restart of its template stops and says so in the RollingRestart condition")
 	f.BoolVar(&opts.DisableController, "disable-controller", false,
 		"do not run the template status controller (Ready conditions, drift counts, template Events)")
 	f.StringVar(&opts.TLSMode, "tls-mode", server.TLSModeExternal, `where the serving certificate comes from: "external" (--cert-dir holds it: cert-manager, a mounted Secret) or "selfManaged" (the injector creates and rotates it in --tls-secret-name and keeps the caBundle of --webhook-config-name current)`)

@@ -5,7 +5,7 @@
 //     selected it was Skipped (failurePolicy Ignore) or Denied (failurePolicy Fail), or when a namespaced template
 //     replaced the cluster-wide one of its name for the pod (reason Shadowed, type Normal), rate-limited so that
 //     a controller re-creating pods in a loop cannot flood etcd;
-//   - on a SidecarTemplate when its Ready condition changes.
+//   - on a SidecarTemplate when its Ready condition changes, and for each step of its rolling restart.
 //
 // Pods themselves get no Event: at admission a controller's pod has no name yet, and a denied pod never exists.
 package events
@@ -33,6 +33,7 @@ import (
 const (
 	ActionInject    = "Inject"
 	ActionReconcile = "Reconcile"
+	ActionRestart   = "Restart"
 )
 
 // ReasonReady is the Event reason when a template becomes Ready.
@@ -194,6 +195,22 @@ func (r *Recorder) TemplateReadyChanged(t *v1alpha1.SidecarTemplate, ready bool,
 		reason = ReasonReady
 	}
 	r.rec.Eventf(ref, nil, eventType, reason, ActionReconcile, "%s", truncate(msg))
+}
+
+// TemplateRestart reports a step of a template's rolling restart on the template: a workload restarted
+// (Normal), or the restart stopped (Warning, with the condition's reason and message). Not rate-limited: there is
+// one Event per workload restarted, and at most one per stop.
+func (r *Recorder) TemplateRestart(t *v1alpha1.SidecarTemplate, warning bool, reason, msg string) {
+	if r == nil || r.rec == nil || t == nil {
+		return
+	}
+	ref := &corev1.ObjectReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "SidecarTemplate",
+		Name: t.Name, Namespace: t.Namespace, UID: t.UID, ResourceVersion: t.ResourceVersion}
+	eventType := corev1.EventTypeNormal
+	if warning {
+		eventType = corev1.EventTypeWarning
+	}
+	r.rec.Eventf(ref, nil, eventType, reason, ActionRestart, "%s", truncate(msg))
 }
 
 // allow reports whether an Event for key may be emitted now, and if so records it. Get and Add are two steps:

@@ -202,9 +202,9 @@ func TestTheImageIsExactUnlessThePlatformDeclaresAMirrorOrPinning(t *testing.T) 
 }
 
 // The record's hash says whether a pod carries what the template adds now. spec.mode only chooses the path that
-// serves the template, so switching it must not make every pod look outdated; a field that changes what is added
-// must change the hash.
-func TestTheRecordedHashIgnoresOnlyTheServingMode(t *testing.T) {
+// serves the template and spec.updatePolicy how a new version reaches running pods, so changing them must not
+// make every pod look outdated; a field that changes what is added must change the hash.
+func TestTheRecordedHashIgnoresOnlyTheServingModeAndTheUpdatePolicy(t *testing.T) {
 	base := v1alpha1.SidecarTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "t", Generation: 1},
 		Spec: v1alpha1.SidecarTemplateSpec{Containers: []corev1.Container{{Name: "s", Image: "s:1"}}}}
 	hash := func(edit func(*v1alpha1.SidecarTemplateSpec)) string {
@@ -217,6 +217,10 @@ func TestTheRecordedHashIgnoresOnlyTheServingMode(t *testing.T) {
 		if got := hash(func(s *v1alpha1.SidecarTemplateSpec) { s.Mode = mode }); got != unchanged {
 			t.Errorf("mode %s changed the hash: %s, want %s", mode, got, unchanged)
 		}
+	}
+	rolling := &v1alpha1.UpdatePolicy{Restart: v1alpha1.RestartRolling, MaxConcurrent: ptr[int32](3)}
+	if got := hash(func(s *v1alpha1.SidecarTemplateSpec) { s.UpdatePolicy = rolling }); got != unchanged {
+		t.Errorf("updatePolicy changed the hash: %s, want %s", got, unchanged)
 	}
 	if got := hash(func(s *v1alpha1.SidecarTemplateSpec) { s.Containers[0].Image = "s:2" }); got == unchanged {
 		t.Error("a new image left the hash unchanged")

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,6 +116,13 @@ type Options struct {
 	// Policy or Auto. Off, every template is served by the webhook. It needs RBAC to write admission policies
 	// cluster-wide, which is why it is opt-in.
 	EnablePolicyMode bool
+	// EnableRollingRestart runs the rolling-restart controller (with the status controller, on the leader):
+	// templates with spec.updatePolicy.restart Rolling get the workloads of their outdated pods restarted, in
+	// namespaces labelled sidecar.dev/restart=enabled. It needs RBAC to patch Deployments, StatefulSets and
+	// DaemonSets. RestartProgressDeadline is how long a restarted workload may go without progress before the
+	// restarts stop; zero means controller.DefaultProgressDeadline.
+	EnableRollingRestart    bool
+	RestartProgressDeadline time.Duration
 
 	// TLSMode says where the serving certificate comes from: TLSModeExternal (the default: CertDir holds tls.crt
 	// and tls.key, provided by cert-manager, a Secret volume or the caller) or TLSModeSelfManaged (the injector
@@ -285,6 +293,13 @@ func Run(ctx context.Context, opts Options) error {
 		if opts.EnablePolicyMode {
 			if err := setupPolicyController(mgr, opts); err != nil {
 				return err
+			}
+		}
+		if opts.EnableRollingRestart {
+			rr := &controller.RestartReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+				InjectorNamespace: opts.Namespace, Templates: templates, Events: recorder, Deadline: opts.RestartProgressDeadline}
+			if err := rr.SetupWithManager(mgr); err != nil {
+				return fmt.Errorf("cannot set up the rolling-restart controller: %w", err)
 			}
 		}
 	}

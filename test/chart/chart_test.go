@@ -773,8 +773,8 @@ func assertWebhook(t *testing.T, r *rendered, policy admissionregistrationv1.Fai
 	}
 }
 
-// assertRBAC: no wildcard anywhere; the ClusterRole is the generated config/rbac/role.yaml plus, in selfManaged
-// mode, exactly the webhook-configuration rules; the Role is exactly the one-Secret rules; bindings name the
+// assertRBAC: no wildcard anywhere; the ClusterRole is the generated config/rbac/role.yaml plus the rolling
+// restart's patch rules plus, in selfManaged mode, exactly the webhook-configuration rules; the Role is exactly the one-Secret rules; bindings name the
 // ServiceAccount.
 func assertRBAC(t *testing.T, r *rendered, mode string) {
 	t.Helper()
@@ -806,6 +806,7 @@ func assertRBAC(t *testing.T, r *rendered, mode string) {
 		wantTLS = append(wantTLS, "admissionregistration.k8s.io/mutatingwebhookconfigurations/:list", "admissionregistration.k8s.io/mutatingwebhookconfigurations/:watch")
 	}
 	want := append(permissions(generated), wantTLS...)
+	want = append(want, rollingRestartPermissions...) // rollingRestart.enabled is on by default
 	sort.Strings(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("ClusterRole permissions:\n got %v\nwant %v (config/rbac/role.yaml + self-managed TLS)", got, want)
@@ -856,6 +857,10 @@ func assertRBAC(t *testing.T, r *rendered, mode string) {
 		check("RoleBinding", b.Name, b.RoleRef, b.Subjects)
 	}
 }
+
+// rollingRestartPermissions is all the chart grants on workloads when rollingRestart.enabled is true: patch, to
+// write the restart annotation into their pod templates.
+var rollingRestartPermissions = []string{"apps/daemonsets/:patch", "apps/deployments/:patch", "apps/statefulsets/:patch"}
 
 // permissions flattens rules into sorted "group/resource/name:verb" strings.
 func permissions(rules []rbacv1.PolicyRule) []string {

@@ -285,6 +285,60 @@ func sameSet(a, b []string) bool {
 	return slices.Equal(a, b)
 }
 
+// The rolling restart needs only patch on Deployments, StatefulSets and DaemonSets (it finds workloads from pods'
+// owner references and judges rollouts from pods); the chart grants exactly that, and nothing at all on workloads
+// when it is off. Every rule of every Role is checked, so a grant elsewhere would be caught too.
+func TestRollingRestartGrantsOnlyPatchOnWorkloads(t *testing.T) {
+	workloadKinds := []string{"deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs",
+		"deployments/scale", "statefulsets/scale", "replicasets/scale"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+		flag bool
+	}{
+		// (controllerrevisions, in the apps group too, are the template revisions' own objects, not workloads.)
+		{"on by default: patch on the three kinds", nil, rollingRestartPermissions, true},
+		{"off: nothing on workloads", []string{"--set", "rollingRestart.enabled=false"}, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := render(t, tc.args...)
+			var rules []rbacv1.PolicyRule
+			for _, cr := range all[*rbacv1.ClusterRole](r) {
+				if cr.Name == fullname { // the chart's template roles are for users, not the injector
+					rules = append(rules, cr.Rules...)
+				}
+			}
+			for _, ro := range all[*rbacv1.Role](r) {
+				rules = append(rules, ro.Rules...)
+			}
+			var got []string
+			for _, p := range permissions(rules) {
+				group, rest, _ := strings.Cut(p, "/")
+				res, _, _ := strings.Cut(rest, ":")
+				res = strings.TrimSuffix(res, "/")
+				if (group == "apps" || group == "batch" || group == "extensions") && slices.Contains(workloadKinds, res) {
+					got = append(got, p)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("the injector's permissions on workloads = %v, want %v", got, tc.want)
+			}
+			c := container(t, one[*appsv1.Deployment](t, r))
+			if has := slices.Contains(c.Args, "--enable-rolling-restart"); has != tc.flag {
+				t.Errorf("--enable-rolling-restart in args = %v, want %v (args %v)", has, tc.flag, c.Args)
+			}
+		})
+	}
+	c := container(t, one[*appsv1.Deployment](t, render(t, "--set", "rollingRestart.progressDeadline=90s")))
+	if !slices.Contains(c.Args, "--restart-progress-deadline=90s") {
+		t.Errorf("rollingRestart.progressDeadline=90s: args %v lack --restart-progress-deadline=90s", c.Args)
+	}
+	if msg := renderFails(t, "--set", "rollingRestart.progressDeadline=ten minutes"); !strings.Contains(msg, "progressDeadline") {
+		t.Errorf("a progressDeadline that is not a duration: helm says %q, want it to name the value", msg)
+	}
+}
+
 // The image tolerance is the platform's to declare: none by default, and the chart's values become exactly the
 // serve flags; a mirror that is not a registry prefix is refused at install.
 func TestSidecarImageToleranceIsDeclaredByValues(t *testing.T) {

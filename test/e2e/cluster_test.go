@@ -39,6 +39,8 @@ func TestCluster(t *testing.T) {
 	t.Run("a Skip template leaves a Job's pod alone and is counted with its own reason", testJobSkipCounted)
 	t.Run("a pod's cpu and memory parameters size its running sidecar; a value out of bounds is denied", testPerPodResources)
 	t.Run("a Deployment selected by a template is counted and rolled to a new template version", testDeploymentRollout)
+	t.Run("a rolling restart brings a new template version to Deployments one at a time, where allowed", testRollingRestart)
+	t.Run("a canary, its promotion and the rolling restart; a Deployment rendered offline keeps rolling out", testCanaryThenRestart)
 	t.Run("pod creation never fails while the injector is disrupted", testAvailability)
 	t.Run("helm uninstall leaves nothing that blocks pod creation", testUninstall)
 }

@@ -136,6 +136,10 @@ func TestTheChartServiceAccountCanDoWhatTheInjectorNeedsAndNothingMore(t *testin
 		{"get", "coordination.k8s.io", "leases", "", injectorNS, "sidecar-injector.sidecar.dev"},
 		{"update", "coordination.k8s.io", "leases", "", injectorNS, "sidecar-injector.sidecar.dev"},
 		{"create", "coordination.k8s.io", "leases", "", injectorNS, ""},
+		// The rolling restart (rollingRestart.enabled, on by default): patch, to write the restart annotation.
+		{"patch", "apps", "deployments", "", "team-x", "web"},
+		{"patch", "apps", "statefulsets", "", "team-x", "db"},
+		{"patch", "apps", "daemonsets", "", "team-x", "agent"},
 	}
 	dangerous := []access{
 		{"get", "", "secrets", "", "team-x", "db-password"},
@@ -155,6 +159,18 @@ func TestTheChartServiceAccountCanDoWhatTheInjectorNeedsAndNothingMore(t *testin
 		{"get", "", "configmaps", "", "team-x", "c"},
 		{"update", "", "namespaces", "", "", "team-x"},
 		{"create", "apps", "deployments", "", "team-x", ""},
+		// The rolling restart patches workloads and nothing more: it never reads, lists, replaces, scales or
+		// deletes them, and never touches ReplicaSets, Jobs or CronJobs.
+		{"get", "apps", "deployments", "", "team-x", "web"},
+		{"list", "apps", "deployments", "", "", ""},
+		{"watch", "apps", "statefulsets", "", "", ""},
+		{"update", "apps", "deployments", "", "team-x", "web"},
+		{"delete", "apps", "daemonsets", "", "team-x", "agent"},
+		{"patch", "apps", "deployments", "scale", "team-x", "web"},
+		{"update", "apps", "statefulsets", "scale", "team-x", "db"},
+		{"patch", "apps", "replicasets", "", "team-x", "web-abc"},
+		{"patch", "batch", "jobs", "", "team-x", "j"},
+		{"patch", "batch", "cronjobs", "", "team-x", "c"},
 		{"create", "sidecar.dev", "sidecartemplates", "", "team-x", ""},
 		{"update", "sidecar.dev", "sidecartemplates", "", "team-x", "t"},
 		{"delete", "sidecar.dev", "sidecartemplates", "", "team-x", "t"},

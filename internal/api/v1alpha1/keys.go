@@ -15,6 +15,20 @@ const (
 	// LabelInjectionDisabled is the value of LabelInjection that turns injection off.
 	LabelInjectionDisabled = "disabled"
 
+	// LabelRestart on a namespace: the value LabelRestartEnabled lets the injector restart the namespace's
+	// workloads whose pods run an outdated version of a template with updatePolicy.restart Rolling.
+	LabelRestart = "sidecar.dev/restart"
+
+	// LabelRestartEnabled is the value of LabelRestart that allows restarts.
+	LabelRestartEnabled = "enabled"
+
+	// AnnotationRestartedFor on a workload's pod template is what the injector's rolling restart writes, like
+	// kubectl's restartedAt: "<template namespace>/<template name>@<template hash>". The value names the
+	// version the restart is for, not a time, so that writing it again changes nothing and never starts a
+	// second rollout; its pods carry it, which tells the injector, also after its own restart, that the
+	// workload is already rolling for that version.
+	AnnotationRestartedFor = "sidecar.dev/restarted-for"
+
 	// ParamAnnotationSuffix builds the pod annotation that sets a template parameter:
 	// "<template name>" + ParamAnnotationSuffix + "<parameter name>", e.g. "log-shipper.param.sidecar.dev/level".
 	ParamAnnotationSuffix = ".param.sidecar.dev/"

@@ -359,8 +359,10 @@ type SidecarTemplateSpec struct {
 	// schema accepts them there (see hack/crdplaceholders), the Go types cannot. UnmarshalJSON moves them here,
 	// MarshalJSON puts them back, so the spec reads and writes as the API server stores it.
 	TypedPlaceholders map[string]string `json:"-"`
+
 	// updatePolicy says how a change of this template reaches pods: which new pods get the new revision first
-	// (canary) and what happens to a pod that arrives with a sidecar an earlier revision rendered (stalePods).
+	// (canary), what happens to a pod that arrives with a sidecar an earlier revision rendered (stalePods), and
+	// whether the injector restarts the workloads of pods that run an earlier revision (restart).
 	// It is not part of the revision: editing it (promoting a canary) does not make pods outdated.
 	// +optional
 	UpdatePolicy *UpdatePolicy `json:"updatePolicy,omitempty"`
@@ -391,6 +393,22 @@ type UpdatePolicy struct {
 	// one promoted, status.stableRevision). Promote by setting percent to 100 or removing canary.
 	// +optional
 	Canary *Canary `json:"canary,omitempty"`
+
+	// restart: Rolling lets the injector restart, the way `kubectl rollout restart` does, the Deployments,
+	// StatefulSets and DaemonSets whose pods run an older version of this template, one group of at most
+	// maxConcurrent at a time, in namespaces labelled sidecar.dev/restart=enabled only. Jobs, CronJobs, bare
+	// pods and ReplicaSets without a Deployment are never restarted. Never leaves running pods alone. Absent
+	// means Never.
+	// +optional
+	Restart Restart `json:"restart,omitempty"`
+
+	// maxConcurrent is how many workloads the injector restarts at once for this template (restart: Rolling):
+	// it starts the next one when a rollout has finished (all of the workload's pods run the current version
+	// and are Ready). Absent means 1.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxConcurrent *int32 `json:"maxConcurrent,omitempty"`
 }
 
 // Canary picks the new pods that get a template's newest revision before it is promoted.
@@ -449,6 +467,17 @@ func (d *TemplateDNSConfig) PodDNSConfig() *corev1.PodDNSConfig {
 	}
 	return out
 }
+
+// Restart says whether the injector restarts workloads whose pods run an older version of a template.
+// +kubebuilder:validation:Enum=Never;Rolling
+type Restart string
+
+const (
+	// RestartNever leaves running pods with the version they have until they are re-created.
+	RestartNever Restart = "Never"
+	// RestartRolling restarts their workloads, at most maxConcurrent at a time (namespace permitting).
+	RestartRolling Restart = "Rolling"
+)
 
 // SidecarTemplateStatus is written by the injector's controller.
 type SidecarTemplateStatus struct {
@@ -509,6 +538,10 @@ type RevisionPods struct {
 const (
 	// ConditionReady is True when the template can be injected.
 	ConditionReady = "Ready"
+	// ConditionRollingRestart reports the rolling restart of a template with updatePolicy.restart Rolling:
+	// True while workloads are being restarted or when none is outdated, False (reason
+	// ProgressDeadlineExceeded) when a restarted workload did not progress in time, which stops the restarts.
+	ConditionRollingRestart = "RollingRestart"
 	// ConditionServedByPolicy is True when a generated MutatingAdmissionPolicy serves the template (spec.mode
 	// Policy or Auto), False when the webhook does (reason ModeWebhook, or the construct a policy cannot serve)
 	// or, in Policy mode, when nothing does because a policy cannot serve it.
