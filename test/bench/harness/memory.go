@@ -87,8 +87,8 @@ type memoryRun struct {
 	// CPUPerAdmissionUS is the process's CPU per admission during the 5 s of load: what a tighter garbage
 	// collector costs (noisy on a busy machine).
 	CPUPerAdmissionUS float64 `json:"cpu_per_admission_us"`
-	Admissions   int     `json:"admissions"`
-	Errors       int     `json:"errors"`
+	Admissions        int     `json:"admissions"`
+	Errors            int     `json:"errors"`
 }
 
 // runMemory creates the scale scenario in an API server and measures each variant over it: the first variant
