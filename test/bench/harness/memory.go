@@ -196,11 +196,13 @@ func (h *harness) memoryRun(ctx context.Context, v memoryVariant, start string, 
 		return nil, err
 	}
 	defer h.stop(p)
+	startedAt := time.Now().Add(-readyIn)
 	pid := p.cmd.Process.Pid
 	r.ReadyMS = float64(readyIn.Milliseconds())
 	r.ReadyKiB, _ = loadgen.ProcessRSSKiB(pid)
-	settled, ok := h.settleAll(p, controlPlanePIDs(h.scaleAPI), 900*time.Second)
-	r.SettleS, r.Settled = (settled + readyIn).Seconds(), ok
+	ok := h.controllerDone(ctx, p, sr.Templates+len(fixtures.Templates()), 900*time.Second)
+	_, quiet := h.settleAll(p, controlPlanePIDs(h.scaleAPI), 120*time.Second)
+	r.SettleS, r.Settled = time.Since(startedAt).Seconds(), ok && quiet
 	h.logf("memory: %s (%s) ready in %s, settled=%v %.0fs after start", v.label, start, readyIn.Round(time.Millisecond), ok, r.SettleS)
 
 	res, err := h.runLoad(ctx, h.loadArgs("realistic", 8, p, injector, 5*time.Second))
@@ -244,6 +246,26 @@ func (h *harness) memoryRun(ctx context.Context, v memoryVariant, start string, 
 		}
 	}
 	return r, nil
+}
+
+// controllerDone waits (at most limit) until the status controller has reconciled at least templates
+// templates and its queue is empty, from the injector's own metrics (controller-runtime's): a CPU-quiet second
+// alone can fall between the paced reconciles of a restart.
+func (h *harness) controllerDone(ctx context.Context, p *proc, templates int, limit time.Duration) bool {
+	url := "http://" + p.metrics + "/metrics"
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(2 * time.Second) {
+		m, err := scrapeAll(url)
+		if err != nil {
+			continue
+		}
+		done := sumSeries(m, "controller_runtime_reconcile_total", `controller="sidecartemplate-status"`)
+		depth := sumSeries(m, "workqueue_depth", `name="sidecartemplate-status"`)
+		if done >= float64(templates) && depth == 0 {
+			return true
+		}
+	}
+	h.note("%s: the status controller had not reconciled every template %s after start", p.name, limit)
+	return false
 }
 
 // admitEveryNamespace sends one admission of the realistic pod, requesting one template, in every scale
@@ -401,8 +423,31 @@ func procStatus(pid int) (map[string]int64, error) {
 	return out, nil
 }
 
-// scrape returns the unlabelled samples of a Prometheus text exposition.
+// scrape returns the samples of a Prometheus text exposition, keyed by name and labels as written
+// (`name{a="b"}`; unlabelled ones by name alone), and checks that it has the Go runtime's figures.
 func scrape(url string) (map[string]float64, error) {
+	m, err := scrapeAll(url)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := m["go_memstats_heap_inuse_bytes"]; !ok {
+		return nil, fmt.Errorf("%s: no go_memstats_heap_inuse_bytes", url)
+	}
+	return m, nil
+}
+
+// sumSeries adds up the series of metric whose labels contain label.
+func sumSeries(m map[string]float64, metric, label string) float64 {
+	total := 0.0
+	for k, v := range m {
+		if rest, ok := strings.CutPrefix(k, metric+"{"); ok && strings.Contains(rest, label) {
+			total += v
+		}
+	}
+	return total
+}
+
+func scrapeAll(url string) (map[string]float64, error) {
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
 	if err != nil {
 		return nil, err
@@ -415,19 +460,15 @@ func scrape(url string) (map[string]float64, error) {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+		line := sc.Text()
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
 			continue
 		}
+		name, value := line[:i], line[i+1:]
 		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
 			out[name] = v
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if _, ok := out["go_memstats_heap_inuse_bytes"]; !ok {
-		return nil, fmt.Errorf("%s: no go_memstats_heap_inuse_bytes", url)
-	}
-	return out, nil
+	return out, sc.Err()
 }
