@@ -186,6 +186,7 @@ type harness struct {
 	// memoryProfileAddr is pprofserve's /debug/pprof address in -memory mode; memoryProfileTop the top of its
 	// heap profile.
 	memoryProfileAddr, memoryProfileTop string
+	memoryLiveHeap                      float64
 }
 
 // apiServer is one kube-apiserver and etcd (envtest) and how the injector and the harness reach it.
