@@ -84,8 +84,8 @@ type memoryRun struct {
 	NextGC       float64 `json:"next_gc_bytes"`
 	GoSys        float64 `json:"go_sys_bytes"`
 	CPUSeconds   float64 `json:"cpu_s"`
-	// CPUPerAdmissionUS is the process's CPU per admission during the 5 s of load: what a tighter garbage
-	// collector costs (noisy on a busy machine).
+	// CPUPerAdmissionUS is the process's CPU per admission during the load (5 s at each concurrency): what a
+	// tighter garbage collector costs (noisy on a busy machine).
 	CPUPerAdmissionUS float64 `json:"cpu_per_admission_us"`
 	Admissions        int     `json:"admissions"`
 	Errors            int     `json:"errors"`
@@ -205,14 +205,23 @@ func (h *harness) memoryRun(ctx context.Context, v memoryVariant, start string, 
 	r.SettleS, r.Settled = time.Since(startedAt).Seconds(), ok && quiet
 	h.logf("memory: %s (%s) ready in %s, settled=%v %.0fs after start", v.label, start, readyIn.Round(time.Millisecond), ok, r.SettleS)
 
-	res, err := h.runLoad(ctx, h.loadArgs("realistic", 8, p, injector, 5*time.Second))
-	if err != nil {
-		return nil, err
+	// The scale cells' load: the realistic pod at every concurrency (64 connections hold buffers and goroutines).
+	cpu := 0.0
+	for _, c := range h.cfg.concurrency {
+		res, err := h.runLoad(ctx, h.loadArgs("realistic", c, p, injector, 5*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		r.Admissions += res.Requests
+		r.Errors += res.Errors
+		cpu += res.ServerCPUSeconds
+		if res.Errors > 0 {
+			h.failed = true
+			h.note("memory: %s: %d admissions failed at c=%d: %s", v.label, res.Errors, c, res.FirstError)
+		}
 	}
-	r.Admissions, r.Errors, r.CPUPerAdmissionUS = res.Requests, res.Errors, res.ServerCPUPerReqUS
-	if res.Errors > 0 {
-		h.failed = true
-		h.note("memory: %s: %d admissions failed: %s", v.label, res.Errors, res.FirstError)
+	if r.Admissions > 0 {
+		r.CPUPerAdmissionUS = cpu * 1e6 / float64(r.Admissions)
 	}
 	st, err := procStatus(pid)
 	if err != nil {
@@ -376,7 +385,7 @@ func (h *harness) reportMemory(sr *scaleResult, runs []memoryRun, profile string
 	w := os.Stdout
 	fmt.Fprintf(w, "\nsidecar-injector memory at scale: %d SidecarTemplates (%d cluster-wide) in %d namespaces; GOMAXPROCS=1; load average at the end %s\n",
 		sr.Templates, sr.Cluster, sr.Namespaces, loadAvg())
-	fmt.Fprintln(w, "RSS: VmRSS after 5 s of the benchmark pod's admissions (c=8); all-ns: after one more admission in every scale namespace;")
+	fmt.Fprintf(w, "RSS: VmRSS after the benchmark pod's admissions (5 s at each c=%v); all-ns: after one more admission in every scale namespace;\n", h.cfg.concurrency)
 	fmt.Fprintln(w, "peak: VmHWM; heap: the Go runtime's heap spans in use / allocated objects, live or not yet collected (heap_alloc) / next GC goal, at the end")
 	fmt.Fprintln(w)
 	hdr := fmt.Sprintf("%-22s %-12s %8s %9s %8s %9s %8s %8s %9s %9s %9s %7s %9s %6s",
