@@ -130,7 +130,7 @@ bench: control-plane ## End-to-end benchmark: the injector beside two floor serv
 	KUBEBUILDER_ASSETS="$(LOCALBIN)" hack/bench.sh
 
 .PHONY: bench-memory
-bench-memory: control-plane ## The injector's RSS and heap at 10,100 templates, from a first start and a restart (a few minutes; busy machines distort it little).
+bench-memory: control-plane ## The injector's RSS and heap at 10,100 templates, first start and restart (~12 min; BENCH_ARGS: harness flags).
 	KUBEBUILDER_ASSETS="$(LOCALBIN)" BENCH_MEMORY=1 hack/bench.sh $(BENCH_ARGS)
 
 .PHONY: bench-go
