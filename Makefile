@@ -130,6 +130,10 @@ test-e2e: gotestsum helm e2e-deps ## test/e2e only: the chart and real pods on a
 bench: control-plane ## End-to-end benchmark: the injector beside two floor servers, plus the engine's Go benchmarks (BENCH_QUICK=1: a 1-minute smoke run).
 	KUBEBUILDER_ASSETS="$(LOCALBIN)" hack/bench.sh
 
+.PHONY: bench-memory
+bench-memory: control-plane ## The injector's RSS and heap at 10,100 templates, first start and restart (~12 min; BENCH_ARGS: harness flags).
+	KUBEBUILDER_ASSETS="$(LOCALBIN)" BENCH_MEMORY=1 hack/bench.sh $(BENCH_ARGS)
+
 .PHONY: bench-go
 bench-go: ## Go benchmarks of internal/ only.
 	go test -run='^$$' -bench=. -benchmem ./internal/...

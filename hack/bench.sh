@@ -14,6 +14,9 @@
 #   BENCH_GO=0                 skip the engine's Go benchmarks   BENCH_GO_BENCHTIME (default 1s, quick 100ms)
 #   BENCH_PIN=0                do not pin with taskset (results then mix server and load tool CPU)
 #   BENCH_STRICT=1             exit 1 when a goal fails
+#   BENCH_MEMORY=1             only the injector's memory over the scale scenario (`make bench-memory`: a few
+#                              minutes, no throughput cells); more harness flags after the script's arguments, e.g.
+#                              -memory-variant before=/tmp/old/sidecar-injector -memory-variant limit=bin/bench/bin/sidecar-injector,GOMEMLIMIT=80MiB
 #   BENCH_OUT=bin/bench        where logs, profiles and results.json go
 #   KUBEBUILDER_ASSETS         kube-apiserver and etcd (default bin/, built by `make control-plane`)
 #
@@ -51,5 +54,6 @@ args=(-root="$PWD" -bin-dir="$OUT/bin" -out="$OUT")
 [[ -n "${BENCH_GO_BENCHTIME:-}" ]] && args+=(-go-benchtime="$BENCH_GO_BENCHTIME")
 [[ "${BENCH_PIN:-1}" == 0 ]] && args+=(-pin=false)
 [[ "${BENCH_STRICT:-0}" == 1 ]] && args+=(-strict)
+[[ "${BENCH_MEMORY:-0}" == 1 ]] && args+=(-memory)
 
-exec "$OUT/bin/harness" "${args[@]}"
+exec "$OUT/bin/harness" "${args[@]}" "$@"

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"slices"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
@@ -97,10 +98,15 @@ type Result struct {
 
 // PatchJSON encodes the patch as the JSON the admission response carries; nil when there is no patch.
 func (r *Result) PatchJSON() ([]byte, error) {
+	return r.AppendPatchJSON(nil)
+}
+
+// AppendPatchJSON is PatchJSON appended to b (a recycled buffer, say); b unchanged when there is no patch.
+func (r *Result) AppendPatchJSON(b []byte) ([]byte, error) {
 	if len(r.Patch) == 0 {
-		return nil, nil
+		return b, nil
 	}
-	return appendPatch(make([]byte, 0, patchSizeHint(r.Patch)), r.Patch)
+	return appendPatch(slices.Grow(b, patchSizeHint(r.Patch)), r.Patch)
 }
 
 // Injected returns the decisions whose outcome is Injected.

@@ -176,7 +176,7 @@ func (h *handler) Handle(ctx context.Context, req admission.Request) admission.R
 		result = "patched"
 		// The engine's own encoding, handed over as bytes: with Patches left empty, controller-runtime does not
 		// encode the operations again (which validates and compacts every value once more).
-		patch, err := res.PatchJSON()
+		patch, err := res.AppendPatchJSON(patchBuffer())
 		if err != nil {
 			return h.badPod(req.UID, err)
 		}

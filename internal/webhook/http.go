@@ -108,6 +108,22 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code = int(resp.Result.Code) // an error answer (bad request, recovered panic), not a denial
 	}
 	s.writeReview(w, rev.TypeMeta, &resp.AdmissionResponse)
+	recyclePatch(resp.Patch)
+}
+
+// patchBuffers recycles the encoded patches of answers (a few KB each, the largest allocation an injected pod's
+// answer makes): the handler encodes the patch into one, and ServeHTTP gives it back once the answer is written,
+// when nothing refers to it any more. An answer handled without ServeHTTP (tests calling Handle) simply leaves
+// its buffer to the garbage collector.
+var patchBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+func patchBuffer() []byte { return (*patchBuffers.Get().(*[]byte))[:0] }
+
+func recyclePatch(b []byte) {
+	if cap(b) > 0 && cap(b) <= 1<<20 { // a rare huge patch is not kept alive
+		b = b[:0]
+		patchBuffers.Put(&b)
+	}
 }
 
 // decodeOptions decode a review: duplicate names not tracked (see server), and request.object and

@@ -65,6 +65,8 @@ type config struct {
 	goBenchTime          string
 	pin                  bool
 	strict               bool
+	memory               bool
+	memoryVariants       memoryVariants
 }
 
 func main() {
@@ -88,6 +90,8 @@ func main() {
 	flag.StringVar(&cfg.goBenchTime, "go-benchtime", "", "-benchtime of the Go benchmarks (default 1s, quick 100ms)")
 	flag.BoolVar(&cfg.pin, "pin", true, "pin servers to CPU 0 and the load tool to CPU 1 with taskset")
 	flag.BoolVar(&cfg.strict, "strict", false, "exit 1 when a goal fails")
+	flag.BoolVar(&cfg.memory, "memory", false, "measure only the injector's memory over the scale scenario (memory.go), in a few minutes")
+	flag.Var(&cfg.memoryVariants, "memory-variant", "with -memory: label=path[,NAME=VALUE...], a build and environment to measure; repeatable (default: bin-dir's sidecar-injector)")
 	flag.Parse()
 	cfg.concurrency = parseInts(conc)
 	cfg.sizes = strings.Split(sizes, ",")
@@ -112,7 +116,11 @@ func main() {
 	defer stop()
 	h := &harness{cfg: cfg}
 	code := 0
-	if err := h.run(ctx); err != nil {
+	run := h.run
+	if cfg.memory {
+		run = h.runMemory
+	}
+	if err := run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		code = 2
 	}
@@ -174,6 +182,11 @@ type harness struct {
 	failed  bool
 	notes   []string
 	started time.Time
+
+	// memoryProfileAddr is pprofserve's /debug/pprof address in -memory mode; memoryProfileTop the top of its
+	// heap profile.
+	memoryProfileAddr, memoryProfileTop string
+	memoryLiveHeap                      float64
 }
 
 // apiServer is one kube-apiserver and etcd (envtest) and how the injector and the harness reach it.
@@ -189,9 +202,9 @@ type proc struct {
 	cmd  *exec.Cmd
 	log  *os.File
 	addr string // webhook host:port
-	// health is the injector's probe address ("" for a floor).
-	health string
-	done   chan struct{}
+	// health and metrics are the injector's probe and metrics addresses ("" for a floor).
+	health, metrics string
+	done            chan struct{}
 }
 
 type cell struct {
@@ -470,6 +483,15 @@ func (h *harness) cleanup() {
 // startInjector starts the injector (or pprofserve, which runs the same command) and returns when /readyz
 // answers 200 and the webhook completes a TLS handshake; the duration is from process start.
 func (h *harness) startInjector(ctx context.Context, api *apiServer, name, binary string, pprofAddr string) (*proc, time.Duration, error) {
+	var env []string
+	if pprofAddr != "" {
+		env = append(env, "BENCH_PPROF_ADDR="+pprofAddr)
+	}
+	return h.startInjectorEnv(ctx, api, name, binary, env)
+}
+
+// startInjectorEnv is startInjector with env added to the process's environment.
+func (h *harness) startInjectorEnv(ctx context.Context, api *apiServer, name, binary string, env []string) (*proc, time.Duration, error) {
 	webhookAddr, err1 := freeAddr()
 	metricsAddr, err2 := freeAddr()
 	healthAddr, err3 := freeAddr()
@@ -477,10 +499,6 @@ func (h *harness) startInjector(ctx context.Context, api *apiServer, name, binar
 		return nil, 0, err
 	}
 	host, port, _ := net.SplitHostPort(webhookAddr)
-	var env []string
-	if pprofAddr != "" {
-		env = append(env, "BENCH_PPROF_ADDR="+pprofAddr)
-	}
 	t0 := time.Now()
 	p, err := h.start(name, binary, []string{"serve",
 		"--kubeconfig=" + api.kubeconfig, "--cert-dir=" + h.certDir,
@@ -491,7 +509,7 @@ func (h *harness) startInjector(ctx context.Context, api *apiServer, name, binar
 	if err != nil {
 		return nil, 0, err
 	}
-	p.addr, p.health = webhookAddr, healthAddr
+	p.addr, p.health, p.metrics = webhookAddr, healthAddr, metricsAddr
 	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(60 * time.Second)
 	var last error
@@ -792,33 +810,10 @@ type scaleResult struct {
 // the main table and this phase (the floors alone move by 20-30% over a run) does not decide it.
 func (h *harness) runScale(ctx context.Context, two, review *proc) (*scaleResult, error) {
 	cfg := h.cfg
-	sr := &scaleResult{Namespaces: cfg.scaleNamespaces, Cluster: cfg.scaleCluster, Reduced: cfg.scaleNamespaces*cfg.scalePerNS < 10000}
-	var err error
-	if h.scaleAPI, err = h.startAPIServer(ctx, "scale-api"); err != nil {
+	sr, err := h.createScale(ctx)
+	if err != nil {
 		return nil, err
 	}
-	var nss []client.Object
-	for i := range cfg.scaleNamespaces {
-		nss = append(nss, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fixtures.ScaleNamespace(i), Labels: map[string]string{"team": fmt.Sprintf("t%03d", i%1000)}}})
-	}
-	var tpls []client.Object
-	for _, t := range fixtures.ScaleTemplates(cfg.scaleNamespaces, cfg.scalePerNS) {
-		tpls = append(tpls, t)
-	}
-	for _, t := range fixtures.ClusterTemplates(cfg.scaleCluster) {
-		tpls = append(tpls, t)
-	}
-	sr.Templates = len(tpls)
-	h.logf("scale: creating %d namespaces and %d SidecarTemplates (%d cluster-wide)", len(nss), len(tpls), cfg.scaleCluster)
-	t0 := time.Now()
-	if _, err := h.scaleAPI.createParallel(ctx, nss, 32); err != nil {
-		return nil, err
-	}
-	if _, err := h.scaleAPI.createParallel(ctx, tpls, 32); err != nil {
-		return nil, err
-	}
-	sr.CreateSeconds = time.Since(t0).Seconds()
-	h.logf("scale: created in %.1fs (%.0f objects/s)", sr.CreateSeconds, float64(len(nss)+len(tpls))/sr.CreateSeconds)
 	// The API server is answering (it just served every create); the injector starts now.
 	inj, readyIn, err := h.startInjector(ctx, h.scaleAPI, "injector-scale", filepath.Join(cfg.binDir, "sidecar-injector"), "")
 	if err != nil {

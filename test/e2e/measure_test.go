@@ -1,0 +1,330 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
+)
+
+// The measurement is a load tool, not a test: it runs only with E2E_MEASURE=1 and asserts no timing (README,
+// "Seen from the API server"). It creates the same pods through the real API server into a namespace the webhook
+// is not called for and into one where it injects a template, in alternating rounds, bounded in count and time,
+// and reads the API server's own metrics around each round.
+const (
+	measurePods        = 300 // per round and namespace
+	measureRounds      = 3
+	measureConcurrency = 8
+	measureTimeout     = 3 * time.Minute // the whole measurement, after the chart is installed
+	measureLabel       = "e2e-measure"
+	webhookName        = "inject.sidecar.dev" // the chart's webhook (templates/mutatingwebhookconfiguration.yaml)
+)
+
+// TestMeasureCreationsThroughTheAPIServer prints pod creations per second and the API server's view of the
+// admission (its own histograms) with no injection and with the injector, same pods, same run.
+func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
+	if os.Getenv("E2E_MEASURE") == "" {
+		t.Skip("a measurement, not a test: run with E2E_MEASURE=1 (under the cluster lock)")
+	}
+	installChart(t)
+	// The suite's client is throttled to 50 requests/s (connect), which would cap both paths alike.
+	fast := rest.CopyConfig(restConfig)
+	fast.QPS, fast.Burst = -1, 0 // no client-side rate limit
+	var err error
+	if measureClient, err = client.New(fast, client.Options{Scheme: scheme}); err != nil {
+		t.Fatal(err)
+	}
+	off := labelledNamespace(t, "measure-off", map[string]string{v1alpha1.LabelInjection: v1alpha1.LabelInjectionDisabled})
+	on := namespace(t, "measure-on")
+	createTemplate(t, on, "measure", logShipperSpec(false))
+	// The same template in the other namespace, which the API server never sends to the webhook.
+	if err := k8s.Create(ctxFor(t, 30*time.Second), &v1alpha1.SidecarTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: off, Name: "measure"},
+		Spec: logShipperSpec(false)}); err != nil {
+		t.Fatal(err)
+	}
+	// Warm the paths (connections, caches, the webhook's compiled template) before measuring.
+	for _, ns := range []string{off, on} {
+		createMeasurePods(t, ns, 20, 0)
+		deleteMeasurePods(t, ns)
+	}
+	deadline := time.Now().Add(measureTimeout)
+	phases := []*measurePhase{{name: "no injection (namespace not sent to the webhook)", ns: off}, {name: "injector (1 template, via its Service)", ns: on}}
+	for round := range measureRounds {
+		for k := range phases { // alternate who goes first
+			ph := phases[(round+k)%len(phases)]
+			if time.Now().After(deadline) {
+				t.Fatalf("the measurement exceeded %s", measureTimeout)
+			}
+			before, injBefore := apiserverMetrics(t), injectorMetrics(t)
+			start := time.Now()
+			createMeasurePods(t, ph.ns, measurePods, round+1)
+			ph.seconds += time.Since(start).Seconds()
+			ph.pods += measurePods
+			after, injAfter := apiserverMetrics(t), injectorMetrics(t)
+			ph.injector.add(injBefore, injAfter, "sidecar_injector_webhook_request_duration_seconds")
+			ph.webhook.add(before, after, "apiserver_admission_webhook_admission_duration_seconds", `name="`+webhookName+`"`, `operation="CREATE"`, `type="admit"`)
+			ph.request.add(before, after, "apiserver_request_duration_seconds", `verb="POST"`, `resource="pods"`, `subresource=""`)
+			deleteMeasurePods(t, ph.ns)
+		}
+	}
+	base := phases[0]
+	loadavg, _ := os.ReadFile("/proc/loadavg")
+	logf(t, "%d rounds of %d pods per path, %d at a time, alternating which path goes first; machine load average at the end: %s",
+		measureRounds, measurePods, measureConcurrency, strings.TrimSpace(string(loadavg)))
+	logf(t, "| path | pods | pods/s | × no injection | API server's webhook call p50 / p99 (ms, n) | the injector's own time p50 / p99 (ms) | pod POST p50 / p99 (ms) |")
+	logf(t, "|---|---|---|---|---|---|---|")
+	for _, ph := range phases {
+		rate := float64(ph.pods) / ph.seconds
+		logf(t, "| %s | %d | %.0f | %.2f | %s | %s | %s |", ph.name, ph.pods, rate, rate/(float64(base.pods)/base.seconds),
+			ph.webhook.quantiles(), ph.injector.quantiles(), ph.request.quantiles())
+	}
+	if on := phases[1]; on.webhook.count == 0 {
+		t.Errorf("the API server recorded no call of %s during the injector's rounds: the measurement did not measure the webhook", webhookName)
+	}
+	if off := phases[0]; off.webhook.count != 0 {
+		t.Errorf("the API server called %s %d times for the namespace labelled %s=%s", webhookName, int(off.webhook.count),
+			v1alpha1.LabelInjection, v1alpha1.LabelInjectionDisabled)
+	}
+}
+
+// measureClient creates the measured pods, without client-side throttling.
+var measureClient client.Client
+
+type measurePhase struct {
+	name, ns string
+	pods     int
+	seconds  float64
+	// webhook and request are the API server's view (its call of the webhook, the whole pod POST); injector is
+	// the injector's own (sidecar_injector_webhook_request_duration_seconds, summed over its replicas).
+	webhook, request, injector histogram
+}
+
+// labelledNamespace is namespace with labels set at creation, so that the API server's webhook selection sees
+// them from the first pod on.
+func labelledNamespace(t *testing.T, prefix string, labels map[string]string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-" + prefix + "-", Labels: labels}}
+	if err := k8s.Create(ctxFor(t, 30*time.Second), ns); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := k8s.Delete(context.Background(), ns); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("cleanup: delete namespace %s: %v", ns.Name, err)
+		}
+	})
+	return ns.Name
+}
+
+// createMeasurePods creates n gated pods (never scheduled: the kubelet does no work) asking for the template
+// "measure", measureConcurrency at a time, and checks each came back as expected: injected in a namespace the
+// webhook serves, unchanged in the other.
+func createMeasurePods(t *testing.T, ns string, n, round int) {
+	t.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for range measureConcurrency {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				pod := measurePod(ns, fmt.Sprintf("m%d-%d", round, i))
+				err := measureClient.Create(ctx, pod)
+				cancel()
+				if err == nil {
+					_, injected := pod.Annotations[v1alpha1.AnnotationStatus]
+					if wantInjected := !strings.Contains(ns, "measure-off"); injected != wantInjected {
+						err = fmt.Errorf("pod %s/%s: injected=%v, want %v (containers %v)", ns, pod.Name, injected, wantInjected, containerNames(pod.Spec.Containers))
+					}
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := firstErr.Load(); err != nil {
+		t.Fatalf("create pods in %s: %v", ns, err)
+	}
+}
+
+// measurePod is a realistic application pod: three containers with env and ports, asking for "measure".
+func measurePod(ns, name string) *corev1.Pod {
+	env := []corev1.EnvVar{{Name: "MODE", Value: "production"}, {Name: "REGION", Value: "eu-west-1"}}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{measureLabel: "true", "app": "web"},
+			Annotations: map[string]string{v1alpha1.AnnotationInject: "measure"}},
+		Spec: corev1.PodSpec{
+			SchedulingGates: []corev1.PodSchedulingGate{{Name: "sidecar.dev/e2e-measure"}},
+			Containers: []corev1.Container{
+				{Name: "app", Image: appImage, Env: env, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}},
+				{Name: "worker", Image: appImage, Env: env},
+				{Name: "cache", Image: appImage, Ports: []corev1.ContainerPort{{ContainerPort: 6379}}},
+			},
+		},
+	}
+}
+
+func deleteMeasurePods(t *testing.T, ns string) {
+	t.Helper()
+	if err := k8s.DeleteAllOf(ctxFor(t, 60*time.Second), &corev1.Pod{}, client.InNamespace(ns), client.MatchingLabels{measureLabel: "true"},
+		client.GracePeriodSeconds(0)); err != nil {
+		t.Fatalf("delete the measurement's pods: %v", err)
+	}
+	testenv.Eventually(t, 60*time.Second, "the measurement's pods in "+ns+" are gone", func() error {
+		var pods corev1.PodList
+		if err := k8s.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{measureLabel: "true"}); err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
+			return fmt.Errorf("%d left", len(pods.Items))
+		}
+		return nil
+	})
+}
+
+// apiserverMetrics returns the API server's /metrics.
+func apiserverMetrics(t *testing.T) []byte {
+	t.Helper()
+	b, err := clientset.RESTClient().Get().AbsPath("/metrics").DoRaw(ctxFor(t, 30*time.Second))
+	if err != nil {
+		t.Fatalf("the API server's /metrics: %v", err)
+	}
+	return b
+}
+
+// injectorMetrics returns the /metrics of every injector pod, concatenated, read through the API server's pod
+// proxy.
+func injectorMetrics(t *testing.T) []byte {
+	t.Helper()
+	var pods corev1.PodList
+	if err := k8s.List(ctxFor(t, 30*time.Second), &pods, client.InNamespace(injectorNS), injectorSelector); err != nil {
+		t.Fatal(err)
+	}
+	var all []byte
+	for _, p := range pods.Items {
+		port := int32(0)
+		for _, cp := range p.Spec.Containers[0].Ports {
+			if cp.Name == "metrics" {
+				port = cp.ContainerPort
+			}
+		}
+		if port == 0 || p.Status.PodIP == "" {
+			continue
+		}
+		b, err := clientset.CoreV1().RESTClient().Get().AbsPath(fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:%d/proxy/metrics", injectorNS, p.Name, port)).
+			DoRaw(ctxFor(t, 30*time.Second))
+		if err != nil {
+			t.Fatalf("the injector's /metrics (pod %s): %v", p.Name, err)
+		}
+		all = append(append(all, b...), '\n')
+	}
+	return all
+}
+
+// histogram accumulates the observations of a Prometheus histogram between scrapes: cumulative counts per
+// upper bound (seconds), summed over the series whose labels contain every wanted one.
+type histogram struct {
+	buckets map[float64]float64
+	count   float64
+}
+
+func (h *histogram) add(before, after []byte, metric string, want ...string) {
+	if h.buckets == nil {
+		h.buckets = map[float64]float64{}
+	}
+	b, a := bucketCounts(before, metric, want), bucketCounts(after, metric, want)
+	for le, n := range a {
+		h.buckets[le] += n - b[le]
+	}
+	h.count = h.buckets[math.Inf(1)]
+}
+
+// quantiles formats the p50 and p99 (ms), interpolated within buckets as Prometheus' histogram_quantile does.
+func (h *histogram) quantiles() string {
+	if h.count == 0 {
+		return "- (not called)"
+	}
+	return fmt.Sprintf("%.1f / %.1f (n=%.0f)", 1000*h.quantile(0.5), 1000*h.quantile(0.99), h.count)
+}
+
+func (h *histogram) quantile(q float64) float64 {
+	les := make([]float64, 0, len(h.buckets))
+	for le := range h.buckets {
+		les = append(les, le)
+	}
+	sort.Float64s(les)
+	rank := q * h.count
+	lower, below := 0.0, 0.0
+	for _, le := range les {
+		n := h.buckets[le]
+		if n >= rank {
+			if math.IsInf(le, 1) {
+				return lower // beyond the last finite bound: that bound is all a histogram can say
+			}
+			if n == below {
+				return le
+			}
+			return lower + (le-lower)*(rank-below)/(n-below)
+		}
+		lower, below = le, n
+	}
+	return lower
+}
+
+// bucketCounts reads metric_bucket{...,le="X"} lines of a text exposition, summing series that match want.
+func bucketCounts(scraped []byte, metric string, want []string) map[float64]float64 {
+	out := map[float64]float64{}
+	sc := bufio.NewScanner(bytes.NewReader(scraped))
+	sc.Buffer(make([]byte, 1<<20), 4<<20)
+	prefix := metric + "_bucket{"
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		labels, value, ok := strings.Cut(line[len(prefix):], "} ")
+		if !ok || !containsAll(labels, want) {
+			continue
+		}
+		_, rest, ok := strings.Cut(labels, `le="`)
+		if !ok {
+			continue
+		}
+		leText, _, _ := strings.Cut(rest, `"`)
+		le, err1 := strconv.ParseFloat(leText, 64) // "+Inf" parses as +Inf
+		n, err2 := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err1 == nil && err2 == nil {
+			out[le] += n
+		}
+	}
+	return out
+}
+
+func containsAll(s string, want []string) bool {
+	for _, w := range want {
+		if !strings.Contains(s, w) {
+			return false
+		}
+	}
+	return true
+}
