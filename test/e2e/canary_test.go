@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,12 +17,11 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
-	"github.com/sidecar-dev/sidecar-injector/internal/cli"
 	"github.com/sidecar-dev/sidecar-injector/internal/controller"
 	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
+	"github.com/sidecar-dev/sidecar-injector/test/internal/offline"
 )
 
 // testCanaryThenRestart: a template's proxy moves from revision 1 (v1) to revision 2 (v2) under a 50% canary.
@@ -162,39 +158,10 @@ func waitForRevisions(t *testing.T, st *v1alpha1.SidecarTemplate, current, stabl
 // pipeline does, and returns the Deployment it writes.
 func renderDeploymentOffline(t *testing.T, tpl *v1alpha1.SidecarTemplate, d *appsv1.Deployment) *appsv1.Deployment {
 	t.Helper()
-	dir := t.TempDir()
-	write := func(file string, obj any) string {
-		b, err := yaml.Marshal(obj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, file)
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	clean := tpl.DeepCopy()
-	clean.APIVersion, clean.Kind = v1alpha1.GroupVersion.String(), "SidecarTemplate"
-	clean.ManagedFields, clean.Status = nil, v1alpha1.SidecarTemplateStatus{}
 	in := d.DeepCopy()
 	in.APIVersion, in.Kind = "apps/v1", "Deployment"
-	var out, errOut bytes.Buffer
-	root := cli.NewRootCommand()
-	root.SetArgs([]string{"inject", "-f", write("deployment.yaml", in), "--templates", write("templates.yaml", clean),
-		"--namespace", d.Namespace, "--injector-namespace", injectorNS})
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	if err := root.Execute(); err != nil {
-		t.Fatalf("sidecar-injector inject: %v\n%s", err, errOut.String())
-	}
 	var rendered appsv1.Deployment
-	if err := yaml.UnmarshalStrict(out.Bytes(), &rendered); err != nil {
-		t.Fatalf("inject wrote %q: %v", out.String(), err)
-	}
-	if rendered.Spec.Template.Annotations[v1alpha1.AnnotationStatus] == "" {
-		t.Fatalf("inject did not render the template into the Deployment:\n%s", out.String())
-	}
+	offline.Render(t, tpl, in, d.Namespace, injectorNS, &rendered)
 	return &rendered
 }
 

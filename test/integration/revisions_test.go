@@ -1,10 +1,7 @@
 package integration
 
 import (
-	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,11 +9,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/yaml"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
-	"github.com/sidecar-dev/sidecar-injector/internal/cli"
 	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
+	"github.com/sidecar-dev/sidecar-injector/test/internal/offline"
 )
 
 // A workload rendered offline with `sidecar-injector inject` at revision 1 of a template keeps being admitted
@@ -170,35 +166,9 @@ func ownedByName(name string) podOpt {
 // renderOffline runs `sidecar-injector inject` on the pod with the template and returns the pod it writes.
 func renderOffline(t *testing.T, tpl *v1alpha1.SidecarTemplate, pod *corev1.Pod) *corev1.Pod {
 	t.Helper()
-	dir := t.TempDir()
-	write := func(name string, obj any) string {
-		b, err := yaml.Marshal(obj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	clean := tpl.DeepCopy()
-	clean.APIVersion, clean.Kind = v1alpha1.GroupVersion.String(), "SidecarTemplate"
-	clean.ManagedFields, clean.Status = nil, v1alpha1.SidecarTemplateStatus{}
 	p := pod.DeepCopy()
 	p.APIVersion, p.Kind = "v1", "Pod"
-	var out, errOut bytes.Buffer
-	root := cli.NewRootCommand()
-	root.SetArgs([]string{"inject", "-f", write("pod.yaml", p), "--templates", write("templates.yaml", clean),
-		"--namespace", pod.Namespace, "--injector-namespace", injectorNS})
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	if err := root.Execute(); err != nil {
-		t.Fatalf("sidecar-injector inject: %v\n%s", err, errOut.String())
-	}
 	var rendered corev1.Pod
-	if err := yaml.UnmarshalStrict(out.Bytes(), &rendered); err != nil {
-		t.Fatalf("inject wrote %q: %v", out.String(), err)
-	}
+	offline.Render(t, tpl, p, pod.Namespace, injectorNS, &rendered)
 	return &rendered
 }
