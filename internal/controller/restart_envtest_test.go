@@ -14,10 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
@@ -72,11 +69,7 @@ func TestTheRestartPatchIsSentOnlyWhereAllowed(t *testing.T) {
 		}
 	}
 
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Controller: crconfig.Controller{SkipNameValidation: ptr.To(true)}}) // TestController runs one of the same name
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := newTestManager(t, cfg, scheme)
 	m, err := metrics.New(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -90,14 +83,7 @@ func TestTheRestartPatchIsSentOnlyWhereAllowed(t *testing.T) {
 	if err := restart.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
+	defer runManager(t, ctx, cancel, mgr)()
 
 	var current v1alpha1.SidecarTemplate
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(st), &current); err != nil {
