@@ -167,28 +167,7 @@ func testJobCompletes(t *testing.T) {
 	if err := k8s.Create(ctxFor(t, 30*time.Second), job); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, podDeadline, "the Job completes", func() error {
-		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(job), job); err != nil {
-			return err
-		}
-		for _, c := range job.Status.Conditions {
-			if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
-				return nil
-			}
-		}
-		return fmt.Errorf("conditions %+v", job.Status.Conditions)
-	})
-	var pods corev1.PodList
-	if err := k8s.List(ctxFor(t, 30*time.Second), &pods, client.InNamespace(ns), client.MatchingLabels{"job-name": job.Name}); err != nil || len(pods.Items) != 1 {
-		t.Fatalf("want the Job's one pod, got %d (%v)", len(pods.Items), err)
-	}
-	pod := pods.Items[0]
-	complete := slices.ContainsFunc(job.Status.Conditions, func(c batchv1.JobCondition) bool {
-		return c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue
-	})
-	if !complete || job.Status.Succeeded != 1 {
-		t.Fatalf("the Job did not complete: succeeded %d, conditions %+v%s", job.Status.Succeeded, job.Status.Conditions, podSummary(ns, pod.Name))
-	}
+	pod := waitJobDone(t, job)
 	if got := containerNames(pod.Spec.InitContainers); !slices.Equal(got, []string{"log-shipper"}) {
 		t.Fatalf("init containers = %v, want the native sidecar [log-shipper]", got)
 	}
