@@ -1,66 +1,37 @@
 package hardening
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"maps"
+	"slices"
 	"testing"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
-
-	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 // renderRBAC renders the chart (default values: selfManaged TLS, leader election) as release sidecar-injector in
 // the injector's namespace and returns its RBAC objects.
 func renderRBAC(t *testing.T) []client.Object {
 	t.Helper()
-	home := t.TempDir()
-	cmd := exec.Command(testenv.RequireHelm(t), "template", "sidecar-injector", filepath.Join(root, "charts", "sidecar-injector"), "--namespace", injectorNS)
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/c", "HELM_CONFIG_HOME="+home+"/f", "HELM_DATA_HOME="+home+"/d")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("helm template: %v\n%s", err, errb.String())
+	kinds := map[string]func() client.Object{
+		"ClusterRole":        func() client.Object { return &rbacv1.ClusterRole{} },
+		"ClusterRoleBinding": func() client.Object { return &rbacv1.ClusterRoleBinding{} },
+		"Role":               func() client.Object { return &rbacv1.Role{} },
+		"RoleBinding":        func() client.Object { return &rbacv1.RoleBinding{} },
 	}
+	docs := renderChart(t, slices.Sorted(maps.Keys(kinds))...)
 	var objs []client.Object
-	dec := utilyaml.NewYAMLOrJSONDecoder(&out, 4096)
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
+	for _, kind := range slices.Sorted(maps.Keys(docs)) {
+		for _, doc := range docs[kind] {
+			obj := kinds[kind]()
+			if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+				t.Fatal(err)
+			}
+			objs = append(objs, obj)
 		}
-		if m == nil {
-			continue
-		}
-		doc, _ := yaml.Marshal(m)
-		var obj client.Object
-		switch m["kind"] {
-		case "ClusterRole":
-			obj = &rbacv1.ClusterRole{}
-		case "ClusterRoleBinding":
-			obj = &rbacv1.ClusterRoleBinding{}
-		case "Role":
-			obj = &rbacv1.Role{}
-		case "RoleBinding":
-			obj = &rbacv1.RoleBinding{}
-		default:
-			continue
-		}
-		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
-			t.Fatal(err)
-		}
-		objs = append(objs, obj)
 	}
 	return objs
 }
