@@ -102,6 +102,13 @@ func newWebhookServer(o crwebhook.Options, log logr.Logger) *webhookServer {
 		drain: ShutdownDrain}
 }
 
+// NewWebhookServer returns the webhook server as Run configures it from opts (address, certificate directory, TLS
+// versions and suites, HTTP/2, the limits above), without client authentication: for benchmarks that serve the
+// webhook path beside other servers in one process (test/bench/inprocess). Register the handler, then Start it.
+func NewWebhookServer(opts Options, log logr.Logger) crwebhook.Server {
+	return newWebhookServer(webhookServerOptions(opts), log)
+}
+
 // NeedLeaderElection is false: every replica serves admissions.
 func (*webhookServer) NeedLeaderElection() bool { return false }
 

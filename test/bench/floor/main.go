@@ -12,11 +12,9 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
@@ -26,23 +24,15 @@ import (
 	"syscall"
 	"time"
 
-	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"github.com/sidecar-dev/sidecar-injector/test/bench/floor/floorserver"
 )
-
-// Patch is the floor's answer to every pod: one add operation.
-var Patch = []byte(`[{"op":"add","path":"/metadata/annotations/floor.bench.sidecar.dev~1seen","value":"true"}]`)
-
-// maxBody bounds the request body as controller-runtime's webhook does (7 MiB).
-const maxBody = 7 << 20
 
 func main() {
 	mode := flag.String("mode", "review", "review: decode the AdmissionReview only; pod: also decode request.object into a Pod")
 	addr := flag.String("addr", "127.0.0.1:9444", "listen address")
 	certDir := flag.String("cert-dir", "", "directory holding tls.crt and tls.key")
 	flag.Parse()
-	h, err := NewHandler(*mode)
+	h, err := floorserver.NewHandler(*mode)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -54,7 +44,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := NewServer(h, cert)
+	srv := floorserver.NewServer(h, cert)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -67,76 +57,4 @@ func main() {
 	if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
-}
-
-// NewServer returns an HTTP/1.1-only server with TLS 1.3 and cert.
-func NewServer(h http.Handler, cert tls.Certificate) *http.Server {
-	return &http.Server{
-		Handler: h,
-		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS13,
-			Certificates: []tls.Certificate{cert},
-			NextProtos:   []string{"http/1.1"},
-		},
-		// A non-nil empty map turns HTTP/2 off.
-		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          log.New(io.Discard, "", 0),
-	}
-}
-
-// Handler answers AdmissionReviews.
-type Handler struct {
-	decodePod bool
-}
-
-// NewHandler returns the handler of mode "review" or "pod".
-func NewHandler(mode string) (*Handler, error) {
-	switch mode {
-	case "review":
-		return &Handler{}, nil
-	case "pod":
-		return &Handler{decodePod: true}, nil
-	}
-	return nil, fmt.Errorf("-mode=%q: want review or pod", mode)
-}
-
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		http.Error(w, "POST an AdmissionReview", http.StatusMethodNotAllowed)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	var review admissionv1.AdmissionReview
-	if err := json.Unmarshal(body, &review); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if review.Request == nil {
-		http.Error(w, "the AdmissionReview has no request", http.StatusBadRequest)
-		return
-	}
-	if h.decodePod {
-		var pod corev1.Pod
-		if err := json.Unmarshal(review.Request.Object.Raw, &pod); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-	}
-	pt := admissionv1.PatchTypeJSONPatch
-	out, err := json.Marshal(admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-		Response: &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true, PatchType: &pt, Patch: Patch},
-	})
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(out)
 }

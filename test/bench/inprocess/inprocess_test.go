@@ -1,7 +1,9 @@
-// Package inprocess measures the admission path without TLS and HTTP: the webhook's HTTP handler with the real
-// handler and engine, beside a review floor that only decodes and re-encodes the AdmissionReview
-// with encoding/json. It isolates what the injector adds per request from what the network costs, and gives
-// profiles (go test -bench . -cpuprofile) of exactly that.
+// Package inprocess measures the admission path in one process: BenchmarkAdmission runs the webhook's HTTP
+// handler with the real handler and engine beside the review floor (test/bench/floor/floorserver: it only decodes
+// and re-encodes the AdmissionReview with encoding/json), without TLS and HTTP; BenchmarkFixedCost
+// (fixedcost_test.go) runs the handler chain the webhook server mounts beside the floor's, alone and over
+// loopback TLS. They isolate what the injector adds per request from what the network costs, and give profiles
+// (go test -bench . -cpuprofile) of exactly that.
 package inprocess
 
 import (
@@ -20,6 +22,7 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	injmetrics "github.com/sidecar-dev/sidecar-injector/internal/metrics"
 	"github.com/sidecar-dev/sidecar-injector/internal/webhook"
+	"github.com/sidecar-dev/sidecar-injector/test/bench/floor/floorserver"
 )
 
 type templates struct{ index *inject.Index }
@@ -62,21 +65,6 @@ func injector(tb testing.TB, extra ...*v1alpha1.SidecarTemplate) http.Handler {
 	return h
 }
 
-// reviewFloor is what the review floor server does per request.
-func reviewFloor(w http.ResponseWriter, r *http.Request) {
-	var rev admissionv1.AdmissionReview
-	if err := json.NewDecoder(r.Body).Decode(&rev); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	pt := admissionv1.PatchTypeJSONPatch
-	rev.Response = &admissionv1.AdmissionResponse{UID: rev.Request.UID, Allowed: true, PatchType: &pt,
-		Patch: []byte(`[{"op":"add","path":"/metadata/labels/floor","value":"yes"}]`)}
-	rev.Request = nil
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(&rev)
-}
-
 func serve(b *testing.B, h http.Handler, body []byte, check func(*testing.B, []byte)) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
@@ -96,13 +84,17 @@ func serve(b *testing.B, h http.Handler, body []byte, check func(*testing.B, []b
 
 func BenchmarkAdmission(b *testing.B) {
 	inj := injector(b)
+	floor, err := floorserver.NewHandler("review")
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, size := range fixtures.Sizes {
 		body := review(b, size)
 		b.Run(size+"/injector", func(b *testing.B) {
 			serve(b, inj, body, nil)
 		})
 		b.Run(size+"/review-floor", func(b *testing.B) {
-			serve(b, http.HandlerFunc(reviewFloor), body, nil)
+			serve(b, floor, body, nil)
 		})
 	}
 	// The scale scenario's candidates: the pod's 2 templates and 100 cluster-wide ones that do not apply.

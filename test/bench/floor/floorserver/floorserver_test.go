@@ -1,4 +1,4 @@
-package main
+package floorserver
 
 import (
 	"crypto/tls"
