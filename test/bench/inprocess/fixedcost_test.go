@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,8 +46,9 @@ import (
 //     raw connection writing prepared bytes (its cost is the same for both servers and counted in ns/op);
 //   - SIZE/tls-c8/SERVER: the same with 8 connections at once (b.RunParallel).
 //
-// The ratio injector/floor of ns/op is the figure make bench's requests/s ratio follows; B/op and allocs/op say
-// where the garbage collector's share comes from. Profile one server with -bench 'small/handler/injector'
+// The ratio injector/floor of ns/op is the figure make bench's requests/s ratio follows, that of cpu-ns/op (the
+// process's CPU time per request, steadier on a busy machine) its CPU per request; B/op and allocs/op say where
+// the garbage collector's share comes from. Profile one server with -bench 'small/handler/injector'
 // -cpuprofile.
 func BenchmarkFixedCost(b *testing.B) {
 	floor, err := floorserver.NewHandler("review")
@@ -247,6 +249,7 @@ func serveInMemory(b *testing.B, h http.Handler, review []byte) {
 	w := &memWriter{header: http.Header{}}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(review)))
+	defer reportCPU(b)()
 	for b.Loop() {
 		rd.Reset(review)
 		req.Body = &rd
@@ -277,6 +280,7 @@ func serveTLS(b *testing.B, url string, review []byte, conns int) {
 	if conns == 1 {
 		c := dial(b, u.Host, cfg)
 		defer c.close()
+		defer reportCPU(b)() // after the handshake
 		for b.Loop() {
 			if err := c.roundTrip(req); err != nil {
 				b.Fatal(err)
@@ -284,6 +288,7 @@ func serveTLS(b *testing.B, url string, review []byte, conns int) {
 		}
 		return
 	}
+	defer reportCPU(b)() // with the handshakes of the connections
 	b.RunParallel(func(pb *testing.PB) {
 		c := dial(b, u.Host, cfg)
 		defer c.close()
@@ -294,6 +299,22 @@ func serveTLS(b *testing.B, url string, review []byte, conns int) {
 			}
 		}
 	})
+}
+
+// reportCPU starts counting the process's CPU time (user and system, all threads: the server, the client and
+// the garbage collector); the function it returns reports it per operation as cpu-ns/op. On a shared machine it
+// is steadier than ns/op, which grows with the time the process waits for a core.
+func reportCPU(b *testing.B) func() {
+	start := processCPU(b)
+	return func() { b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op") }
+}
+
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 type client struct {
