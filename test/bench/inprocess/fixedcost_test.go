@@ -78,6 +78,98 @@ func BenchmarkFixedCost(b *testing.B) {
 	}
 }
 
+// BenchmarkFixedCostRatio gives the ratios injector/floor directly, for a shared machine where other processes
+// make separate runs of BenchmarkFixedCost disagree: it alternates the two servers in blocks of a few requests
+// (in turn which goes first), so that both see the same disturbances, and reports the process's CPU time per
+// request of each (floor-cpu-ns/req, injector-cpu-ns/req), cpu-ratio (injector/floor: CPU per request, goal
+// <= 1.0) and rps-ratio (the injector's requests per second over the floor's, from wall time: goal >= 1.0
+// realistic, >= 0.8 small). One op is one block of each server. handler: the handlers alone; tls-c1: one
+// keep-alive TLS connection to each server, the client's CPU included in both.
+func BenchmarkFixedCostRatio(b *testing.B) {
+	floor, err := floorserver.NewHandler("review")
+	if err != nil {
+		b.Fatal(err)
+	}
+	floorURL := startFloor(b, floor)
+	inj := servedInjector(b)
+	for _, size := range fixtures.Sizes {
+		body := review(b, size)
+		b.Run(size+"/handler", func(b *testing.B) {
+			paired(b, inMemoryRequests(b, floor, body), inMemoryRequests(b, inj.WebhookMux(), body))
+		})
+		b.Run(size+"/tls-c1", func(b *testing.B) {
+			f, closeF := tlsRequests(b, floorURL, body)
+			defer closeF()
+			i, closeI := tlsRequests(b, inj.url, body)
+			defer closeI()
+			paired(b, f, i)
+		})
+	}
+}
+
+func paired(b *testing.B, floor, injector func() error) {
+	const block = 16
+	var cpu, wall [2]time.Duration
+	fns := [2]func() error{floor, injector}
+	round := 0
+	for b.Loop() {
+		for k := range 2 {
+			i := (k + round) % 2
+			c0, w0 := processCPU(b), time.Now()
+			for range block {
+				if err := fns[i](); err != nil {
+					b.Fatal(err)
+				}
+			}
+			wall[i] += time.Since(w0)
+			cpu[i] += processCPU(b) - c0
+		}
+		round++
+	}
+	n := float64(b.N * block)
+	b.ReportMetric(float64(cpu[0])/n, "floor-cpu-ns/req")
+	b.ReportMetric(float64(cpu[1])/n, "injector-cpu-ns/req")
+	b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "cpu-ratio")
+	b.ReportMetric(float64(wall[0])/float64(wall[1]), "rps-ratio")
+}
+
+// inMemoryRequests returns a function that serves review with h, as serveInMemory does.
+func inMemoryRequests(b *testing.B, h http.Handler, review []byte) func() error {
+	req, err := http.NewRequest(http.MethodPost, "https://127.0.0.1"+webhook.Path, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.ContentLength = int64(len(review))
+	rd := &body{}
+	w := &memWriter{header: http.Header{}}
+	return func() error {
+		rd.Reset(review)
+		req.Body = rd
+		clear(w.header)
+		w.code = 0
+		w.body.Reset()
+		h.ServeHTTP(w, req)
+		if w.code != http.StatusOK {
+			return fmt.Errorf("status %d: %s", w.code, w.body.Bytes())
+		}
+		return nil
+	}
+}
+
+// tlsRequests returns a function that sends review over one keep-alive TLS connection, as serveTLS does.
+func tlsRequests(b *testing.B, url string, review []byte) (func() error, func()) {
+	u, err := loadgen.CheckLoopback(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := fmt.Appendf(nil, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: %d\r\n\r\n",
+		u.RequestURI(), u.Host, len(review))
+	req = append(req, review...)
+	c := dial(b, u.Host, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: testCerts(b).pool, ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}})
+	return func() error { return c.roundTrip(req) }, c.close
+}
+
 // The benchmark's servers answer every pod correctly over TLS (the load tool's verifier: uid, allowed, a patch
 // that applies; for the injector, the pod with its two sidecars).
 func TestTheFixedCostServersAnswerOverTLS(t *testing.T) {
