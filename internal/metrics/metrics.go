@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,12 @@ type Metrics struct {
 	templates  *prometheus.GaugeVec
 	requests   *prometheus.CounterVec
 	latency    prometheus.Histogram
+
+	// The children of admissions by result and of requests by code (100-599), resolved once: an admission
+	// does not format, hash and look up its labels again (BenchmarkFixedCost, test/bench/inprocess). A code's
+	// child is created on its first request, so that only codes that happened are exported.
+	admissionsByResult map[string]prometheus.Counter
+	requestsByCode     [500]atomic.Pointer[prometheus.Counter]
 
 	mu    sync.Mutex
 	ready map[string]bool // template key -> Ready, behind the templates gauge
@@ -101,8 +108,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, fmt.Errorf("cannot register the injector's metrics: %w", err)
 		}
 	}
+	m.admissionsByResult = make(map[string]prometheus.Counter, len(Results))
 	for _, r := range Results {
-		m.admissions.WithLabelValues(r) // every result is exported from the start, so that rate() sees the first one
+		// every result is exported from the start, so that rate() sees the first one
+		m.admissionsByResult[r] = m.admissions.WithLabelValues(r)
 	}
 	return m, nil
 }
@@ -122,8 +131,21 @@ func (m *Metrics) Unregister(reg prometheus.Registerer) {
 // ObserveRequest records one HTTP request to the webhook path: the status code of the answer and how long it
 // took.
 func (m *Metrics) ObserveRequest(code int, d time.Duration) {
-	m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	m.requestCounter(code).Inc()
 	m.latency.Observe(d.Seconds())
+}
+
+func (m *Metrics) requestCounter(code int) prometheus.Counter {
+	if code < 100 || code >= 600 {
+		return m.requests.WithLabelValues(strconv.Itoa(code))
+	}
+	slot := &m.requestsByCode[code-100]
+	if c := slot.Load(); c != nil {
+		return *c
+	}
+	c := m.requests.WithLabelValues(strconv.Itoa(code)) // the same child whoever stores it first
+	slot.Store(&c)
+	return c
 }
 
 // ResultOf returns the result label of an admission: error when err != nil (or there is no result), denied when
@@ -147,7 +169,7 @@ func ResultOf(res *inject.Result, err error) string {
 // inject.Inject returned and how long it took (requests the handler allows without calling the engine are not
 // admissions of interest and are not counted).
 func (m *Metrics) ObserveAdmission(res *inject.Result, err error, d time.Duration) {
-	m.admissions.WithLabelValues(ResultOf(res, err)).Inc()
+	m.admissionsByResult[ResultOf(res, err)].Inc()
 	m.duration.Observe(d.Seconds())
 	if err != nil || res == nil {
 		return

@@ -226,3 +226,30 @@ func TestAnInvalidUTF8TemplateNameDoesNotPanic(t *testing.T) {
 	}
 	m.ForgetTemplate("team-a", "bad\xc2")
 }
+
+// Requests are counted by code through children resolved once per code: each code counts its own requests, and
+// only codes that happened are exported (also codes outside 100-599, which are not cached).
+func TestRequestsAreCountedByTheCodeOfTheirAnswer(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(reg, "sidecar_injector_webhook_requests_total"); n != 0 {
+		t.Fatalf("%d request series before any request, want none", n)
+	}
+	for _, code := range []int{200, 200, 400, 200, 500, 999, 999} {
+		m.ObserveRequest(code, time.Millisecond)
+	}
+	if n := testutil.CollectAndCount(reg, "sidecar_injector_webhook_requests_total"); n != 4 {
+		t.Errorf("%d request series, want 4 (200, 400, 500, 999)", n)
+	}
+	for code, want := range map[string]float64{"200": 3, "400": 1, "500": 1, "999": 2} {
+		if got := testutil.ToFloat64(m.requests.WithLabelValues(code)); got != want {
+			t.Errorf("code %s: %v requests, want %v", code, got, want)
+		}
+	}
+	if n := testutil.CollectAndCount(reg, "sidecar_injector_webhook_request_duration_seconds"); n != 1 {
+		t.Errorf("%d latency series, want 1", n)
+	}
+}

@@ -44,7 +44,9 @@ type Engine func(inject.Request) (*inject.Result, error)
 
 // Recorder is told about every admission that is not a dry run, after the engine decided; it is the seam for
 // side effects (Events, ...). Implementations must not block the admission for long, nor keep req.Object.Raw
-// after they return: it is part of a request body that is recycled once the answer is written.
+// after they return: it is part of a request body that is recycled once the answer is written. req carries what
+// the webhook reads of the AdmissionRequest (uid, kind, resource, subResource, name, namespace, operation, object,
+// dryRun; see reviewRequest in http.go), not userInfo, options or oldObject.
 type Recorder interface {
 	Record(ctx context.Context, req admission.Request, res *inject.Result)
 }

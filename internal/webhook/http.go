@@ -1,11 +1,11 @@
 package webhook
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -14,6 +14,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
@@ -52,7 +53,27 @@ type server struct {
 
 type admissionReview struct {
 	metav1.TypeMeta `json:",inline"`
-	Request         *admissionv1.AdmissionRequest `json:"request,omitempty"`
+	Request         *reviewRequest `json:"request,omitempty"`
+}
+
+// reviewRequest is the part of an admissionv1.AdmissionRequest that the handler and the Recorder read, with the
+// same JSON names. The rest (userInfo, options, oldObject, requestKind, requestResource, requestSubResource) is
+// skipped by the decoder, checked for JSON syntax only, instead of allocated per request: nothing here reads it.
+type reviewRequest struct {
+	UID         types.UID                   `json:"uid"`
+	Kind        metav1.GroupVersionKind     `json:"kind"`
+	Resource    metav1.GroupVersionResource `json:"resource"`
+	SubResource string                      `json:"subResource,omitempty"`
+	Name        string                      `json:"name,omitempty"`
+	Namespace   string                      `json:"namespace,omitempty"`
+	Operation   admissionv1.Operation       `json:"operation"`
+	Object      runtime.RawExtension        `json:"object,omitempty"`
+	DryRun      *bool                       `json:"dryRun,omitempty"`
+}
+
+func (r *reviewRequest) admissionRequest() admissionv1.AdmissionRequest {
+	return admissionv1.AdmissionRequest{UID: r.UID, Kind: r.Kind, Resource: r.Resource, SubResource: r.SubResource,
+		Name: r.Name, Namespace: r.Namespace, Operation: r.Operation, Object: r.Object, DryRun: r.DryRun}
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -101,7 +122,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var req admission.Request
 	if rev.Request != nil {
-		req.AdmissionRequest = *rev.Request
+		req.AdmissionRequest = rev.Request.admissionRequest()
 	}
 	resp := s.wh.Handle(r.Context(), req)
 	if resp.Result != nil && resp.Result.Code >= 400 && !resp.Allowed && resp.Result.Reason != metav1.StatusReasonForbidden {
@@ -176,14 +197,23 @@ func readBody(r *http.Request, buf []byte) ([]byte, error) {
 	}
 }
 
-// writeReview answers with an AdmissionReview of the request's version (v1 when unknown).
+// writeReview answers with an AdmissionReview of the request's version (v1 when unknown), encoded by
+// appendReview into a recycled buffer and written at once with its Content-Length: an answer over net/http's
+// 2 KB of buffering (an injected pod's patch) would otherwise go out chunked, in more writes.
 func (s *server) writeReview(w http.ResponseWriter, tm metav1.TypeMeta, resp *admissionv1.AdmissionResponse) {
 	if tm.APIVersion == "" {
 		tm = metav1.TypeMeta{APIVersion: reviewV1, Kind: reviewKind}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	out := admissionv1.AdmissionReview{TypeMeta: tm, Response: resp}
-	if err := json.NewEncoder(w).Encode(&out); err != nil {
+	buf := answerBuffers.Get().(*[]byte)
+	out := appendReview((*buf)[:0], tm, resp)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(out)))
+	if _, err := w.Write(out); err != nil {
 		s.clientErrs.Log("admission: cannot write the response", err, "uid", resp.UID) // the client went away
+	}
+	if cap(out) <= 1<<20 { // a rare huge answer is not kept alive
+		*buf = out[:0]
+		answerBuffers.Put(buf)
 	}
 }

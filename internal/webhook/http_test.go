@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -89,5 +90,30 @@ func TestConcurrentAnswersEachCarryTheirOwnPatch(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// An answer goes out in one piece with its Content-Length, not chunked (writeReview), and is exactly what
+// encoding/json writes for it.
+func TestAnAnswerCarriesItsContentLength(t *testing.T) {
+	f := newFixture(t)
+	resp, err := http.Post(f.url+Path, "application/json", strings.NewReader(review{uid: "uid-1", object: pod("log-shipper, metrics")}.json()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.TransferEncoding) > 0 || resp.ContentLength != int64(len(data)) {
+		t.Errorf("transfer encoding %v, Content-Length %d for %d bytes; want no chunking and the length", resp.TransferEncoding, resp.ContentLength, len(data))
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(data, &out); err != nil || out.Response == nil || len(out.Response.Patch) == 0 {
+		t.Fatalf("not an AdmissionReview with a patch: %v\n%s", err, data)
+	}
+	if want := encodingJSON(t, out.TypeMeta, out.Response); !bytes.Equal(data, want) {
+		t.Errorf("the answer\n%s\nis not what encoding/json writes\n%s", data, want)
 	}
 }
