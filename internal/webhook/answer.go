@@ -3,6 +3,7 @@ package webhook
 import (
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"strconv"
 	"sync"
 	"unicode/utf8"
@@ -75,8 +76,9 @@ func appendReview(dst []byte, tm metav1.TypeMeta, resp *admissionv1.AdmissionRes
 // appendReviewJSON is appendReview by encoding/json.
 func appendReviewJSON(dst []byte, tm metav1.TypeMeta, resp *admissionv1.AdmissionResponse) []byte {
 	out, err := json.Marshal(admissionv1.AdmissionReview{TypeMeta: tm, Response: resp})
-	if err != nil { // only strings, bytes, numbers and maps of strings: cannot fail
-		panic(err)
+	if err != nil { // only strings, bytes, numbers and maps of strings: does not happen; an error answer if it did
+		return appendReview(dst, tm, &admissionv1.AdmissionResponse{UID: resp.UID, Result: &metav1.Status{
+			Code: http.StatusInternalServerError, Message: "sidecar-injector: cannot encode the answer: " + err.Error()}})
 	}
 	return append(append(dst, out...), '\n')
 }
