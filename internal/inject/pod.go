@@ -27,6 +27,8 @@ type podView struct {
 		Annotations  map[string]string `json:"annotations"`
 		// OwnerReferences decide a pod's canary share (canaryKey): its owner's kind and name only.
 		OwnerReferences []ownerView `json:"ownerReferences"`
+		// ManagedFields is named only to be skipped without looking for duplicate names (skipped).
+		ManagedFields skipped `json:"managedFields"`
 	} `json:"metadata"`
 	Spec *specView `json:"spec"`
 }
@@ -105,6 +107,27 @@ func (l *viewList[T]) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 	return nil
 }
 
+// skipped is a value the engine neither reads nor patches, and that may be most of a pod's bytes:
+// metadata.managedFields (about 90% of the large benchmark pod). It is read as one JSON value, still checked to be
+// valid JSON and valid UTF-8, but without looking for duplicate member names inside it: json v2 does that for
+// every object it reads or skips, and for managedFields that was more than half of the large pod's engine time.
+// A duplicate name there cannot change what the engine reads or writes. Everywhere else duplicates are still
+// refused (see readPod).
+type skipped struct{}
+
+func (*skipped) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	// The option holds for this one value only (json v2 allows switching it before a value, not inside an object).
+	return jsonv2.UnmarshalDecode(dec, &skippedValue{}, jsontext.AllowDuplicateNames(true))
+}
+
+// skippedValue reads the next value in one pass (ReadValue), instead of token by token as SkipValue does.
+type skippedValue struct{}
+
+func (*skippedValue) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	_, err := dec.ReadValue()
+	return err
+}
+
 // PodError is returned for a pod the engine cannot read.
 type PodError struct{ Err error }
 
@@ -119,7 +142,10 @@ func readPod(raw []byte) (*podView, error) {
 	var p podView
 	// json v2 reads in one pass (no separate validation scan, no reflection on skipped values) and matches
 	// names case-sensitively, like the API server: encoding/json would read "Metadata" as metadata. It also
-	// rejects duplicate names and invalid UTF-8, which no API server sends.
+	// rejects invalid UTF-8 and duplicate member names, which no API server sends: a pod that has them was not
+	// written by one, and which of two values counts is then a guess (the engine's view and a patch tool's may
+	// differ). Duplicates are refused in every object of the pod but inside metadata.managedFields (skipped),
+	// which the engine neither reads nor patches.
 	if err := jsonv2.Unmarshal(trimmed, &p); err != nil {
 		return nil, &PodError{describeJSONError(err)}
 	}
