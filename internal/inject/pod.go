@@ -60,6 +60,12 @@ type namedView struct {
 	Name string `json:"name"`
 }
 
+func (v *namedView) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	return readKeyed(dec, "name", &v.Name, (*struct {
+		Name string `json:"name"`
+	})(v))
+}
+
 type containerView struct {
 	Name         string              `json:"name"`
 	Env          viewList[namedView] `json:"env"`
@@ -69,6 +75,80 @@ type containerView struct {
 
 type mountView struct {
 	MountPath string `json:"mountPath"`
+}
+
+func (v *mountView) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	return readKeyed(dec, "mountPath", &v.MountPath, (*struct {
+		MountPath string `json:"mountPath"`
+	})(v))
+}
+
+// readKeyed reads an object of which the engine needs one string member, key, into dst: an env var, a volume, a
+// mount, an image pull secret. A realistic pod has dozens (its env vars were a third of the realistic pod's engine
+// time), and json v2 pays for each, through UnmarshalDecode and its struct decoding, a type lookup, a
+// case-insensitive lookup and a duplicate set for every member it skips. Read here as tokens (and called by
+// viewList directly), the realistic pod with 2 templates took about 6% less CPU (BenchmarkInject, CPU time per
+// op over 30,000 ops, 6 interleaved runs: median 54 against 58 µs on a busy machine). What it does not handle
+// itself goes to json v2, so that the value and the errors are json v2's own: anything but an object goes to
+// plain, the same object as a struct without methods (null, or the error for a wrong kind), and a key whose value
+// is not a string goes to json v2 as a string. Duplicate member names are still refused: the decoder checks the
+// names of every object read token by token. TestKeyedObjectsReadAsJSONv2Does compares it with json v2.
+func readKeyed(dec *jsontext.Decoder, key string, dst *string, plain any) error {
+	if dec.PeekKind() != '{' {
+		return jsonv2.UnmarshalDecode(dec, plain)
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadValue() // the quoted name; valid until the next read
+		if err != nil {
+			return err
+		}
+		if !quotedNameIs(name, key) {
+			if err := dec.SkipValue(); err != nil {
+				return err
+			}
+			continue
+		}
+		if dec.PeekKind() != '"' {
+			if err := jsonv2.UnmarshalDecode(dec, dst); err != nil {
+				return err // json v2's error, naming the member
+			}
+			continue
+		}
+		val, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		if *dst, err = unquoteString(val); err != nil {
+			return err
+		}
+	}
+	_, err := dec.ReadToken()
+	return err
+}
+
+// quotedNameIs reports whether the quoted JSON name is key, whether it is written plainly or with escapes.
+func quotedNameIs(quoted jsontext.Value, key string) bool {
+	if len(quoted) == len(key)+2 && string(quoted[1:len(quoted)-1]) == key {
+		return true
+	}
+	if bytes.IndexByte(quoted, '\\') < 0 {
+		return false
+	}
+	var buf [64]byte
+	unq, err := jsontext.AppendUnquote(buf[:0], quoted)
+	return err == nil && string(unq) == key
+}
+
+// unquoteString returns the string a quoted JSON string (already checked by the decoder) stands for.
+func unquoteString(quoted jsontext.Value) (string, error) {
+	if bytes.IndexByte(quoted, '\\') < 0 {
+		return string(quoted[1 : len(quoted)-1]), nil
+	}
+	unq, err := jsontext.AppendUnquote(nil, quoted)
+	return string(unq), err
 }
 
 // viewList is a list of the pod's that the engine reads. json v2 grows a slice one element at a time, doubling
@@ -94,7 +174,16 @@ func (l *viewList[T]) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 	for dec.PeekKind() != ']' {
 		var zero T
 		e = zero // each element from scratch: json v2 merges into a non-zero value
-		if err := jsonv2.UnmarshalDecode(dec, &e); err != nil {
+		var err error
+		switch p := any(&e).(type) { // the keyed objects directly: not through UnmarshalDecode (readKeyed)
+		case *namedView:
+			err = p.UnmarshalJSONFrom(dec)
+		case *mountView:
+			err = p.UnmarshalJSONFrom(dec)
+		default:
+			err = jsonv2.UnmarshalDecode(dec, &e)
+		}
+		if err != nil {
 			return err
 		}
 		elems = append(elems, e)

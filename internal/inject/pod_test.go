@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	jsonv2 "github.com/go-json-experiment/json"
 )
 
 // readPodRequest is a request for a raw pod with one template that the pod asks for.
@@ -78,5 +80,60 @@ func TestManagedFieldsAreSkippedWithoutLookingForDuplicates(t *testing.T) {
 				t.Fatalf("err = %v, want a *PodError that says %q", err, tc.says)
 			}
 		})
+	}
+}
+
+// readKeyed is hand-written (the env vars, mounts and volumes of a pod are most of what readPod reads): it must
+// read every list as json v2 reads the same objects as plain structs, values and errors alike.
+func TestKeyedObjectsReadAsJSONv2Does(t *testing.T) {
+	lists := []string{
+		`[]`, `null`, `[{}]`, `[null]`, `[{"name":"A"}]`, `[{"name":"A","value":"x"},{"name":"B","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}}]`,
+		`[{"value":"x","name":"A"}]`, `[{"na\u006de":"A"}]`, `[{"name":"\u00e9\n\"q\""}]`, `[{"name":null}]`, `[{"Name":"A"}]`, `[{"name ":"A"}]`,
+		`[{"name":"A","name":"B"}]`, `[{"name":"A","na\u006de":"B"}]`, `[{"value":1,"value":2,"name":"A"}]`, `[{"name":"A","x":{"y":1,"y":2}}]`,
+		`[{"name":1}]`, `[{"name":{"a":"b"}}]`, `[{"name":["A"]}]`, `[{"name":true}]`, `["A"]`, `[1]`, `[[]]`, `{"name":"A"}`, `"A"`,
+		`[{"name":"A"`, `[{"name":}]`, `[{"name":"A",}]`, "[{\"name\":\"\xff\"}]", `[{"x":[1,2,{"name":"no"}],"name":"yes"}]`,
+		`[{"name":"A","name":null}]`, `[{"name":"` + strings.Repeat("n", 100) + `"}]`, `[{"name":"\ud800"}]`,
+	}
+	for _, list := range lists {
+		t.Run("name "+list, func(t *testing.T) {
+			var want []struct {
+				Name string `json:"name"`
+			}
+			wantErr := jsonv2.Unmarshal([]byte(list), &want)
+			var got viewList[namedView]
+			compareKeyed(t, jsonv2.Unmarshal([]byte(list), &got), wantErr, got, want, func(v namedView) string { return v.Name },
+				func(i int) string { return want[i].Name })
+		})
+		mounts := strings.ReplaceAll(list, "name", "mountPath")
+		t.Run("mountPath "+mounts, func(t *testing.T) {
+			var want []struct {
+				MountPath string `json:"mountPath"`
+			}
+			wantErr := jsonv2.Unmarshal([]byte(mounts), &want)
+			var got viewList[mountView]
+			compareKeyed(t, jsonv2.Unmarshal([]byte(mounts), &got), wantErr, got, want, func(v mountView) string { return v.MountPath },
+				func(i int) string { return want[i].MountPath })
+		})
+	}
+}
+
+func compareKeyed[T, W any](t *testing.T, gotErr, wantErr error, got []T, want []W, key func(T) string, wantKey func(int) string) {
+	t.Helper()
+	if (gotErr == nil) != (wantErr == nil) {
+		t.Fatalf("err = %v, json v2's = %v", gotErr, wantErr)
+	}
+	if gotErr != nil {
+		if g, w := describeJSONError(gotErr).Error(), describeJSONError(wantErr).Error(); g != w {
+			t.Errorf("err = %q, json v2's = %q", g, w)
+		}
+		return
+	}
+	if len(got) != len(want) || (got == nil) != (want == nil) {
+		t.Fatalf("got %d elements (nil: %v), json v2 reads %d (nil: %v)", len(got), got == nil, len(want), want == nil)
+	}
+	for i := range got {
+		if key(got[i]) != wantKey(i) {
+			t.Errorf("[%d] = %q, json v2 reads %q", i, key(got[i]), wantKey(i))
+		}
 	}
 }
