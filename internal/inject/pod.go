@@ -106,26 +106,71 @@ func readKeyed(dec *jsontext.Decoder, key string, dst *string, plain any) error 
 			return err
 		}
 		if !quotedNameIs(name, key) {
-			if err := dec.SkipValue(); err != nil {
+			if _, err := dec.ReadValue(); err != nil { // skipped in one pass (SkipValue reads token by token)
 				return err
 			}
 			continue
 		}
-		if dec.PeekKind() != '"' {
-			if err := jsonv2.UnmarshalDecode(dec, dst); err != nil {
-				return err // json v2's error, naming the member
-			}
-			continue
-		}
-		val, err := dec.ReadValue()
-		if err != nil {
-			return err
-		}
-		if *dst, err = unquoteString(val); err != nil {
+		if err := readString(dec, dst); err != nil {
 			return err
 		}
 	}
 	_, err := dec.ReadToken()
+	return err
+}
+
+// readContainer reads a container as readKeyed reads a keyed object: its name, env, envFrom and volumeMounts; the
+// rest (image, ports, resources, probes, securityContext...) is skipped, each value in one pass (ReadValue, which
+// still checks it, duplicate names included), where json v2's struct decoding reads what it skips token by
+// token: 5-7% less CPU for the realistic pod (BenchmarkInject, CPU time per op, two sets of 6 interleaved runs:
+// medians 52.5 against 56.5 and 51 against 54 µs). null is a nil container (readPod refuses it, naming it),
+// and what is not an object goes to json v2 for its error. TestContainersReadAsJSONv2Does compares it with json
+// v2.
+func readContainer(dec *jsontext.Decoder, dst **containerView) error {
+	if dec.PeekKind() != '{' {
+		return jsonv2.UnmarshalDecode(dec, dst)
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	c := new(containerView)
+	*dst = c
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadValue() // the quoted name; valid until the next read
+		if err != nil {
+			return err
+		}
+		switch {
+		case quotedNameIs(name, "name"):
+			err = readString(dec, &c.Name)
+		case quotedNameIs(name, "env"):
+			err = c.Env.UnmarshalJSONFrom(dec)
+		case quotedNameIs(name, "volumeMounts"):
+			err = c.VolumeMounts.UnmarshalJSONFrom(dec)
+		case quotedNameIs(name, "envFrom"):
+			err = jsonv2.UnmarshalDecode(dec, &c.EnvFrom)
+		default:
+			_, err = dec.ReadValue()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	_, err := dec.ReadToken()
+	return err
+}
+
+// readString reads a string member's value into dst; any other kind goes to json v2 (null leaves dst empty; the
+// rest is json v2's error, naming the member).
+func readString(dec *jsontext.Decoder, dst *string) error {
+	if dec.PeekKind() != '"' {
+		return jsonv2.UnmarshalDecode(dec, dst)
+	}
+	val, err := dec.ReadValue()
+	if err != nil {
+		return err
+	}
+	*dst, err = unquoteString(val)
 	return err
 }
 
@@ -155,7 +200,8 @@ func unquoteString(quoted jsontext.Value) (string, error) {
 // as it goes, which for a container's few dozen env vars allocated about three times what they hold (and
 // readPod was then the largest part of what an admission allocates). This decodes the elements into a buffer on
 // the stack and copies them out once, at their exact length. Errors are json v2's own: anything that is not a
-// list, and each element, is decoded by json v2.
+// list is decoded by json v2, and so is each element, but for the keyed objects and containers, which readKeyed
+// and readContainer read as json v2 does.
 type viewList[T any] []T
 
 // viewListBuffer is how many elements are decoded on the stack; a longer list spills to the heap once.
@@ -180,6 +226,8 @@ func (l *viewList[T]) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 			err = p.UnmarshalJSONFrom(dec)
 		case *mountView:
 			err = p.UnmarshalJSONFrom(dec)
+		case **containerView:
+			err = readContainer(dec, p)
 		default:
 			err = jsonv2.UnmarshalDecode(dec, &e)
 		}

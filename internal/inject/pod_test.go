@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // readPodRequest is a request for a raw pod with one template that the pod asks for.
@@ -135,5 +136,54 @@ func compareKeyed[T, W any](t *testing.T, gotErr, wantErr error, got []T, want [
 		if key(got[i]) != wantKey(i) {
 			t.Errorf("[%d] = %q, json v2 reads %q", i, key(got[i]), wantKey(i))
 		}
+	}
+}
+
+// readContainer, hand-written like readKeyed, reads containers as json v2 reads them into plain structs.
+func TestContainersReadAsJSONv2Does(t *testing.T) {
+	type plainContainer struct {
+		Name string `json:"name"`
+		Env  []struct {
+			Name string `json:"name"`
+		} `json:"env"`
+		EnvFrom      []jsontext.Value `json:"envFrom"`
+		VolumeMounts []struct {
+			MountPath string `json:"mountPath"`
+		} `json:"volumeMounts"`
+	}
+	for _, list := range []string{
+		`[]`, `null`, `[null]`, `[{}]`, `[{"name":"app"}]`, `[{"name":"app","image":"x","ports":[{"containerPort":80}],"resources":{"limits":{"cpu":"1"}}}]`,
+		`[{"name":"app","env":[{"name":"A","value":"1"}],"envFrom":[{"configMapRef":{"name":"c"}}],"volumeMounts":[{"name":"v","mountPath":"/m"}]}]`,
+		`[{"env":null,"envFrom":null,"volumeMounts":null,"name":null}]`, `[{"na\u006de":"app","\u0065nv":[]}]`, `[{"Name":"app","Env":[{"name":"A"}]}]`,
+		`[{"name":"a"},{"name":"b","env":[]},null,{"name":"c"}]`,
+		`[{"name":"app","name":"x"}]`, `[{"env":[],"env":[]}]`, `[{"name":"app","image":"a","image":"b"}]`, `[{"name":"app","probe":{"x":1,"x":2}}]`,
+		`["app"]`, `[1]`, `[[]]`, `[{"name":1}]`, `[{"env":{}}]`, `[{"env":[1]}]`, `[{"envFrom":{}}]`, `[{"volumeMounts":"x"}]`,
+		`[{"name":"app"`, `[{"name":"app",}]`, "[{\"name\":\"\xff\"}]", `[{"env":[{"name":"A"}],"x":[}]`, `[{"x":{"a":[1,{"b":"\ud800"}]}}]`,
+	} {
+		t.Run(list, func(t *testing.T) {
+			var got viewList[*containerView]
+			var want []*plainContainer
+			gotErr, wantErr := jsonv2.Unmarshal([]byte(list), &got), jsonv2.Unmarshal([]byte(list), &want)
+			if (gotErr == nil) != (wantErr == nil) {
+				t.Fatalf("err = %v, json v2's = %v", gotErr, wantErr)
+			}
+			if gotErr != nil {
+				if g, w := describeJSONError(gotErr).Error(), describeJSONError(wantErr).Error(); g != w {
+					t.Errorf("err = %q, json v2's = %q", g, w)
+				}
+				return
+			}
+			g, err := jsonv2.Marshal(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := jsonv2.Marshal(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(g) != string(w) {
+				t.Errorf("read as %s\njson v2 reads %s", g, w)
+			}
+		})
 	}
 }
