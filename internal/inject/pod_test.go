@@ -64,6 +64,16 @@ func TestManagedFieldsAreSkippedWithoutLookingForDuplicates(t *testing.T) {
 			t.Errorf("decisions = %+v, want log-shipper injected", r.Decisions)
 		}
 	})
+	t.Run("what follows managedFields is read, and a duplicate name there is refused", func(t *testing.T) {
+		after := `{"metadata":{"managedFields":[{"manager":"a","manager":"b"}],"annotations":{"sidecar.dev/inject":"log-shipper"}},"spec":{"containers":[{"name":"app"}]}}`
+		if r, err := Inject(readPodRequest(t, after)); err != nil || len(r.Injected()) != 1 {
+			t.Fatalf("err = %v, want log-shipper injected", err)
+		}
+		dup := `{"metadata":{"managedFields":[{"manager":"a"}],"labels":{"a":"1","a":"2"}},"spec":{"containers":[{"name":"app"}]}}`
+		if _, err := Inject(readPodRequest(t, dup)); err == nil || !strings.Contains(err.Error(), "duplicate") {
+			t.Fatalf("err = %v, want the duplicate label refused", err)
+		}
+	})
 	t.Run("null managedFields are read as absent", func(t *testing.T) {
 		if _, err := Inject(readPodRequest(t, pod(`null`))); err != nil {
 			t.Fatal(err)
