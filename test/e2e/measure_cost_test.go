@@ -140,6 +140,7 @@ type connWatch struct {
 	done    sync.WaitGroup
 	mu      sync.Mutex
 	seen    map[string]bool
+	initial map[string]bool // open (or in TIME_WAIT) when the round started
 }
 
 // procAddr writes ip:port as /proc/net/tcp (IPv4) writes a remote address.
@@ -183,6 +184,8 @@ func watchConnections(t *testing.T) *connWatch {
 	if w.pid == 0 || len(w.remotes) == 0 {
 		return w
 	}
+	w.sample()
+	w.initial, w.seen = w.seen, map[string]bool{}
 	w.done.Add(1)
 	go func() {
 		defer w.done.Done()
@@ -215,14 +218,20 @@ func (w *connWatch) sample() {
 	}
 }
 
-// connections stops the watch and returns how many connections it saw (-1: it could not watch).
-func (w *connWatch) connections() int {
+// connections stops the watch and returns how many connections it saw in use during the round, and how many
+// of them were opened during it (-1, -1: it could not watch).
+func (w *connWatch) connections() (used, opened int) {
 	if w.pid == 0 || len(w.remotes) == 0 {
-		return -1
+		return -1, -1
 	}
 	close(w.stop)
 	w.done.Wait()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.seen)
+	for c := range w.seen {
+		if !w.initial[c] {
+			opened++
+		}
+	}
+	return len(w.seen), opened
 }
