@@ -83,9 +83,8 @@ func machineCPU() (busy, all float64) {
 	return busy / clockTicks, all / clockTicks
 }
 
-// counterSum sums the values of a counter's series in a text exposition (all label sets, or those containing
-// every one of want).
-func counterSum(scraped []byte, metric string, want ...string) float64 {
+// counterSum sums the values of a counter's series in a text exposition (all label sets).
+func counterSum(scraped []byte, metric string) float64 {
 	total := 0.0
 	sc := bufio.NewScanner(bytes.NewReader(scraped))
 	sc.Buffer(make([]byte, 1<<20), 4<<20)
@@ -93,9 +92,6 @@ func counterSum(scraped []byte, metric string, want ...string) float64 {
 		line := sc.Text()
 		rest, ok := strings.CutPrefix(line, metric)
 		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		if !containsAll(rest, want) {
 			continue
 		}
 		if i := strings.LastIndexByte(rest, ' '); i >= 0 {
@@ -238,23 +234,4 @@ func (w *connWatch) connections() (used, opened int) {
 		}
 	}
 	return len(w.seen), opened
-}
-
-// matchConditionTime accumulates the API server's time evaluating our webhook's matchConditions
-// (apiserver_admission_match_condition_evaluation_seconds: its buckets start at 1 ms, so only the mean says
-// anything).
-type matchConditionTime struct{ seconds, count float64 }
-
-func (m *matchConditionTime) add(before, after []byte) {
-	want := []string{`name="` + webhookName + `"`}
-	const metric = "apiserver_admission_match_condition_evaluation_seconds"
-	m.seconds += counterSum(after, metric+"_sum", want...) - counterSum(before, metric+"_sum", want...)
-	m.count += counterSum(after, metric+"_count", want...) - counterSum(before, metric+"_count", want...)
-}
-
-func (m *matchConditionTime) String() string {
-	if m.count == 0 {
-		return "- (none)"
-	}
-	return fmt.Sprintf("%.0f µs (n=%.0f)", 1e6*m.seconds/m.count, m.count)
 }

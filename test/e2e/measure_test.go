@@ -83,7 +83,6 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 			ph.conns, ph.newConns = max(ph.conns, used), ph.newConns+opened
 			after, injAfter := apiserverMetrics(t), injectorMetrics(t)
 			ph.cpu.add(cpuBefore, sampleCPU(injAfter))
-			ph.matchConditions.add(before, after)
 			ph.injector.add(injBefore, injAfter, "sidecar_injector_webhook_request_duration_seconds")
 			ph.webhook.add(before, after, "apiserver_admission_webhook_admission_duration_seconds", `name="`+webhookName+`"`, `operation="CREATE"`, `type="admit"`)
 			ph.request.add(before, after, "apiserver_request_duration_seconds", `verb="POST"`, `resource="pods"`, `subresource=""`)
@@ -101,10 +100,10 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 		logf(t, "| %s | %d | %.0f | %.2f | %s | %s | %s |", ph.name, ph.pods, rate, rate/(float64(base.pods)/base.seconds),
 			ph.webhook.quantiles(), ph.injector.quantiles(), ph.request.quantiles())
 	}
-	logf(t, "| path | webhook calls per pod | CPU ms per pod: API server / etcd / injector (all replicas) / whole machine | machine busy | the API server's connections to the injector: in use in a round (most) / opened during the rounds | matchConditions, mean per evaluation |")
-	logf(t, "|---|---|---|---|---|---|")
+	logf(t, "| path | webhook calls per pod | CPU ms per pod: API server / etcd / injector (all replicas) / whole machine | machine busy | the API server's connections to the injector: in use in a round (most) / opened during the rounds |")
+	logf(t, "|---|---|---|---|---|")
 	for _, ph := range phases {
-		logf(t, "| %s | %.2f | %s | %d / %d | %s |", ph.name, ph.webhook.count/float64(ph.pods), ph.cpu.perPod(ph.pods), ph.conns, ph.newConns, &ph.matchConditions)
+		logf(t, "| %s | %.2f | %s | %d / %d |", ph.name, ph.webhook.count/float64(ph.pods), ph.cpu.perPod(ph.pods), ph.conns, ph.newConns)
 	}
 	if on := phases[1]; on.webhook.count == 0 {
 		t.Errorf("the API server recorded no call of %s during the injector's rounds: the measurement did not measure the webhook", webhookName)
@@ -128,7 +127,6 @@ type measurePhase struct {
 	cpu                        cpuCost // CPU seconds of the rounds (measure_cost_test.go)
 	conns                      int     // the API server's connections to the injector in use in a round (the most)
 	newConns                   int     // those it opened during the rounds
-	matchConditions            matchConditionTime
 }
 
 // labelledNamespace is namespace with labels set at creation, so that the API server's webhook selection sees
