@@ -36,6 +36,7 @@ func raws(before, after []item) []json.RawMessage {
 // refers to the pod as it arrived. An absent (or null) map or array is created whole in one operation, which
 // is why several templates adding to the same absent array all land.
 func (s *state) patch() []jsonpatch.Operation {
+	s.mountServiceAccountToken() // before anything is written: it replaces the added containers
 	status, writeStatus := s.newStatus()
 
 	needSpec := len(s.containers.before)+len(s.containers.after)+len(s.inits.before)+len(s.inits.after)+

@@ -48,6 +48,9 @@ type specView struct {
 	HostIPC               *bool                    `json:"hostIPC"`
 	HostAliases           []*corev1.HostAlias      `json:"hostAliases"`
 	DNSConfig             *corev1.PodDNSConfig     `json:"dnsConfig"`
+
+	// AutomountServiceAccountToken false: the ServiceAccount admission plugin mounts no token (serviceaccount.go).
+	AutomountServiceAccountToken *bool `json:"automountServiceAccountToken"`
 }
 
 type ownerView struct {

@@ -149,6 +149,7 @@ type state struct {
 	statusRaw                         string
 	statusPresent                     bool
 	injected                          bool                  // a template added something in this run
+	automountToken                    *bool                 // the pod's automountServiceAccountToken (serviceaccount.go)
 	claimed                           map[templateKey]Added // names the record gave each template, before checking
 	// targetsBuf is the array of plan.targets, reused from template to template: a plan's targets are read by
 	// its plan and commit only, never after the next template is planned.
@@ -200,6 +201,7 @@ func (s *state) init(raw []byte, pod *podView) {
 		s.aliases = append(s.aliases, e)
 	}
 	s.dns, s.dnsPresent = spec.DNSConfig, spec.DNSConfig != nil
+	s.automountToken = spec.AutomountServiceAccountToken
 }
 
 func containerViewNames(cs []*containerView) []namedView {

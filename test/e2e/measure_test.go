@@ -74,11 +74,15 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 				t.Fatalf("the measurement exceeded %s", measureTimeout)
 			}
 			before, injBefore := apiserverMetrics(t), injectorMetrics(t)
+			cpuBefore, conns := sampleCPU(injBefore), watchConnections(t)
 			start := time.Now()
 			createMeasurePods(t, ph.ns, measurePods, round+1)
 			ph.seconds += time.Since(start).Seconds()
 			ph.pods += measurePods
+			used, opened := conns.connections()
+			ph.conns, ph.newConns = max(ph.conns, used), ph.newConns+opened
 			after, injAfter := apiserverMetrics(t), injectorMetrics(t)
+			ph.cpu.add(cpuBefore, sampleCPU(injAfter))
 			ph.injector.add(injBefore, injAfter, "sidecar_injector_webhook_request_duration_seconds")
 			ph.webhook.add(before, after, "apiserver_admission_webhook_admission_duration_seconds", `name="`+webhookName+`"`, `operation="CREATE"`, `type="admit"`)
 			ph.request.add(before, after, "apiserver_request_duration_seconds", `verb="POST"`, `resource="pods"`, `subresource=""`)
@@ -95,6 +99,11 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 		rate := float64(ph.pods) / ph.seconds
 		logf(t, "| %s | %d | %.0f | %.2f | %s | %s | %s |", ph.name, ph.pods, rate, rate/(float64(base.pods)/base.seconds),
 			ph.webhook.quantiles(), ph.injector.quantiles(), ph.request.quantiles())
+	}
+	logf(t, "| path | webhook calls per pod | CPU ms per pod: API server / etcd / injector (all replicas) / whole machine | machine busy | the API server's connections to the injector: in use in a round (most) / opened during the rounds |")
+	logf(t, "|---|---|---|---|---|")
+	for _, ph := range phases {
+		logf(t, "| %s | %.2f | %s | %d / %d |", ph.name, ph.webhook.count/float64(ph.pods), ph.cpu.perPod(ph.pods), ph.conns, ph.newConns)
 	}
 	if on := phases[1]; on.webhook.count == 0 {
 		t.Errorf("the API server recorded no call of %s during the injector's rounds: the measurement did not measure the webhook", webhookName)
@@ -115,6 +124,9 @@ type measurePhase struct {
 	// webhook and request are the API server's view (its call of the webhook, the whole pod POST); injector is
 	// the injector's own (sidecar_injector_webhook_request_duration_seconds, summed over its replicas).
 	webhook, request, injector histogram
+	cpu                        cpuCost // CPU seconds of the rounds (measure_cost_test.go)
+	conns                      int     // the API server's connections to the injector in use in a round (the most)
+	newConns                   int     // those it opened during the rounds
 }
 
 // labelledNamespace is namespace with labels set at creation, so that the API server's webhook selection sees

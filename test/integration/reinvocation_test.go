@@ -128,11 +128,17 @@ func startSecondMutator(t *testing.T, ns, nsLabelKey, nsLabelValue string) *seco
 // metric is not exposed.
 func webhookCalls(t *testing.T, webhook string) (int, error) {
 	t.Helper()
-	hc, err := rest.HTTPClientFor(restConfig)
+	return webhookCallsOn(t, restConfig, webhook)
+}
+
+// webhookCallsOn is webhookCalls for the API server at cfg.
+func webhookCallsOn(t *testing.T, cfg *rest.Config, webhook string) (int, error) {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := hc.Get(strings.TrimSuffix(restConfig.Host, "/") + "/metrics")
+	resp, err := hc.Get(strings.TrimSuffix(cfg.Host, "/") + "/metrics")
 	if err != nil {
 		return 0, err
 	}

@@ -1,0 +1,237 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Where a round's CPU goes, for TestMeasureCreationsThroughTheAPIServer: the API server's and etcd's processes
+// (hack/cluster.sh runs them on this host and writes their pids), the injector's replicas (their
+// process_cpu_seconds_total), and the whole machine (/proc/stat); and how many connections the API server opened
+// to the injector's Service (its sockets, sampled from /proc/<pid>/net/tcp while the round runs).
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every Linux this runs on.
+const clockTicks = 100
+
+// cpuSample is one reading of the CPU seconds spent so far.
+type cpuSample struct {
+	apiserver, etcd, injector, machineBusy, machineAll float64
+}
+
+// clusterPID reads hack/cluster.sh's pid file of a component; 0 when it has none.
+func clusterPID(component string) int {
+	dir := os.Getenv("CLUSTER_DIR")
+	if dir == "" {
+		dir = filepath.Join(repoRoot, "bin", "cluster")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "run", component+".pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// processCPU returns the user+system CPU seconds of pid (0 when it cannot be read).
+func processCPU(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command (which may hold spaces) start after the last ')'; utime and stime are the
+	// 14th and 15th fields of the line, the 12th and 13th after it.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / clockTicks
+}
+
+// machineCPU returns the machine's busy and total CPU seconds (all cores) from /proc/stat.
+func machineCPU() (busy, all float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line)) // cpu user nice system idle iowait irq softirq steal ...
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseFloat(v, 64)
+		all += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy / clockTicks, all / clockTicks
+}
+
+// counterSum sums the values of a counter's series in a text exposition (all label sets).
+func counterSum(scraped []byte, metric string) float64 {
+	total := 0.0
+	sc := bufio.NewScanner(bytes.NewReader(scraped))
+	sc.Buffer(make([]byte, 1<<20), 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, metric)
+		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		if i := strings.LastIndexByte(rest, ' '); i >= 0 {
+			v, err := strconv.ParseFloat(rest[i+1:], 64)
+			if err == nil {
+				total += v
+			}
+		}
+	}
+	return total
+}
+
+func sampleCPU(injectorScrape []byte) cpuSample {
+	busy, all := machineCPU()
+	return cpuSample{apiserver: processCPU(clusterPID("kube-apiserver")), etcd: processCPU(clusterPID("etcd")),
+		injector: counterSum(injectorScrape, "process_cpu_seconds_total"), machineBusy: busy, machineAll: all}
+}
+
+// cpuCost accumulates CPU seconds over a phase's rounds.
+type cpuCost struct{ apiserver, etcd, injector, machineBusy, machineAll float64 }
+
+func (c *cpuCost) add(before, after cpuSample) {
+	c.apiserver += after.apiserver - before.apiserver
+	c.etcd += after.etcd - before.etcd
+	c.injector += after.injector - before.injector
+	c.machineBusy += after.machineBusy - before.machineBusy
+	c.machineAll += after.machineAll - before.machineAll
+}
+
+// perPod formats the CPU milliseconds per created pod, and how busy the machine was.
+func (c *cpuCost) perPod(pods int) string {
+	ms := func(s float64) string { return strconv.FormatFloat(1000*s/float64(pods), 'f', 2, 64) }
+	busy := 0.0
+	if c.machineAll > 0 {
+		busy = 100 * c.machineBusy / c.machineAll
+	}
+	return fmt.Sprintf("%s / %s / %s / %s | %.0f%%", ms(c.apiserver), ms(c.etcd), ms(c.injector), ms(c.machineBusy), busy)
+}
+
+// connWatch records the API server's TCP connections to one address (the injector's Service) while a round
+// runs, by their local ports, from its /proc/<pid>/net/tcp and tcp6, every few milliseconds.
+type connWatch struct {
+	pid     int
+	remotes map[string]bool // addresses as /proc writes them (procAddr)
+	stop    chan struct{}
+	done    sync.WaitGroup
+	mu      sync.Mutex
+	seen    map[string]bool
+	initial map[string]bool // open (or in TIME_WAIT) when the round started
+}
+
+// procAddr writes ip:port as /proc/net/tcp (IPv4) writes a remote address.
+func procAddr(ip net.IP, port int) string {
+	v4 := ip.To4()
+	if v4 == nil {
+		return ""
+	}
+	b := []byte{v4[3], v4[2], v4[1], v4[0]} // a little-endian 32-bit word on the machines this runs on
+	return strings.ToUpper(hex.EncodeToString(b)) + ":" + fmt.Sprintf("%04X", port)
+}
+
+// watchConnections starts sampling the API server's connections to the injector: its Service's webhook port,
+// or a replica's (should the API server route to endpoints).
+func watchConnections(t *testing.T) *connWatch {
+	t.Helper()
+	w := &connWatch{pid: clusterPID("kube-apiserver"), stop: make(chan struct{}), seen: map[string]bool{}, remotes: map[string]bool{}}
+	var svcs corev1.ServiceList
+	if err := k8s.List(ctxFor(t, 30*time.Second), &svcs, client.InNamespace(injectorNS), injectorSelector); err != nil {
+		t.Fatalf("the injector's Service: %v", err)
+	}
+	for _, svc := range svcs.Items {
+		for _, p := range svc.Spec.Ports {
+			if p.Name == "webhook" {
+				w.remotes[procAddr(net.ParseIP(svc.Spec.ClusterIP), int(p.Port))] = true
+			}
+		}
+	}
+	var pods corev1.PodList
+	if err := k8s.List(ctxFor(t, 30*time.Second), &pods, client.InNamespace(injectorNS), injectorSelector); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		for _, cp := range p.Spec.Containers[0].Ports {
+			if cp.Name == "webhook" {
+				w.remotes[procAddr(net.ParseIP(p.Status.PodIP), int(cp.ContainerPort))] = true
+			}
+		}
+	}
+	delete(w.remotes, "")
+	if w.pid == 0 || len(w.remotes) == 0 {
+		return w
+	}
+	w.sample()
+	w.initial, w.seen = w.seen, map[string]bool{}
+	w.done.Add(1)
+	go func() {
+		defer w.done.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			w.sample()
+			select {
+			case <-w.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return w
+}
+
+func (w *connWatch) sample() {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", w.pid))
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && w.remotes[f[2]] {
+			w.seen[f[1]] = true // the local address: one per connection
+		}
+	}
+}
+
+// connections stops the watch and returns how many connections it saw in use during the round, and how many
+// of them were opened during it (-1, -1: it could not watch).
+func (w *connWatch) connections() (used, opened int) {
+	if w.pid == 0 || len(w.remotes) == 0 {
+		return -1, -1
+	}
+	close(w.stop)
+	w.done.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for c := range w.seen {
+		if !w.initial[c] {
+			opened++
+		}
+	}
+	return len(w.seen), opened
+}
