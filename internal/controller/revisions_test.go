@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -18,7 +19,6 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
-	"github.com/sidecar-dev/sidecar-injector/internal/store"
 	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
@@ -140,8 +140,9 @@ func TestRevisions(t *testing.T) {
 		!metav1.IsControlledBy(&cr, st) {
 		t.Errorf("revision 1: labels %v, number %d, owners %v; want hash %s, owned by the template", cr.Labels, cr.Revision, cr.OwnerReferences, v1hash)
 	}
-	if rev, ok := store.DecodeRevision(&crs[0]); !ok || rev.Template.Spec.Containers[0].Image != "proxy:1" {
-		t.Errorf("revision 1 does not hold the spec: %+v", rev)
+	var held v1alpha1.SidecarTemplate
+	if err := json.Unmarshal(crs[0].Data.Raw, &held); err != nil || len(held.Spec.Containers) != 1 || held.Spec.Containers[0].Image != "proxy:1" {
+		t.Errorf("revision 1 does not hold the spec (%v): %s", err, crs[0].Data.Raw)
 	}
 
 	for i := range 2 {
