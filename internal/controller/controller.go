@@ -75,6 +75,8 @@ type TemplateReconciler struct {
 	Pace Pace
 
 	reconciles, writes *rate.Limiter
+	// echoes are this controller's own status writes whose watch events are still to come (echo.go).
+	echoes echoes
 }
 
 // Pace is how fast the status controller may work. It runs in the process that answers admissions, and Go has
@@ -88,7 +90,8 @@ type Pace struct {
 	// ReconcilesPerSecond and ReconcileBurst bound reconciles.
 	ReconcilesPerSecond float64
 	ReconcileBurst      int
-	// WritesPerSecond and WriteBurst bound status updates.
+	// WritesPerSecond and WriteBurst bound units of writing: what one reconcile writes, a template's new
+	// revision and the status that numbers it, or the status alone (writeUnit).
 	WritesPerSecond float64
 	WriteBurst      int
 }
@@ -137,13 +140,12 @@ func (r *TemplateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		Named(Name).
 		// One worker: with the limiters, what keeps the controller below admission work (Pace).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
-		// Every change of the template, its status included: a reconcile compares against the cached status,
-		// which can be stale; the event of its own write brings one more look at the fresh object, so a write
-		// skipped against a stale cache is corrected (that look finds nothing to change and stops).
-		// Revisions are not watched: the template's own events bring every look they need (a revision created
-		// here is followed by the status write's event), and a look caused by a revision's creation would race
-		// that write with a stale status.
-		For(&v1alpha1.SidecarTemplate{}).
+		// Every change of the template, its status included (a reconcile compares against the cached status,
+		// which can be stale: the event of anyone else's change brings one more look at the fresh object), but
+		// the echo of this controller's own status write, which is exactly what it wrote (echoes).
+		// Revisions are not watched: the template's own events bring every look they need, and a look caused
+		// by a revision's creation would race the status write with a stale status.
+		For(&v1alpha1.SidecarTemplate{}, builder.WithPredicates(r.echoes.predicate())).
 		// A template's change can create or resolve a clash in the templates it may meet.
 		// Not for the informer's initial list: at a start every template is reconciled anyway, and a
 		// cluster-wide template's neighbours are all templates (100 of them would enqueue 10,100 each).
@@ -248,12 +250,14 @@ func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, err
 	}
+	r.echoes.forget(req.NamespacedName) // the echo of an earlier write, if still to come, brings one more look
 	compiled := r.compile(&t)
 	cond, err := r.readiness(ctx, &t, compiled)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	history, err := r.SyncRevisions(ctx, &t, compiled.Hash)
+	unit := &writeUnit{limiter: r.writes}
+	history, err := r.syncRevisions(ctx, &t, compiled.Hash, unit)
 	if errors.Is(err, errRevisionNotCached) {
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
@@ -279,10 +283,12 @@ func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	t.Status.Revisions = PodsPerRevision(drift, history.ByHash)
 	t.Status.PodsPerRevision = podsPerRevision(t.Status.Revisions)
 	if !equality.Semantic.DeepEqual(orig.Status, t.Status) {
-		if err := wait(ctx, r.writes); err != nil {
+		if err := unit.wait(ctx); err != nil {
 			return ctrl.Result{}, err
 		}
+		r.echoes.writing(&t)
 		if err := r.Client.Status().Update(ctx, &t); err != nil {
+			r.echoes.forget(req.NamespacedName)
 			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 				// Someone else changed the template (or deleted it) meanwhile: look again, with the new version.
 				return ctrl.Result{RequeueAfter: time.Second}, nil

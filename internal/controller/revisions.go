@@ -78,11 +78,12 @@ func (r *TemplateReconciler) revisionsOf(ctx context.Context, t *v1alpha1.Sideca
 	return out, nil
 }
 
-// SyncRevisions makes sure the template's current spec (hash) is a revision, decides the stable one, and prunes
+// syncRevisions makes sure the template's current spec (hash) is a revision, decides the stable one, and prunes
 // the history to HistoryLimit. The stable revision is remembered in the template's status: it is observed state
 // that only this controller decides, every replica's cache of templates carries it with the spec it goes with,
 // and the revisions themselves stay immutable. Without a canary running the current revision is the stable one.
-func (r *TemplateReconciler) SyncRevisions(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string) (History, error) {
+// Its writes are part of the reconcile's unit of work (unit).
+func (r *TemplateReconciler) syncRevisions(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string, unit *writeUnit) (History, error) {
 	revs, err := r.revisionsOf(ctx, t)
 	if err != nil {
 		return History{}, err
@@ -96,7 +97,7 @@ func (r *TemplateReconciler) SyncRevisions(ctx context.Context, t *v1alpha1.Side
 		}
 	}
 	if h.Current == 0 {
-		if h.Current, err = r.createRevision(ctx, t, hash, revs); err != nil {
+		if h.Current, err = r.createRevision(ctx, t, hash, revs, unit); err != nil {
 			return History{}, err
 		}
 		// A new revision goes first: pruning below keeps the newest.
@@ -110,14 +111,14 @@ func (r *TemplateReconciler) SyncRevisions(ctx context.Context, t *v1alpha1.Side
 	}) {
 		h.Stable = t.Status.StableRevision
 	}
-	if err := r.prune(ctx, revs, h); err != nil {
+	if err := r.prune(ctx, revs, h, unit); err != nil {
 		return History{}, err
 	}
 	return h, nil
 }
 
 // createRevision writes the revision of t's current spec, numbered one above the newest; it returns the number.
-func (r *TemplateReconciler) createRevision(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string, revs []appsv1.ControllerRevision) (int64, error) {
+func (r *TemplateReconciler) createRevision(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string, revs []appsv1.ControllerRevision, unit *writeUnit) (int64, error) {
 	number := int64(1)
 	if len(revs) > 0 {
 		number = revs[0].Revision + 1
@@ -126,7 +127,7 @@ func (r *TemplateReconciler) createRevision(ctx context.Context, t *v1alpha1.Sid
 	if err != nil {
 		return 0, err
 	}
-	if err := wait(ctx, r.writes); err != nil {
+	if err := unit.wait(ctx); err != nil {
 		return 0, err
 	}
 	if err := r.Client.Create(ctx, cr); err != nil {
@@ -140,9 +141,9 @@ func (r *TemplateReconciler) createRevision(ctx context.Context, t *v1alpha1.Sid
 
 // prune deletes the oldest revisions beyond HistoryLimit, never the current or the stable one. revs is newest
 // first.
-func (r *TemplateReconciler) prune(ctx context.Context, revs []appsv1.ControllerRevision, h History) error {
+func (r *TemplateReconciler) prune(ctx context.Context, revs []appsv1.ControllerRevision, h History, unit *writeUnit) error {
 	for _, cr := range PruneList(revs, h) {
-		if err := wait(ctx, r.writes); err != nil {
+		if err := unit.wait(ctx); err != nil {
 			return err
 		}
 		if err := r.Client.Delete(ctx, &cr); err != nil && !apierrors.IsNotFound(err) {
