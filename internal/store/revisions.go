@@ -85,11 +85,24 @@ func RevisionOf(cr *appsv1.ControllerRevision) (inject.Revision, bool) {
 func RevisionObject() *appsv1.ControllerRevision { return &appsv1.ControllerRevision{} }
 
 // RevisionCache is the cache setting for ControllerRevisions: only those labelled as a template's, so that the
-// injector does not keep every DaemonSet's and StatefulSet's history in memory.
+// injector does not keep every DaemonSet's and StatefulSet's history in memory, and each without what nobody
+// here reads (RevisionTransform).
 func RevisionCache() cache.ByObject {
 	sel, _ := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 		{Key: v1alpha1.LabelTemplateRevision, Operator: metav1.LabelSelectorOpExists}}}) // a constant selector parses
-	return cache.ByObject{Label: sel}
+	return cache.ByObject{Label: sel, Transform: RevisionTransform}
+}
+
+// RevisionTransform is the cache transform for ControllerRevisions (it replaces the cache's default one): it
+// drops managedFields and annotations, which neither the store nor the controller reads. What stays is what they
+// read: name, labels (the hash), owner references, the number and the data (an earlier revision is compiled from
+// it; the current one's data is kept too, because it becomes an earlier revision when the spec changes, and by
+// then the spec it held is gone from the template).
+func RevisionTransform(obj any) (any, error) {
+	if cr, ok := obj.(*appsv1.ControllerRevision); ok {
+		cr.ManagedFields, cr.Annotations = nil, nil
+	}
+	return obj, nil
 }
 
 // revisionEvent takes in a ControllerRevision's change: the template's history is replaced and the template

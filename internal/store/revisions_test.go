@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 
@@ -154,5 +156,19 @@ func TestAnEarlierRevisionIsDecodedWhenItsTemplateIsCompiled(t *testing.T) {
 	s.RevisionHandler().OnUpdate(revisionOf(t, v1, 1), broken)
 	if got := s.Get("team-a", "proxy"); got.Revision != 2 || len(got.Earlier()) != 0 {
 		t.Errorf("an earlier revision whose data is not a template: revision %d, %d earlier; want 2, none", got.Revision, len(got.Earlier()))
+	}
+}
+
+func TestTheRevisionCacheKeepsWhatTheStoreAndControllerRead(t *testing.T) {
+	cr := revisionOf(t, tmpl("team-a", "proxy", 1, 0), 1)
+	want := cr.DeepCopy()
+	cr.Annotations = map[string]string{"note": "x"}
+	cr.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "sidecar-injector", Operation: metav1.ManagedFieldsOperationUpdate}}
+	got, err := RevisionCache().Transform(cr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("the revision cache keeps\n%+v\nwant\n%+v", got, want)
 	}
 }
