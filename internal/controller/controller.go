@@ -65,7 +65,8 @@ type TemplateReconciler struct {
 	// InjectorNamespace is the injector's own namespace (its templates are cluster-wide).
 	InjectorNamespace string
 	// Templates, when set, is the webhook's store: its compiled templates and indexes are reused instead of
-	// compiling every candidate on each reconcile. Nil: the candidates are listed and compiled here.
+	// compiling every candidate on each reconcile, and its revisions read (it must be fed them:
+	// RegisterRevisions). Nil: the candidates are listed and compiled here, the revisions listed.
 	Templates *store.Templates
 	// Events, when set, receives the Ready-changed Events.
 	Events *events.Recorder
@@ -131,9 +132,6 @@ func (r *TemplateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		return TemplateKeysOf(o.GetAnnotations())
 	}); err != nil {
 		return fmt.Errorf("index pods by injected template: %w", err)
-	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, store.RevisionObject(), RevisionOwnerIndex, revisionOwnerUID); err != nil {
-		return fmt.Errorf("index template revisions by owner: %w", err)
 	}
 	r.reconciles, r.writes = r.Pace.limiters()
 	return ctrl.NewControllerManagedBy(mgr).

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
@@ -20,21 +21,6 @@ import (
 // RBAC for the template revisions: read through the cache, created and pruned here; never updated (a revision
 // is immutable) and never read one by one.
 // +kubebuilder:rbac:groups=apps,resources=controllerrevisions,verbs=list;watch;create;delete
-
-// RevisionOwnerIndex is the name of the cache index on ControllerRevisions whose value is the UID of the
-// template that owns one: a reconcile reads its template's revisions without copying its namespace's others.
-const RevisionOwnerIndex = "sidecar.dev/revision-owner"
-
-func revisionOwnerUID(o client.Object) []string {
-	cr, ok := o.(*appsv1.ControllerRevision)
-	if !ok {
-		return nil
-	}
-	if _, uid, ok := store.RevisionOwner(cr); ok {
-		return []string{string(uid)}
-	}
-	return nil
-}
 
 // errRevisionNotCached: the revision to create exists, but the cache has not seen it yet; look again shortly.
 var errRevisionNotCached = errors.New("the template's revision exists but is not in the cache yet")
@@ -60,18 +46,27 @@ func canaryRunning(t *v1alpha1.SidecarTemplate) bool {
 	return up != nil && up.Canary != nil && (up.Canary.Percent == nil || *up.Canary.Percent < 100)
 }
 
-// revisionsOf lists the ControllerRevisions of this very template (by owner UID), newest first.
+// revisionsOf lists the ControllerRevisions of this very template (by owner UID), newest first: their names,
+// numbers and hash labels, from the store when there is one (what the webhook holds anyway), else from the
+// cache's list of the namespace's template revisions. Neither needs a cache index by owner (a set per template).
 func (r *TemplateReconciler) revisionsOf(ctx context.Context, t *v1alpha1.SidecarTemplate) ([]appsv1.ControllerRevision, error) {
-	var list appsv1.ControllerRevisionList
-	// Read only (their names, numbers and labels): the cache's objects are not copied.
-	if err := r.Client.List(ctx, &list, client.InNamespace(t.Namespace), client.MatchingFields{RevisionOwnerIndex: string(t.UID)},
-		client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("list revisions of %s/%s: %w", t.Namespace, t.Name, err)
-	}
 	var out []appsv1.ControllerRevision
-	for _, cr := range list.Items {
-		if key, _, ok := store.RevisionOwner(&cr); ok && key.Name == t.Name {
-			out = append(out, cr)
+	if r.Templates != nil {
+		for _, h := range r.Templates.History(t.Namespace, t.Name, t.UID) {
+			out = append(out, appsv1.ControllerRevision{ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: h.Name,
+				Labels: map[string]string{v1alpha1.LabelTemplateRevision: h.Hash}}, Revision: h.Number})
+		}
+	} else {
+		var list appsv1.ControllerRevisionList
+		// Read only (their names, numbers and labels): the cache's objects are not copied.
+		if err := r.Client.List(ctx, &list, client.InNamespace(t.Namespace), client.HasLabels{v1alpha1.LabelTemplateRevision},
+			client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("list revisions of %s/%s: %w", t.Namespace, t.Name, err)
+		}
+		for _, cr := range list.Items {
+			if key, uid, ok := store.RevisionOwner(&cr); ok && key.Name == t.Name && uid == t.UID {
+				out = append(out, cr)
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b appsv1.ControllerRevision) int { return cmp.Compare(b.Revision, a.Revision) })

@@ -19,6 +19,7 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
+	"github.com/sidecar-dev/sidecar-injector/internal/store"
 	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
@@ -60,15 +61,20 @@ func TestPruneListKeepsTheNewestAndTheCurrentAndStableRevisions(t *testing.T) {
 
 // TestRevisions runs the controller against the API server through a template's life: created (revision 1),
 // changed under a 50% canary (revision 2, stable stays 1), promoted (no new revision, stable 2), and changed
-// often enough to prune its history; pods are counted per revision.
+// often enough to prune its history; pods are counted per revision. The controller reads the revisions from the
+// webhook's store, as serve runs it, and without a store, from the cache.
 func TestRevisions(t *testing.T) {
+	t.Run("with the webhook's store", func(t *testing.T) { testRevisions(t, "revisions-store", true) })
+	t.Run("without a store", func(t *testing.T) { testRevisions(t, "revisions", false) })
+}
+
+func testRevisions(t *testing.T, ns string, withStore bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	k8s, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	const ns = "revisions"
 	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +84,15 @@ func TestRevisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: testInjectorNS, Metrics: m, Pace: Unlimited}
+	if withStore {
+		r.Templates = store.NewTemplates(testInjectorNS)
+		if _, err := r.Templates.Register(ctx, mgr.GetCache()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Templates.RegisterRevisions(ctx, mgr.GetCache()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		t.Fatal(err)
 	}
