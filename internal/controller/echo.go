@@ -6,7 +6,6 @@ import (
 
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/api/equality"
-
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -18,12 +17,12 @@ import (
 // echoes remembers, per template, the status write the controller is making or made last, so that the watch
 // event of that write is not reconciled: the object it brings is the one the reconcile just computed and wrote
 // (an update is conditional on the version it read), so that look could only find nothing to do. It was a
-// second reconcile per written template, about a fifth of a template's CPU on a start over 10,100 templates
-// (TestStartAtScale's profile), and it raced the revision informer: a look before that cache had the new
+// second reconcile per written template, about a fifth of a template's CPU on a start over 1,010 templates
+// (TestStartAtScale's CPU profile), and it raced the revision informer: a look before that cache had the new
 // revision created it again. The event is recognised by what it is, not by the version the write returns,
 // because it may arrive before the write's answer: an update from the version the write was based on, to the
 // same generation and exactly the status written. Anyone else's change is another update, and is reconciled.
-// A reconcile of the template that starts before the echo arrived forgets the write (looking): it read the
+// A reconcile of the template that starts before the echo arrived forgets the write: it read the
 // template from a cache without that write, so it may have skipped a write of its own against a stale status,
 // and the echo's look is what corrects that.
 type echoes struct{ writes sync.Map } // types.NamespacedName → *statusWrite
