@@ -65,7 +65,8 @@ type TemplateReconciler struct {
 	// InjectorNamespace is the injector's own namespace (its templates are cluster-wide).
 	InjectorNamespace string
 	// Templates, when set, is the webhook's store: its compiled templates and indexes are reused instead of
-	// compiling every candidate on each reconcile. Nil: the candidates are listed and compiled here.
+	// compiling every candidate on each reconcile, and its revisions read (it must be fed them:
+	// RegisterRevisions). Nil: the candidates are listed and compiled here, the revisions listed.
 	Templates *store.Templates
 	// Events, when set, receives the Ready-changed Events.
 	Events *events.Recorder
@@ -75,6 +76,8 @@ type TemplateReconciler struct {
 	Pace Pace
 
 	reconciles, writes *rate.Limiter
+	// echoes are this controller's own status writes whose watch events are still to come (echo.go).
+	echoes echoes
 }
 
 // Pace is how fast the status controller may work. It runs in the process that answers admissions, and Go has
@@ -88,16 +91,19 @@ type Pace struct {
 	// ReconcilesPerSecond and ReconcileBurst bound reconciles.
 	ReconcilesPerSecond float64
 	ReconcileBurst      int
-	// WritesPerSecond and WriteBurst bound status updates.
+	// WritesPerSecond and WriteBurst bound units of writing: what one reconcile writes, a template's new
+	// revision and the status that numbers it, or the status alone (writeUnit).
 	WritesPerSecond float64
 	WriteBurst      int
 }
 
 // DefaultPace settles 10,100 templates without status in about 400 s after a start (a restart, with every
 // status current, in about 70 s). Measured by TestStartAtScale at the benchmark's shape (10,000 templates in
-// 1,000 namespaces and 100 cluster-wide), a template whose status is written costs about 3 ms of CPU (the
-// write, the watch event it brings back, a second look) and a reconcile without a write about 0.5 ms, so the
-// controller stays near 8% of one core while it works off a start and admissions keep more than 0.9 of it
+// 1,000 namespaces and 100 cluster-wide), on a shared machine: a template's first reconcile creates its revision
+// and writes its status, one unit of writing (writeUnit); the first start took 439 s and 32 CPU s (about 3 ms
+// per template: both writes, their watch events, the store taking in the revision; the echo of the status
+// write is not reconciled), the restart 73 s and 9.3 CPU s (about 0.9 ms per reconcile without a write). The
+// controller stays near 7% of one core while it works off a start, and admissions keep more than 0.9 of it
 // (README, "Template status").
 var DefaultPace = Pace{ReconcilesPerSecond: 150, ReconcileBurst: 30, WritesPerSecond: 25, WriteBurst: 10}
 
@@ -129,21 +135,17 @@ func (r *TemplateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 	}); err != nil {
 		return fmt.Errorf("index pods by injected template: %w", err)
 	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, store.RevisionObject(), RevisionOwnerIndex, revisionOwnerUID); err != nil {
-		return fmt.Errorf("index template revisions by owner: %w", err)
-	}
 	r.reconciles, r.writes = r.Pace.limiters()
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(Name).
 		// One worker: with the limiters, what keeps the controller below admission work (Pace).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
-		// Every change of the template, its status included: a reconcile compares against the cached status,
-		// which can be stale; the event of its own write brings one more look at the fresh object, so a write
-		// skipped against a stale cache is corrected (that look finds nothing to change and stops).
-		// Revisions are not watched: the template's own events bring every look they need (a revision created
-		// here is followed by the status write's event), and a look caused by a revision's creation would race
-		// that write with a stale status.
-		For(&v1alpha1.SidecarTemplate{}).
+		// Every change of the template, its status included (a reconcile compares against the cached status,
+		// which can be stale: the event of anyone else's change brings one more look at the fresh object), but
+		// the echo of this controller's own status write, which is exactly what it wrote (echoes).
+		// Revisions are not watched: the template's own events bring every look they need, and a look caused
+		// by a revision's creation would race the status write with a stale status.
+		For(&v1alpha1.SidecarTemplate{}, builder.WithPredicates(r.echoes.predicate())).
 		// A template's change can create or resolve a clash in the templates it may meet.
 		// Not for the informer's initial list: at a start every template is reconciled anyway, and a
 		// cluster-wide template's neighbours are all templates (100 of them would enqueue 10,100 each).
@@ -248,12 +250,14 @@ func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		return ctrl.Result{}, err
 	}
+	r.echoes.forget(req.NamespacedName) // the echo of an earlier write, if still to come, brings one more look
 	compiled := r.compile(&t)
 	cond, err := r.readiness(ctx, &t, compiled)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	history, err := r.SyncRevisions(ctx, &t, compiled.Hash)
+	unit := &writeUnit{limiter: r.writes}
+	history, err := r.syncRevisions(ctx, &t, compiled.Hash, unit)
 	if errors.Is(err, errRevisionNotCached) {
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
@@ -279,10 +283,12 @@ func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	t.Status.Revisions = PodsPerRevision(drift, history.ByHash)
 	t.Status.PodsPerRevision = podsPerRevision(t.Status.Revisions)
 	if !equality.Semantic.DeepEqual(orig.Status, t.Status) {
-		if err := wait(ctx, r.writes); err != nil {
+		if err := unit.wait(ctx); err != nil {
 			return ctrl.Result{}, err
 		}
+		r.echoes.writing(&t)
 		if err := r.Client.Status().Update(ctx, &t); err != nil {
+			r.echoes.forget(req.NamespacedName)
 			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 				// Someone else changed the template (or deleted it) meanwhile: look again, with the new version.
 				return ctrl.Result{RequeueAfter: time.Second}, nil

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
@@ -20,21 +21,6 @@ import (
 // RBAC for the template revisions: read through the cache, created and pruned here; never updated (a revision
 // is immutable) and never read one by one.
 // +kubebuilder:rbac:groups=apps,resources=controllerrevisions,verbs=list;watch;create;delete
-
-// RevisionOwnerIndex is the name of the cache index on ControllerRevisions whose value is the UID of the
-// template that owns one: a reconcile reads its template's revisions without copying its namespace's others.
-const RevisionOwnerIndex = "sidecar.dev/revision-owner"
-
-func revisionOwnerUID(o client.Object) []string {
-	cr, ok := o.(*appsv1.ControllerRevision)
-	if !ok {
-		return nil
-	}
-	if _, uid, ok := store.RevisionOwner(cr); ok {
-		return []string{string(uid)}
-	}
-	return nil
-}
 
 // errRevisionNotCached: the revision to create exists, but the cache has not seen it yet; look again shortly.
 var errRevisionNotCached = errors.New("the template's revision exists but is not in the cache yet")
@@ -60,29 +46,39 @@ func canaryRunning(t *v1alpha1.SidecarTemplate) bool {
 	return up != nil && up.Canary != nil && (up.Canary.Percent == nil || *up.Canary.Percent < 100)
 }
 
-// revisionsOf lists the ControllerRevisions of this very template (by owner UID), newest first.
+// revisionsOf lists the ControllerRevisions of this very template (by owner UID), newest first: their names,
+// numbers and hash labels, from the store when there is one (what the webhook holds anyway), else from the
+// cache's list of the namespace's template revisions. Neither needs a cache index by owner (a set per template).
 func (r *TemplateReconciler) revisionsOf(ctx context.Context, t *v1alpha1.SidecarTemplate) ([]appsv1.ControllerRevision, error) {
-	var list appsv1.ControllerRevisionList
-	// Read only (their names, numbers and labels): the cache's objects are not copied.
-	if err := r.Client.List(ctx, &list, client.InNamespace(t.Namespace), client.MatchingFields{RevisionOwnerIndex: string(t.UID)},
-		client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("list revisions of %s/%s: %w", t.Namespace, t.Name, err)
-	}
 	var out []appsv1.ControllerRevision
-	for _, cr := range list.Items {
-		if key, _, ok := store.RevisionOwner(&cr); ok && key.Name == t.Name {
-			out = append(out, cr)
+	if r.Templates != nil {
+		for _, h := range r.Templates.History(t.Namespace, t.Name, t.UID) {
+			out = append(out, appsv1.ControllerRevision{ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: h.Name,
+				Labels: map[string]string{v1alpha1.LabelTemplateRevision: h.Hash}}, Revision: h.Number})
+		}
+	} else {
+		var list appsv1.ControllerRevisionList
+		// Read only (their names, numbers and labels): the cache's objects are not copied.
+		if err := r.Client.List(ctx, &list, client.InNamespace(t.Namespace), client.HasLabels{v1alpha1.LabelTemplateRevision},
+			client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("list revisions of %s/%s: %w", t.Namespace, t.Name, err)
+		}
+		for _, cr := range list.Items {
+			if key, uid, ok := store.RevisionOwner(&cr); ok && key.Name == t.Name && uid == t.UID {
+				out = append(out, cr)
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b appsv1.ControllerRevision) int { return cmp.Compare(b.Revision, a.Revision) })
 	return out, nil
 }
 
-// SyncRevisions makes sure the template's current spec (hash) is a revision, decides the stable one, and prunes
+// syncRevisions makes sure the template's current spec (hash) is a revision, decides the stable one, and prunes
 // the history to HistoryLimit. The stable revision is remembered in the template's status: it is observed state
 // that only this controller decides, every replica's cache of templates carries it with the spec it goes with,
 // and the revisions themselves stay immutable. Without a canary running the current revision is the stable one.
-func (r *TemplateReconciler) SyncRevisions(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string) (History, error) {
+// Its writes are part of the reconcile's unit of work (unit).
+func (r *TemplateReconciler) syncRevisions(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string, unit *writeUnit) (History, error) {
 	revs, err := r.revisionsOf(ctx, t)
 	if err != nil {
 		return History{}, err
@@ -96,7 +92,7 @@ func (r *TemplateReconciler) SyncRevisions(ctx context.Context, t *v1alpha1.Side
 		}
 	}
 	if h.Current == 0 {
-		if h.Current, err = r.createRevision(ctx, t, hash, revs); err != nil {
+		if h.Current, err = r.createRevision(ctx, t, hash, revs, unit); err != nil {
 			return History{}, err
 		}
 		// A new revision goes first: pruning below keeps the newest.
@@ -110,14 +106,14 @@ func (r *TemplateReconciler) SyncRevisions(ctx context.Context, t *v1alpha1.Side
 	}) {
 		h.Stable = t.Status.StableRevision
 	}
-	if err := r.prune(ctx, revs, h); err != nil {
+	if err := r.prune(ctx, revs, h, unit); err != nil {
 		return History{}, err
 	}
 	return h, nil
 }
 
 // createRevision writes the revision of t's current spec, numbered one above the newest; it returns the number.
-func (r *TemplateReconciler) createRevision(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string, revs []appsv1.ControllerRevision) (int64, error) {
+func (r *TemplateReconciler) createRevision(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string, revs []appsv1.ControllerRevision, unit *writeUnit) (int64, error) {
 	number := int64(1)
 	if len(revs) > 0 {
 		number = revs[0].Revision + 1
@@ -126,7 +122,7 @@ func (r *TemplateReconciler) createRevision(ctx context.Context, t *v1alpha1.Sid
 	if err != nil {
 		return 0, err
 	}
-	if err := wait(ctx, r.writes); err != nil {
+	if err := unit.wait(ctx); err != nil {
 		return 0, err
 	}
 	if err := r.Client.Create(ctx, cr); err != nil {
@@ -140,9 +136,9 @@ func (r *TemplateReconciler) createRevision(ctx context.Context, t *v1alpha1.Sid
 
 // prune deletes the oldest revisions beyond HistoryLimit, never the current or the stable one. revs is newest
 // first.
-func (r *TemplateReconciler) prune(ctx context.Context, revs []appsv1.ControllerRevision, h History) error {
+func (r *TemplateReconciler) prune(ctx context.Context, revs []appsv1.ControllerRevision, h History, unit *writeUnit) error {
 	for _, cr := range PruneList(revs, h) {
-		if err := wait(ctx, r.writes); err != nil {
+		if err := unit.wait(ctx); err != nil {
 			return err
 		}
 		if err := r.Client.Delete(ctx, &cr); err != nil && !apierrors.IsNotFound(err) {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -60,15 +61,20 @@ func TestPruneListKeepsTheNewestAndTheCurrentAndStableRevisions(t *testing.T) {
 
 // TestRevisions runs the controller against the API server through a template's life: created (revision 1),
 // changed under a 50% canary (revision 2, stable stays 1), promoted (no new revision, stable 2), and changed
-// often enough to prune its history; pods are counted per revision.
+// often enough to prune its history; pods are counted per revision. The controller reads the revisions from the
+// webhook's store, as serve runs it, and without a store, from the cache.
 func TestRevisions(t *testing.T) {
+	t.Run("with the webhook's store", func(t *testing.T) { testRevisions(t, "revisions-store", true) })
+	t.Run("without a store", func(t *testing.T) { testRevisions(t, "revisions", false) })
+}
+
+func testRevisions(t *testing.T, ns string, withStore bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	k8s, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	const ns = "revisions"
 	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +84,15 @@ func TestRevisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: testInjectorNS, Metrics: m, Pace: Unlimited}
+	if withStore {
+		r.Templates = store.NewTemplates(testInjectorNS)
+		if _, err := r.Templates.Register(ctx, mgr.GetCache()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Templates.RegisterRevisions(ctx, mgr.GetCache()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		t.Fatal(err)
 	}
@@ -140,8 +155,9 @@ func TestRevisions(t *testing.T) {
 		!metav1.IsControlledBy(&cr, st) {
 		t.Errorf("revision 1: labels %v, number %d, owners %v; want hash %s, owned by the template", cr.Labels, cr.Revision, cr.OwnerReferences, v1hash)
 	}
-	if rev, ok := store.DecodeRevision(&crs[0]); !ok || rev.Template.Spec.Containers[0].Image != "proxy:1" {
-		t.Errorf("revision 1 does not hold the spec: %+v", rev)
+	var held v1alpha1.SidecarTemplate
+	if err := json.Unmarshal(crs[0].Data.Raw, &held); err != nil || len(held.Spec.Containers) != 1 || held.Spec.Containers[0].Image != "proxy:1" {
+		t.Errorf("revision 1 does not hold the spec (%v): %s", err, crs[0].Data.Raw)
 	}
 
 	for i := range 2 {

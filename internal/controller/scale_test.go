@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,13 +45,14 @@ type startWork struct {
 	lists        atomic.Int64
 	listedItems  atomic.Int64 // objects the cache copied out for those lists
 	statusWrites atomic.Int64
+	revisions    atomic.Int64 // ControllerRevisions created
 	events       atomic.Int64
 	last         atomic.Int64 // unix nanos of the last reconcile
 }
 
 func (w *startWork) String() string {
-	return fmt.Sprintf("%d reconciles, %d status writes, %d Ready events, %d lists copying %d objects",
-		w.reconciles.Load(), w.statusWrites.Load(), w.events.Load(), w.lists.Load(), w.listedItems.Load())
+	return fmt.Sprintf("%d reconciles, %d status writes, %d revisions created, %d Ready events, %d lists copying %d objects",
+		w.reconciles.Load(), w.statusWrites.Load(), w.revisions.Load(), w.events.Load(), w.lists.Load(), w.listedItems.Load())
 }
 
 func (w *startWork) Eventf(_, _ k8sruntime.Object, _, _, _, _ string, _ ...any) { w.events.Add(1) }
@@ -78,6 +80,12 @@ func (w *startWork) counting(c client.Client) client.Client {
 			w.lists.Add(1)
 			w.listedItems.Add(int64(meta.LenList(list)))
 			return err
+		},
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if _, ok := obj.(*appsv1.ControllerRevision); ok && strings.HasPrefix(obj.GetNamespace(), w.prefix) {
+				w.revisions.Add(1)
+			}
+			return c.Create(ctx, obj, opts...)
 		},
 		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
 			if strings.HasPrefix(obj.GetNamespace(), w.prefix) {
@@ -150,14 +158,20 @@ func TestStartAtScale(t *testing.T) {
 	n := int64(len(templates))
 
 	first := startController(ctx, t, fast, injectorNS, n)
-	t.Logf("first start, %d templates without status: %s; %.2f CPU s; live heap %.1f MiB", n, first.work, first.cpu, first.heapMiB)
+	t.Logf("first start, %d templates without status: %s; %.2f CPU s in %.1f s; live heap %.1f MiB", n, first.work, first.cpu, first.seconds, first.heapMiB)
 	if got := first.work.statusWrites.Load(); got != n {
 		t.Errorf("first start: %d status writes for %d templates without status, want one each", got, n)
 	}
+	if got := first.work.revisions.Load(); got != n {
+		t.Errorf("first start: %d revisions created for %d templates without one, want one each", got, n)
+	}
 	second := startController(ctx, t, fast, injectorNS, n)
-	t.Logf("second start, %d templates with current status: %s; %.2f CPU s; live heap %.1f MiB", n, second.work, second.cpu, second.heapMiB)
+	t.Logf("second start, %d templates with current status: %s; %.2f CPU s in %.1f s; live heap %.1f MiB", n, second.work, second.cpu, second.seconds, second.heapMiB)
 	if got := second.work.statusWrites.Load(); got != 0 {
 		t.Errorf("second start: %d status writes, want none: every status was current", got)
+	}
+	if got := second.work.revisions.Load(); got != 0 {
+		t.Errorf("second start: %d revisions created, want none: every template had its revision", got)
 	}
 	for _, w := range []*startWork{first.work, second.work} {
 		// Each reconcile lists its pods (drift); anything near a list of every template per template is the
@@ -171,6 +185,7 @@ func TestStartAtScale(t *testing.T) {
 type startResult struct {
 	work    *startWork
 	cpu     float64
+	seconds float64 // from the manager's start to the last reconcile
 	heapMiB float64 // live heap added by the manager: informers, store, controller
 }
 
@@ -205,7 +220,7 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 				return store.TemplateTransform(obj)
 			}
 			return cache.TransformStripManagedFields()(obj)
-		}},
+		}, ByObject: map[client.Object]cache.ByObject{store.RevisionObject(): store.RevisionCache()}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +233,9 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 	if _, err := templates.Register(ctx, mgr.GetCache()); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := templates.RegisterRevisions(ctx, mgr.GetCache()); err != nil {
+		t.Fatal(err)
+	}
 	r := &TemplateReconciler{Client: w.counting(mgr.GetClient()), InjectorNamespace: injectorNS, Templates: templates,
 		Events: events.NewRecorder(w), Metrics: m}
 	if os.Getenv("SIDECAR_SCALE_UNPACED") != "" { // the same CPU seconds, sooner (measurements only)
@@ -227,6 +245,7 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
+	start := time.Now()
 	go func() { done <- mgr.Start(ctx) }()
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
@@ -248,7 +267,7 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 	if err := <-done; err != nil {
 		t.Errorf("manager: %v", err)
 	}
-	return startResult{work: w, cpu: cpu, heapMiB: (float64(heap) - float64(heap0)) / (1 << 20)}
+	return startResult{work: w, cpu: cpu, seconds: time.Unix(0, w.last.Load()).Sub(start).Seconds(), heapMiB: (float64(heap) - float64(heap0)) / (1 << 20)}
 }
 
 // heapInUse is the live heap after a collection.

@@ -82,9 +82,7 @@ func (c *ClusterSource) Revisions(ctx context.Context, t *v1alpha1.SidecarTempla
 		if _, uid, ok := store.RevisionOwner(cr); !ok || uid != t.UID {
 			continue
 		}
-		if r, ok := store.DecodeRevision(cr); ok {
-			out = append(out, r)
-		}
+		out = append(out, store.RevisionOf(cr))
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -13,10 +14,30 @@ import (
 )
 
 // Revision is one remembered revision of a template: its number and the template as it was then (namespace,
-// name, generation and spec). The controller keeps them as ControllerRevisions; the store passes them here.
+// name, generation and spec). The controller keeps them as ControllerRevisions; the store passes them here as
+// they are stored (Hash and Data), and they are decoded only when compiled as an earlier revision: most
+// templates have a single revision, their current spec, which needs nothing but its number.
 type Revision struct {
-	Number   int64
+	Number int64
+	// Hash is the hash the revision is labelled with (the Hash of its template compiled); when it is the current
+	// template's, the revision is the current one and Data is not read. Empty: unknown, Data is compiled.
+	Hash string
+	// Data is the revision's template encoded as JSON (a ControllerRevision's data); read when Template is nil.
+	Data []byte
+	// Template is the revision's template decoded; nil: decoded from Data when needed.
 	Template *v1alpha1.SidecarTemplate
+}
+
+// template returns r's template, decoding Data when needed; nil when there is none or it is not a template.
+func (r *Revision) template() *v1alpha1.SidecarTemplate {
+	if r.Template != nil || len(r.Data) == 0 {
+		return r.Template
+	}
+	var t v1alpha1.SidecarTemplate
+	if json.Unmarshal(r.Data, &t) != nil {
+		return nil
+	}
+	return &t
 }
 
 // canary is spec.updatePolicy.canary while it holds a revision back (percent below 100).
@@ -68,10 +89,15 @@ func (t *Template) compileUpdatePolicy(spec *v1alpha1.SidecarTemplateSpec, c *ch
 func CompileRevisions(st *v1alpha1.SidecarTemplate, injectorNamespace string, history []Revision) *Template {
 	t := Compile(st, injectorNamespace)
 	for _, r := range history {
-		if r.Template == nil {
+		if r.Hash != "" && r.Hash == t.Hash {
+			t.Revision = r.Number // the current spec: nothing to decode
 			continue
 		}
-		old := *r.Template
+		rt := r.template()
+		if rt == nil {
+			continue
+		}
+		old := *rt
 		old.Namespace, old.Name = st.Namespace, st.Name
 		h := Compile(&old, injectorNamespace)
 		if h.Hash == t.Hash {

@@ -5,6 +5,9 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
@@ -99,5 +102,73 @@ func TestOtherControllerRevisionsAreIgnored(t *testing.T) {
 	s.RevisionHandler().OnAdd(ds, false)
 	if len(s.history) != 0 {
 		t.Errorf("a DaemonSet's revision was taken for a template's: %v", s.history)
+	}
+}
+
+func TestTheStoreKeepsRevisionsAsTheInformerHoldsThem(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	v1 := tmpl("team-a", "proxy", 1, 0)
+	v1.UID = "uid-1"
+	s.OnAdd(v1, true)
+	rev1 := revisionOf(t, v1, 1)
+	s.RevisionHandler().OnAdd(rev1, false)
+	h := s.history[types.NamespacedName{Namespace: "team-a", Name: "proxy"}]
+	if len(h) != 1 || h[0].Template != nil || &h[0].Data[0] != &rev1.Data.Raw[0] {
+		t.Fatalf("the store holds %+v; want the informer's data, neither copied nor decoded", h)
+	}
+
+	// The current spec's revision is numbered by its hash: its data is not even read.
+	current := rev1.DeepCopy()
+	current.Data.Raw = []byte("not a template")
+	s.RevisionHandler().OnUpdate(rev1, current)
+	if got := s.Get("team-a", "proxy"); got.Revision != 1 || got.Err != nil {
+		t.Errorf("the current revision with unreadable data: revision %d (%v); want 1: its hash says it is current", got.Revision, got.Err)
+	}
+
+	// An update that changes nothing compiling reads (a resync) keeps the compiled template.
+	compiled := s.Get("team-a", "proxy")
+	resync := current.DeepCopy()
+	resync.ResourceVersion = "7"
+	s.RevisionHandler().OnUpdate(current, resync)
+	if s.Get("team-a", "proxy") != compiled {
+		t.Errorf("a resync of a revision compiled the template again")
+	}
+}
+
+func TestAnEarlierRevisionIsDecodedWhenItsTemplateIsCompiled(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	v1 := tmpl("team-a", "proxy", 1, 0)
+	v1.UID = "uid-1"
+	v2 := v1.DeepCopy()
+	v2.Generation = 2
+	v2.Spec.Containers[0].Image = "example.com/proxy:2"
+	s.OnAdd(v2, true)
+	s.RevisionHandler().OnAdd(revisionOf(t, v1, 1), false)
+	s.RevisionHandler().OnAdd(revisionOf(t, v2, 2), false)
+	got := s.Get("team-a", "proxy")
+	if got.Revision != 2 || len(got.Earlier()) != 1 || got.Earlier()[0].Revision != 1 ||
+		got.Earlier()[0].Hash != inject.Compile(v1, injectorNS).Hash {
+		t.Fatalf("revision %d, earlier %v; want 2 with revision 1 compiled from its data", got.Revision, got.Earlier())
+	}
+	broken := revisionOf(t, v1, 1)
+	broken.Labels[v1alpha1.LabelTemplateRevision] = "0000000000000000"
+	broken.Data.Raw = []byte(`{"spec":`)
+	s.RevisionHandler().OnUpdate(revisionOf(t, v1, 1), broken)
+	if got := s.Get("team-a", "proxy"); got.Revision != 2 || len(got.Earlier()) != 0 {
+		t.Errorf("an earlier revision whose data is not a template: revision %d, %d earlier; want 2, none", got.Revision, len(got.Earlier()))
+	}
+}
+
+func TestTheRevisionCacheKeepsWhatTheStoreAndControllerRead(t *testing.T) {
+	cr := revisionOf(t, tmpl("team-a", "proxy", 1, 0), 1)
+	want := cr.DeepCopy()
+	cr.Annotations = map[string]string{"note": "x"}
+	cr.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "sidecar-injector", Operation: metav1.ManagedFieldsOperationUpdate}}
+	got, err := RevisionCache().Transform(cr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("the revision cache keeps\n%+v\nwant\n%+v", got, want)
 	}
 }
