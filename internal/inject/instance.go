@@ -78,8 +78,9 @@ func withTyped(raw json.RawMessage, typed map[string]string, list string, i int)
 // (initFirst); under Auto the author's order is kept: those up to and including the last native sidecar go
 // before, the rest after (a mesh's [iptables init, proxy] must not have its iptables step run last). The last
 // converted init containers are the template's containers turned into native sidecars for a pod that runs to
-// completion (jobPolicy Native, see jobPayload): not the author's init containers, so they never move those,
-// and they go where native sidecars go.
+// completion (jobPolicy Native): not the author's init containers, so they never move those, and they go where
+// native sidecars go. Compile passes 0 and builds that form from base when a pod needs it (asNativeSidecars);
+// the tests check it against this encoding of the converted spec.
 func newInstance(p *payload, place v1alpha1.InitContainerPlacement, converted int) *instance {
 	in := &instance{
 		annotationVals: p.Annotations, annotations: slices.Sorted(maps.Keys(p.Annotations)),
@@ -134,4 +135,46 @@ func newInstance(p *payload, place v1alpha1.InitContainerPlacement, converted in
 		in.dynNamespaceSettings = hasPlaceholder(mustEncode(map[string]any{"hostAliases": p.HostAliases, "dnsConfig": p.DNSConfig}))
 	}
 	return in
+}
+
+// asNativeSidecars is base for a pod that runs to completion under jobPolicy Native: its containers become
+// native sidecars (init containers with restartPolicy Always) after its own init containers, which the kubelet
+// stops once the application's containers have exited, so the pod can complete. They go where native sidecars
+// go (before the pod's own init containers, but under Last). Everything else is base's own, shared: an
+// instance is read-only. The result is exactly what encoding the converted containers from the spec gives
+// (TestTheJobFormIsTheOneEncodedFromTheSpec): each container's encoding is decoded as what it was encoded from
+// (a corev1.Container, or the map that typed placeholders were put into) and encoded again with the policy.
+func asNativeSidecars(base *instance, place v1alpha1.InitContainerPlacement, typed []bool) *instance {
+	job := *base
+	job.containers = nil
+	job.initContainers = slices.Clone(base.initContainers)
+	job.initFirst = slices.Clone(base.initFirst)
+	for i, c := range base.containers {
+		raw := restartAlways(c.raw, i < len(typed) && typed[i])
+		job.initContainers = append(job.initContainers, item{key: c.key, raw: raw, dyn: hasPlaceholder(raw) || hasPlaceholder(c.key)})
+		job.initFirst = append(job.initFirst, place != v1alpha1.InitContainerPlacementLast)
+	}
+	return &job
+}
+
+// restartAlways returns an encoded container with restartPolicy Always. typed: the encoding holds typed
+// placeholders (withTyped), i.e. it is a map's, keys sorted, and strings where numbers go.
+func restartAlways(raw json.RawMessage, typed bool) json.RawMessage {
+	if typed {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber() // numbers are written back as they were read
+		var c map[string]any
+		if err := dec.Decode(&c); err != nil {
+			panic(fmt.Sprintf("inject: a container encoded by newInstance does not decode: %v", err))
+		}
+		c["restartPolicy"] = corev1.ContainerRestartPolicyAlways
+		return mustEncode(c)
+	}
+	var c corev1.Container
+	if err := json.Unmarshal(raw, &c); err != nil {
+		panic(fmt.Sprintf("inject: a container encoded by newInstance does not decode: %v", err))
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	c.RestartPolicy = &always
+	return encodeContainer(&c)
 }

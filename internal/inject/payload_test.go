@@ -13,7 +13,7 @@ import (
 var selectionFields = map[string]bool{
 	"Selector": true, "NamespaceSelector": true, "Order": true, "FailurePolicy": true,
 	"ContainerPlacement": true, "InitContainerPlacement": true, "TargetContainers": true, "Parameters": true,
-	"JobPolicy":         true, // what containers become in a pod that runs to completion (template.go jobPayload)
+	"JobPolicy":         true, // what containers become in a pod that runs to completion (instance.go asNativeSidecars)
 	"Mode":              true, // whether the webhook or an admission policy serves the template (store, policy); adds nothing itself
 	"NamespaceOverride": true, // whether a namespaced template of the same name may replace it (selection.go)
 	// Which revision a new pod gets (canary) and what becomes of an earlier revision's sidecar (revision.go).

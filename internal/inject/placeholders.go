@@ -172,8 +172,8 @@ func (t *Template) instanceFor(pv *podValues, recorded map[string]string, render
 		return nil, err
 	}
 	base := t.base
-	if pv.completes && t.jobBase != nil {
-		base = t.jobBase
+	if pv.completes {
+		base = t.jobInstance()
 	}
 	if !t.placeholders {
 		return base, nil

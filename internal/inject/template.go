@@ -10,8 +10,8 @@ import (
 	"maps"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,7 +59,7 @@ type Template struct {
 	placeholders      bool      // what the template adds has {{ pod.* }} or {{ params.* }}
 	recordable        []string  // the per-pod expressions it uses whose values the pod's record keeps, sorted
 	base              *instance // what the template adds, encoded once; per-pod values not yet substituted
-	jobBase           *instance // base for a pod that runs to completion (jobPolicy Native); nil: base serves it
+	job               *jobForm  // base for a pod that runs to completion (jobPolicy Native); nil: base serves it
 	jobPolicy         v1alpha1.JobPolicy
 	containerPlace    v1alpha1.ContainerPlacement
 	initPlace         v1alpha1.InitContainerPlacement
@@ -197,9 +197,44 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 	}
 	t.base = newInstance(pl, t.initPlace, 0)
 	if t.jobPolicy == v1alpha1.JobPolicyNative && len(pl.Containers) > 0 {
-		t.jobBase = newInstance(jobPayload(pl), t.initPlace, len(pl.Containers))
+		t.job = &jobForm{typed: typedContainers(pl)}
 	}
 	return t
+}
+
+// jobForm is what a template adds to a pod that runs to completion under jobPolicy Native (asNativeSidecars), built
+// from base the first time such a pod needs it (jobInstance). Most templates only ever serve long-running pods:
+// built eagerly, this form was over a third of each compiled template's memory (README, "Memory at scale").
+// The copies WithServedByPolicy makes share it.
+type jobForm struct {
+	once sync.Once
+	in   *instance
+	// typed marks, per container, those with typed placeholders (nil: none): their encoding is a decoded map's.
+	typed []bool
+}
+
+// jobInstance returns what the template adds to a pod that runs to completion: base, or under jobPolicy Native
+// its containers as native sidecars, built once, on first use, by whichever admission needs it first.
+func (t *Template) jobInstance() *instance {
+	if t.job == nil {
+		return t.base
+	}
+	t.job.once.Do(func() { t.job.in = asNativeSidecars(t.base, t.initPlace, t.job.typed) })
+	return t.job.in
+}
+
+// typedContainers marks the containers of pl that have typed placeholders; nil when none has.
+func typedContainers(pl *payload) []bool {
+	var typed []bool
+	for i := range pl.Containers {
+		if len(v1alpha1.ContainerPlaceholders(pl.TypedPlaceholders, "containers", i)) > 0 {
+			if typed == nil {
+				typed = make([]bool, len(pl.Containers))
+			}
+			typed[i] = true
+		}
+	}
+	return typed
 }
 
 // recordableExprs are the per-pod expressions whose values the pod's record keeps: those in the payload and
@@ -214,30 +249,6 @@ func recordableExprs(exprs []string, typed map[string]string) []string {
 	}
 	slices.Sort(exprs)
 	return slices.DeleteFunc(exprs, func(e string) bool { return e == namespaceExpr })
-}
-
-// jobPayload is what a template adds to a pod that runs to completion under jobPolicy Native: its containers
-// become native sidecars (init containers with restartPolicy Always) after its own init containers, which the
-// kubelet stops once the application's containers have exited, so the pod can complete.
-func jobPayload(pl *payload) *payload {
-	job := *pl
-	job.Containers = nil
-	job.InitContainers = slices.Clone(pl.InitContainers)
-	always := corev1.ContainerRestartPolicyAlways
-	job.TypedPlaceholders = make(map[string]string, len(pl.TypedPlaceholders))
-	for path, v := range pl.TypedPlaceholders { // containers[i] become initContainers[len(initContainers)+i]
-		if rest, ok := strings.CutPrefix(path, "containers["); ok {
-			i, field, _ := strings.Cut(rest, "]")
-			n, _ := strconv.Atoi(i)
-			path = fmt.Sprintf("initContainers[%d]%s", len(pl.InitContainers)+n, field)
-		}
-		job.TypedPlaceholders[path] = v
-	}
-	for _, c := range pl.Containers {
-		c.RestartPolicy = &always
-		job.InitContainers = append(job.InitContainers, c)
-	}
-	return &job
 }
 
 // checks collects what is wrong with a template, each a sentence that says what to change.

@@ -211,7 +211,7 @@ func newUnit(st *v1alpha1.SidecarTemplate, t *inject.Template, earlier []*unit, 
 }
 
 // jobSpec is the template as the webhook applies it to a pod that runs to completion under jobPolicy Native
-// (inject's jobPayload): its containers become native sidecars, after its own init containers.
+// (inject's asNativeSidecars): its containers become native sidecars, after its own init containers.
 func jobSpec(spec *v1alpha1.SidecarTemplateSpec) *v1alpha1.SidecarTemplateSpec {
 	job := *spec
 	job.Containers = nil
