@@ -72,11 +72,16 @@ func RevisionOwner(cr *appsv1.ControllerRevision) (types.NamespacedName, types.U
 
 // DecodeRevision returns the revision a ControllerRevision holds; ok is false when its data is not a template.
 func DecodeRevision(cr *appsv1.ControllerRevision) (inject.Revision, bool) {
+	return decodeRevision(cr.Revision, cr.Data.Raw)
+}
+
+// decodeRevision decodes revision number's data, a SidecarTemplate's JSON.
+func decodeRevision(number int64, data []byte) (inject.Revision, bool) {
 	var t v1alpha1.SidecarTemplate
-	if len(cr.Data.Raw) == 0 || json.Unmarshal(cr.Data.Raw, &t) != nil {
+	if len(data) == 0 || json.Unmarshal(data, &t) != nil {
 		return inject.Revision{}, false
 	}
-	return inject.Revision{Number: cr.Revision, Template: &t}, true
+	return inject.Revision{Number: number, Template: &t}, true
 }
 
 // RevisionObject is the ControllerRevision object the injector's cache and RevisionSelector are about.
@@ -104,19 +109,22 @@ func (s *Templates) revisionEvent(obj any, deleted bool) {
 	if !ok {
 		return
 	}
-	rev, ok := DecodeRevision(cr)
+	// Checked here, so that a revision whose data is not a template is left out as soon as it is seen; decoded
+	// again only when the template is compiled (storedRevision).
+	_, ok = DecodeRevision(cr)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.history[key]
 	i := slices.IndexFunc(h, func(r storedRevision) bool { return r.name == cr.Name })
+	rev := storedRevision{name: cr.Name, owner: uid, number: cr.Revision, data: cr.Data.Raw}
 	switch {
 	case i >= 0 && (deleted || !ok):
 		h = slices.Delete(slices.Clone(h), i, i+1)
 	case i >= 0:
 		h = slices.Clone(h)
-		h[i] = storedRevision{name: cr.Name, owner: uid, Revision: rev}
+		h[i] = rev
 	case !deleted && ok:
-		h = append(slices.Clone(h), storedRevision{name: cr.Name, owner: uid, Revision: rev})
+		h = append(slices.Clone(h), rev)
 	default:
 		return
 	}
@@ -134,20 +142,38 @@ func (s *Templates) revisionEvent(obj any, deleted bool) {
 }
 
 // storedRevision is one revision the store holds for a template, with the UID of the template it belongs to
-// (a template deleted and created again under the same name has other revisions).
+// (a template deleted and created again under the same name has other revisions). It keeps the revision's data
+// as the informer's ControllerRevision holds it (shared, not copied) and decodes it only when the template is
+// compiled, i.e. for namespaces that see pods: decoded once and kept, every template's revision would be a
+// second typed copy of every template (about 2 KB each, README "Memory at scale").
 type storedRevision struct {
-	inject.Revision
-	name  string
-	owner types.UID
+	name   string
+	owner  types.UID
+	number int64
+	data   []byte
 }
 
 // revisionsOf returns the revisions of t that belong to this very object; s.mu must be held.
-func (s *Templates) revisionsOf(t *v1alpha1.SidecarTemplate) []inject.Revision {
+func (s *Templates) revisionsOf(t *v1alpha1.SidecarTemplate) []storedRevision {
 	h := s.history[types.NamespacedName{Namespace: t.Namespace, Name: t.Name}]
-	out := make([]inject.Revision, 0, len(h))
+	if !slices.ContainsFunc(h, func(r storedRevision) bool { return r.owner != t.UID }) {
+		return h // all of them, shared: a history is replaced, never modified
+	}
+	out := make([]storedRevision, 0, len(h))
 	for _, r := range h {
 		if r.owner == t.UID {
-			out = append(out, r.Revision)
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// decodeRevisions decodes revs for compiling; each decoded once already when it was stored (revisionEvent).
+func decodeRevisions(revs []storedRevision) []inject.Revision {
+	out := make([]inject.Revision, 0, len(revs))
+	for _, r := range revs {
+		if rev, ok := decodeRevision(r.number, r.data); ok {
+			out = append(out, rev)
 		}
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
@@ -99,5 +100,29 @@ func TestOtherControllerRevisionsAreIgnored(t *testing.T) {
 	s.RevisionHandler().OnAdd(ds, false)
 	if len(s.history) != 0 {
 		t.Errorf("a DaemonSet's revision was taken for a template's: %v", s.history)
+	}
+}
+
+func TestRevisionsStayEncodedInTheInformersObjectUntilCompiled(t *testing.T) {
+	s := NewTemplates(injectorNS)
+	v1 := tmpl("team-a", "proxy", 1, 0)
+	v1.UID = "uid-1"
+	rev := revisionOf(t, v1, 1)
+	s.RevisionHandler().OnAdd(rev, false)
+	broken := revisionOf(t, v1, 2)
+	broken.Name, broken.Data.Raw = "proxy-broken", []byte(`{"spec": "not a template"}`)
+	s.RevisionHandler().OnAdd(broken, false)
+	s.OnAdd(v1, true)
+
+	h := s.history[types.NamespacedName{Namespace: "team-a", Name: "proxy"}]
+	if len(h) != 1 {
+		t.Fatalf("the store holds %d revisions of team-a/proxy, want 1 (data that is not a template left out)", len(h))
+	}
+	// The same bytes, not a decoded copy: a typed copy per template is what the store must not keep.
+	if len(h[0].data) == 0 || &h[0].data[0] != &rev.Data.Raw[0] {
+		t.Error("the store keeps its own copy of the revision's data, not the informer's")
+	}
+	if got := s.Get("team-a", "proxy"); got.Revision != 1 {
+		t.Errorf("compiled as revision %d, want 1 (decoded from the kept data)", got.Revision)
 	}
 }

@@ -58,8 +58,8 @@ type entry struct {
 	// obj is the object in the informer's cache (shared and read-only): the store keeps no copy. Replaced
 	// under the write lock on every update, so that an old version is never kept alive.
 	obj *v1alpha1.SidecarTemplate
-	// revs are the template's revisions when the entry was made; a change of them makes a new entry.
-	revs     []inject.Revision
+	// revs are the template's revisions when the entry was made, encoded; a change of them makes a new entry.
+	revs     []storedRevision
 	compiled atomic.Pointer[inject.Template]
 }
 
@@ -85,7 +85,7 @@ func (e *entry) peek(s *Templates) *inject.Template {
 
 // compileOne compiles e's template with its remembered revisions and marks it served by policy when it is.
 func (s *Templates) compileOne(e *entry) *inject.Template {
-	return inject.CompileRevisions(e.obj, s.injectorNamespace, e.revs).WithServedByPolicy(s.servedByPolicy(e.obj))
+	return inject.CompileRevisions(e.obj, s.injectorNamespace, decodeRevisions(e.revs)).WithServedByPolicy(s.servedByPolicy(e.obj))
 }
 
 // servedByPolicy reports whether a generated MutatingAdmissionPolicy serves obj: policy mode is on and obj's
