@@ -218,6 +218,9 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 	if _, err := templates.Register(ctx, mgr.GetCache()); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := templates.RegisterRevisions(ctx, mgr.GetCache()); err != nil { // as serve: compiled with them
+		t.Fatal(err)
+	}
 	r := &TemplateReconciler{Client: w.counting(mgr.GetClient()), InjectorNamespace: injectorNS, Templates: templates,
 		Events: events.NewRecorder(w), Metrics: m}
 	if os.Getenv("SIDECAR_SCALE_UNPACED") != "" { // the same CPU seconds, sooner (measurements only)
