@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -224,16 +223,10 @@ func testCerts(tb testing.TB) *certs {
 	if err := fixtures.WriteCerts(dir); err != nil {
 		tb.Fatal(err)
 	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, fixtures.CertFile), filepath.Join(dir, fixtures.KeyFile))
+	cert, pool, err := fixtures.LoadCerts(dir)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, fixtures.CAFile))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
 	sharedCerts = &certs{cert: cert, pool: pool, dir: dir}
 	return sharedCerts
 }

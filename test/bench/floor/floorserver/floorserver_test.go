@@ -2,12 +2,9 @@ package floorserver
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,16 +19,10 @@ func TestFloorAnswersEveryPod(t *testing.T) {
 	if err := fixtures.WriteCerts(dir); err != nil {
 		t.Fatal(err)
 	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, fixtures.CertFile), filepath.Join(dir, fixtures.KeyFile))
+	cert, pool, err := fixtures.LoadCerts(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, fixtures.CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
 
 	for _, mode := range []string{"review", "pod"} {
 		h, err := NewHandler(mode)
