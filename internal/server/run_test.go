@@ -39,18 +39,10 @@ func TestRunIsReadyOnlyWithItsCachesSyncedAndFollowsTheCluster(t *testing.T) {
 	// A schemaless CRD of the same name: this test is about the server, not the CRD's validation (which
 	// test/integration installs from config/crd).
 	env := &envtest.Environment{CRDs: []*apiextensionsv1.CustomResourceDefinition{sidecarTemplateCRD()}, BinaryAssetsDirectory: assets}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	cfg, k8s := testenv.Start(t, env, NewScheme(), "envtest")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	k8s, err := client.New(cfg, client.Options{Scheme: NewScheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, ns := range []string{"team-a", "sidecar-injector"} {
 		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			t.Fatal(err)

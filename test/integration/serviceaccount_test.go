@@ -31,20 +31,7 @@ func startServiceAccountAPIServer(t *testing.T) (*rest.Config, client.Client) {
 	t.Helper()
 	env := &envtest.Environment{BinaryAssetsDirectory: testEnv.BinaryAssetsDirectory, Scheme: scheme}
 	env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins") // the defaults: ServiceAccount on
-	cfg, err := env.Start()
-	if err != nil {
-		_ = env.Stop()
-		t.Fatalf("start the second API server: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stop the second API server: %v", err)
-		}
-	})
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, c := testenv.Start(t, env, scheme, "the second API server")
 	hook := ours.DeepCopy()
 	hook.ObjectMeta = metav1.ObjectMeta{Name: ours.Name}
 	if err := c.Create(ctxFor(t), hook); err != nil {
