@@ -39,6 +39,14 @@ var probeOnce sync.Once
 // ensureProbeTemplate creates the cluster-wide probe template once and waits until addr serves it.
 func ensureProbeTemplate(t *testing.T, addr string) {
 	t.Helper()
+	createProbeTemplate(t)
+	testenv.Eventually(t, 10*time.Second, "the webhook serves the probe template", func() error { return admitProbe(newClient(), addr, "probe-wait") })
+}
+
+// createProbeTemplate creates the cluster-wide probe template unless an earlier test did, and reports whether
+// this call created it.
+func createProbeTemplate(t *testing.T) (created bool) {
+	t.Helper()
 	probeOnce.Do(func() {
 		st := &v1alpha1.SidecarTemplate{
 			ObjectMeta: metav1.ObjectMeta{Namespace: injectorNS, Name: probeTemplate},
@@ -50,8 +58,9 @@ func ensureProbeTemplate(t *testing.T, addr string) {
 		if err := k8s.Create(ctxFor(t), st); err != nil {
 			t.Fatalf("create the probe template: %v", err)
 		}
+		created = true
 	})
-	testenv.Eventually(t, 10*time.Second, "the webhook serves the probe template", func() error { return admitProbe(newClient(), addr, "probe-wait") })
+	return created
 }
 
 func ctxFor(t *testing.T) context.Context {
@@ -136,9 +145,14 @@ func admitProbe(c *http.Client, addr, uid string) error {
 	return nil
 }
 
-// assertServes fails the test unless addr answers a valid admission correctly, within the webhook timeout.
+// assertServes fails the test unless addr answers a valid admission correctly, within the webhook timeout. It
+// creates the probe template first if no earlier test did (and waits until addr serves it), so that a test run
+// alone (-run) checks the same thing; a template that already existed gets no such grace.
 func assertServes(t *testing.T, addr, after string) {
 	t.Helper()
+	if createProbeTemplate(t) {
+		ensureProbeTemplate(t, addr)
+	}
 	start := time.Now()
 	if err := admitProbe(newClient(), addr, "alive"); err != nil {
 		t.Fatalf("after %s, a valid admission fails: %v", after, err)
