@@ -426,10 +426,10 @@ func (r *TemplateReconciler) namespaceLabels(ctx context.Context, t *inject.Temp
 }
 
 // Drift counts the pods that carry t, and those carrying another version than hash, from the cache's index: it
-// never lists all pods.
+// never lists all pods, and only reads them (the cache's objects are not copied).
 func (r *TemplateReconciler) Drift(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string) (Drift, error) {
 	pods := &metav1.PartialObjectMetadataList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "PodList"}}
-	opts := []client.ListOption{client.MatchingFields{PodTemplateIndex: TemplateKey(t.Namespace, t.Name)}}
+	opts := []client.ListOption{client.MatchingFields{PodTemplateIndex: TemplateKey(t.Namespace, t.Name)}, client.UnsafeDisableDeepCopy}
 	if r.InjectorNamespace == "" || t.Namespace != r.InjectorNamespace {
 		opts = append(opts, client.InNamespace(t.Namespace)) // a namespaced template only serves its namespace
 	}
