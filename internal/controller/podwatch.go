@@ -20,7 +20,8 @@ import (
 // Events of the same template that arrive meanwhile join the waiting request (the work queue keeps one entry
 // per template), so a burst of N pod creations for one template costs about one reconcile, one pod count and
 // at most one status write per delay instead of up to N of each: the counts in the template's status lag the
-// pods by about this much.
+// pods by about this much. (controller-runtime's queue counts each delayed add in workqueue_retries_total, so
+// for these controllers that metric counts pod events too.)
 const DefaultPodEventDelay = time.Second
 
 // PodWatch is the watch of pods' metadata that the status and rolling-restart controllers share, with the
