@@ -74,6 +74,8 @@ type TemplateReconciler struct {
 	Metrics *metrics.Metrics
 	// Pace bounds the controller's work; the zero value means DefaultPace.
 	Pace Pace
+	// Pods is the pod watch, shared with the rolling-restart controller; nil: SetupWithManager makes one.
+	Pods *PodWatch
 
 	reconciles, writes *rate.Limiter
 	// echoes are this controller's own status writes whose watch events are still to come (echo.go).
@@ -123,17 +125,15 @@ func podMeta() *metav1.PartialObjectMetadata {
 	return &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}}
 }
 
-// SetupWithManager registers the pod index and the controller. Pods and namespaces are watched as metadata
-// only (the controller reads only annotations and labels), sharing informers with anything else in the
-// manager that watches their metadata.
-func (r *TemplateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+// SetupWithManager registers the controller. Pods and namespaces are watched as metadata only (the controller
+// reads only annotations and labels), sharing informers with anything else in the manager that watches their
+// metadata; the pods' informer and index only once the controller starts, on the leader (PodWatch).
+func (r *TemplateReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manager) error {
 	if r.Metrics == nil {
 		return errors.New("TemplateReconciler.Metrics is required")
 	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, podMeta(), PodTemplateIndex, func(o client.Object) []string {
-		return TemplateKeysOf(o.GetAnnotations())
-	}); err != nil {
-		return fmt.Errorf("index pods by injected template: %w", err)
+	if r.Pods == nil {
+		r.Pods = NewPodWatch(mgr)
 	}
 	r.reconciles, r.writes = r.Pace.limiters()
 	return ctrl.NewControllerManagedBy(mgr).
@@ -152,8 +152,7 @@ func (r *TemplateReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		Watches(&v1alpha1.SidecarTemplate{}, handler.EnqueueRequestsFromMapFunc(r.neighbours),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{}, notInitialList())).
 		// A pod's record names the templates whose counts it changes; nothing else is enqueued.
-		WatchesMetadata(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podTemplates),
-			builder.WithPredicates(recordChanged())).
+		WatchesRawSource(r.Pods.Source(recordChanged())).
 		// A namespace's labels decide which cluster-wide templates its templates can clash with.
 		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceTemplates),
 			builder.WithPredicates(predicate.LabelChangedPredicate{}, notInitialList())).
@@ -427,10 +426,10 @@ func (r *TemplateReconciler) namespaceLabels(ctx context.Context, t *inject.Temp
 }
 
 // Drift counts the pods that carry t, and those carrying another version than hash, from the cache's index: it
-// never lists all pods.
+// never lists all pods, and only reads them (the cache's objects are not copied).
 func (r *TemplateReconciler) Drift(ctx context.Context, t *v1alpha1.SidecarTemplate, hash string) (Drift, error) {
 	pods := &metav1.PartialObjectMetadataList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "PodList"}}
-	opts := []client.ListOption{client.MatchingFields{PodTemplateIndex: TemplateKey(t.Namespace, t.Name)}}
+	opts := []client.ListOption{client.MatchingFields{PodTemplateIndex: TemplateKey(t.Namespace, t.Name)}, client.UnsafeDisableDeepCopy}
 	if r.InjectorNamespace == "" || t.Namespace != r.InjectorNamespace {
 		opts = append(opts, client.InNamespace(t.Namespace)) // a namespaced template only serves its namespace
 	}

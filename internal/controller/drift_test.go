@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"encoding/json"
 	"reflect"
 	"slices"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 )
 
 func podWithRecord(record string) metav1.PartialObjectMetadata {
@@ -79,4 +81,51 @@ func TestCountDrift(t *testing.T) {
 	if got := CountDrift(nil, "team-a", "log", "new"); !reflect.DeepEqual(got, Drift{}) {
 		t.Errorf("no pods: %+v", got)
 	}
+}
+
+// TestTheRecordTheEngineWritesIsReadForItsTemplatesAndHashes: the controllers decode only part of the record
+// (recordedTemplates); the names and hashes they read are those of the engine's own record type.
+func TestTheRecordTheEngineWritesIsReadForItsTemplatesAndHashes(t *testing.T) {
+	written := inject.Status{Templates: []inject.StatusEntry{
+		{Namespace: "team-a", Name: "log", Generation: 3, Hash: "h1", Revision: 2, Values: map[string]string{"pod.labels.app": "web"}},
+		{Namespace: "platform", Name: "proxy", Generation: 1, Hash: "h2"},
+	}}
+	written.Templates[0].Containers = []string{"log"}
+	raw, err := json.Marshal(written)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readRecord(map[string]string{v1alpha1.AnnotationStatus: string(raw)})
+	if got == nil || len(got.Templates) != len(written.Templates) {
+		t.Fatalf("read %+v from %s, want its %d templates", got, raw, len(written.Templates))
+	}
+	for i, e := range written.Templates {
+		if g := got.Templates[i]; g.Namespace != e.Namespace || g.Name != e.Name || g.Hash != e.Hash {
+			t.Errorf("template %d read as %+v, want %s/%s hash %s", i, g, e.Namespace, e.Name, e.Hash)
+		}
+	}
+}
+
+// BenchmarkReadRecord: what reading a pod's record costs the controllers (their part of it), against decoding
+// the whole record.
+func BenchmarkReadRecord(b *testing.B) {
+	raw := `{"templates":[{"namespace":"measure-on-abcde","name":"measure","generation":1,"hash":"b17bb90ccb5dc2c4",` +
+		`"revision":1,"containers":["log-shipper"],"volumes":["logs"],"volumeMounts":["app/logs","worker/logs","cache/logs"],` +
+		`"values":{"pod.name":"m1-123","pod.labels.app":"web"}}]}`
+	annotations := map[string]string{v1alpha1.AnnotationStatus: raw}
+	b.Run("the templates and hashes", func(b *testing.B) {
+		for b.Loop() {
+			if readRecord(annotations) == nil {
+				b.Fatal("unread")
+			}
+		}
+	})
+	b.Run("the whole record", func(b *testing.B) {
+		for b.Loop() {
+			var st inject.Status
+			if err := json.Unmarshal([]byte(raw), &st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -151,6 +151,8 @@ type RestartReconciler struct {
 	Pace Pace
 	// Now replaces time.Now (tests).
 	Now func() time.Time
+	// Pods is the status controller's pod watch (TemplateReconciler.Pods, set by its SetupWithManager); required.
+	Pods *PodWatch
 
 	reconciles, writes *rate.Limiter
 	mu                 sync.Mutex
@@ -166,11 +168,13 @@ type rollout struct {
 	done    map[Workload]bool
 }
 
-// SetupWithManager registers the controller. It uses the pod index that TemplateReconciler.SetupWithManager
-// registers, which must be called first.
+// SetupWithManager registers the controller. It shares the status controller's pod watch and index (Pods).
 func (r *RestartReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.APIReader == nil {
 		return errors.New("RestartReconciler.APIReader is required")
+	}
+	if r.Pods == nil {
+		return errors.New("RestartReconciler.Pods is required: the status controller's pod watch")
 	}
 	r.reconciles, r.writes = r.Pace.limiters()
 	return ctrl.NewControllerManagedBy(mgr).
@@ -179,7 +183,7 @@ func (r *RestartReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		For(&v1alpha1.SidecarTemplate{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// Pods created (a rollout's new ones), deleted, or given another record move a rollout on.
-		WatchesMetadata(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podTemplates), builder.WithPredicates(recordChanged())).
+		WatchesRawSource(r.Pods.Source(recordChanged())).
 		// A namespace that allows restarts (or stops allowing them) concerns the templates its pods carry.
 		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespacePodTemplates),
 			builder.WithPredicates(predicate.LabelChangedPredicate{}, notInitialList())).

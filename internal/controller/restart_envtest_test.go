@@ -79,7 +79,7 @@ func TestTheRestartPatchIsSentOnlyWhereAllowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	restart := &RestartReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), InjectorNamespace: injector,
-		Pace: Unlimited, Poll: 200 * time.Millisecond}
+		Pace: Unlimited, Poll: 200 * time.Millisecond, Pods: status.Pods}
 	if err := restart.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

@@ -286,7 +286,7 @@ func Run(ctx context.Context, opts Options) error {
 	whServer.Register(webhook.Path, auth.wrap(admit, m, webhook.NewClientErrorLog(log.WithName("admission"))))
 	if !opts.DisableController {
 		r := &controller.TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: opts.Namespace, Templates: templates,
-			Events: recorder, Metrics: m}
+			Events: recorder, Metrics: m, Pods: controller.NewPodWatch(mgr)}
 		if err := r.SetupWithManager(ctx, mgr); err != nil {
 			return fmt.Errorf("cannot set up the template status controller: %w", err)
 		}
@@ -297,7 +297,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		if opts.EnableRollingRestart {
 			rr := &controller.RestartReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-				InjectorNamespace: opts.Namespace, Templates: templates, Events: recorder, Deadline: opts.RestartProgressDeadline}
+				InjectorNamespace: opts.Namespace, Templates: templates, Events: recorder, Deadline: opts.RestartProgressDeadline, Pods: r.Pods}
 			if err := rr.SetupWithManager(mgr); err != nil {
 				return fmt.Errorf("cannot set up the rolling-restart controller: %w", err)
 			}

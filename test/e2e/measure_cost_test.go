@@ -29,6 +29,10 @@ const clockTicks = 100
 // cpuSample is one reading of the CPU seconds spent so far.
 type cpuSample struct {
 	apiserver, etcd, injector, machineBusy, machineAll float64
+	// replicas and calls are each injector replica's CPU seconds and webhook requests, by pod name; leaders
+	// names those that held the lease.
+	replicas, calls map[string]float64
+	leaders         map[string]bool
 }
 
 // clusterPID reads hack/cluster.sh's pid file of a component; 0 when it has none.
@@ -104,14 +108,30 @@ func counterSum(scraped []byte, metric string) float64 {
 	return total
 }
 
-func sampleCPU(injectorScrape []byte) cpuSample {
+func sampleCPU(injector []replicaScrape) cpuSample {
 	busy, all := machineCPU()
-	return cpuSample{apiserver: processCPU(clusterPID("kube-apiserver")), etcd: processCPU(clusterPID("etcd")),
-		injector: counterSum(injectorScrape, "process_cpu_seconds_total"), machineBusy: busy, machineAll: all}
+	s := cpuSample{apiserver: processCPU(clusterPID("kube-apiserver")), etcd: processCPU(clusterPID("etcd")),
+		machineBusy: busy, machineAll: all, replicas: map[string]float64{}, calls: map[string]float64{}, leaders: map[string]bool{}}
+	for _, r := range injector {
+		s.replicas[r.pod] = counterSum(r.metrics, "process_cpu_seconds_total")
+		s.injector += s.replicas[r.pod]
+		s.calls[r.pod] = counterSum(r.metrics, "sidecar_injector_webhook_requests_total")
+		s.leaders[r.pod] = r.leader()
+	}
+	return s
 }
 
 // cpuCost accumulates CPU seconds over a phase's rounds.
-type cpuCost struct{ apiserver, etcd, injector, machineBusy, machineAll float64 }
+type cpuCost struct {
+	apiserver, etcd, injector, machineBusy, machineAll float64
+	// leader and followers split the injector's: the replica that held the lease at both ends of a round, and
+	// the others; leaderCalls and followerCalls are the webhook requests each side answered (the Service
+	// spreads the API server's connections, not always evenly). A round in which the lease moved counts in
+	// neither (unsplit says how many).
+	leader, followers          float64
+	leaderCalls, followerCalls float64
+	unsplit                    int
+}
 
 func (c *cpuCost) add(before, after cpuSample) {
 	c.apiserver += after.apiserver - before.apiserver
@@ -119,6 +139,32 @@ func (c *cpuCost) add(before, after cpuSample) {
 	c.injector += after.injector - before.injector
 	c.machineBusy += after.machineBusy - before.machineBusy
 	c.machineAll += after.machineAll - before.machineAll
+	var leader, followers, leaderCalls, followerCalls float64
+	for pod, cpu := range after.replicas {
+		b, ok := before.replicas[pod]
+		if !ok || before.leaders[pod] != after.leaders[pod] {
+			c.unsplit++ // a replica that restarted or won or lost the lease during the round
+			return
+		}
+		calls := after.calls[pod] - before.calls[pod]
+		if after.leaders[pod] {
+			leader, leaderCalls = leader+cpu-b, leaderCalls+calls
+		} else {
+			followers, followerCalls = followers+cpu-b, followerCalls+calls
+		}
+	}
+	c.leader, c.leaderCalls = c.leader+leader, c.leaderCalls+leaderCalls
+	c.followers, c.followerCalls = c.followers+followers, c.followerCalls+followerCalls
+}
+
+// perReplica formats the injector's CPU milliseconds per created pod on the leader and on the other replicas,
+// with the webhook requests each side answered.
+func (c *cpuCost) perReplica(pods int) string {
+	ms := func(s float64) string { return strconv.FormatFloat(1000*s/float64(pods), 'f', 2, 64) }
+	if c.unsplit > 0 {
+		return fmt.Sprintf("- (the lease or a replica changed in %d rounds)", c.unsplit)
+	}
+	return fmt.Sprintf("%s (%.0f calls) / %s (%.0f calls)", ms(c.leader), c.leaderCalls, ms(c.followers), c.followerCalls)
 }
 
 // perPod formats the CPU milliseconds per created pod, and how busy the machine was.

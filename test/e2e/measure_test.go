@@ -83,7 +83,7 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 			ph.conns, ph.newConns = max(ph.conns, used), ph.newConns+opened
 			after, injAfter := apiserverMetrics(t), injectorMetrics(t)
 			ph.cpu.add(cpuBefore, sampleCPU(injAfter))
-			ph.injector.add(injBefore, injAfter, "sidecar_injector_webhook_request_duration_seconds")
+			ph.injector.add(joined(injBefore), joined(injAfter), "sidecar_injector_webhook_request_duration_seconds")
 			ph.webhook.add(before, after, "apiserver_admission_webhook_admission_duration_seconds", `name="`+webhookName+`"`, `operation="CREATE"`, `type="admit"`)
 			ph.request.add(before, after, "apiserver_request_duration_seconds", `verb="POST"`, `resource="pods"`, `subresource=""`)
 			deleteMeasurePods(t, ph.ns)
@@ -100,10 +100,10 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 		logf(t, "| %s | %d | %.0f | %.2f | %s | %s | %s |", ph.name, ph.pods, rate, rate/(float64(base.pods)/base.seconds),
 			ph.webhook.quantiles(), ph.injector.quantiles(), ph.request.quantiles())
 	}
-	logf(t, "| path | webhook calls per pod | CPU ms per pod: API server / etcd / injector (all replicas) / whole machine | machine busy | the API server's connections to the injector: in use in a round (most) / opened during the rounds |")
-	logf(t, "|---|---|---|---|---|")
+	logf(t, "| path | webhook calls per pod | CPU ms per pod: API server / etcd / injector (all replicas) / whole machine | machine busy | injector CPU ms per pod: leader / follower(s) | the API server's connections to the injector: in use in a round (most) / opened during the rounds |")
+	logf(t, "|---|---|---|---|---|---|")
 	for _, ph := range phases {
-		logf(t, "| %s | %.2f | %s | %d / %d |", ph.name, ph.webhook.count/float64(ph.pods), ph.cpu.perPod(ph.pods), ph.conns, ph.newConns)
+		logf(t, "| %s | %.2f | %s | %s | %d / %d |", ph.name, ph.webhook.count/float64(ph.pods), ph.cpu.perPod(ph.pods), ph.cpu.perReplica(ph.pods), ph.conns, ph.newConns)
 	}
 	if on := phases[1]; on.webhook.count == 0 {
 		t.Errorf("the API server recorded no call of %s during the injector's rounds: the measurement did not measure the webhook", webhookName)
@@ -224,15 +224,35 @@ func apiserverMetrics(t *testing.T) []byte {
 	return b
 }
 
-// injectorMetrics returns the /metrics of every injector pod, concatenated, read through the API server's pod
-// proxy.
-func injectorMetrics(t *testing.T) []byte {
+// replicaScrape is one injector replica's /metrics.
+type replicaScrape struct {
+	pod     string
+	metrics []byte
+}
+
+// leader tells whether the replica held the status controller's lease when scraped: controller-runtime sets
+// leader_election_master_status to 1 once a replica wins it (and writes no series on one that never did).
+func (s replicaScrape) leader() bool {
+	return counterSum(s.metrics, "leader_election_master_status") > 0
+}
+
+// joined concatenates the replicas' scrapes, for the metrics summed over replicas.
+func joined(scrapes []replicaScrape) []byte {
+	var all []byte
+	for _, s := range scrapes {
+		all = append(append(all, s.metrics...), '\n')
+	}
+	return all
+}
+
+// injectorMetrics returns the /metrics of every injector pod, read through the API server's pod proxy.
+func injectorMetrics(t *testing.T) []replicaScrape {
 	t.Helper()
 	var pods corev1.PodList
 	if err := k8s.List(ctxFor(t, 30*time.Second), &pods, client.InNamespace(injectorNS), injectorSelector); err != nil {
 		t.Fatal(err)
 	}
-	var all []byte
+	var all []replicaScrape
 	for _, p := range pods.Items {
 		port := int32(0)
 		for _, cp := range p.Spec.Containers[0].Ports {
@@ -248,7 +268,7 @@ func injectorMetrics(t *testing.T) []byte {
 		if err != nil {
 			t.Fatalf("the injector's /metrics (pod %s): %v", p.Name, err)
 		}
-		all = append(append(all, b...), '\n')
+		all = append(all, replicaScrape{pod: p.Name, metrics: b})
 	}
 	return all
 }
