@@ -198,13 +198,15 @@ func appendList(ops []jsonpatch.Operation, base, field string, present bool, bef
 	if !present {
 		return append(ops, add(base+field, raws(before, after)))
 	}
-	for i, it := range before {
-		ops = append(ops, add(base+field+"/"+strconv.Itoa(i), it.raw))
+	// The values point at the items' encodings (in the state, which the patch outlives): a json.RawMessage put
+	// in an interface is copied to the heap, one allocation per item.
+	for i := range before {
+		ops = append(ops, add(base+field+"/"+strconv.Itoa(i), &before[i].raw))
 	}
 	if len(after) > 0 {
 		end := base + field + "/-" // every append shares one path string
-		for _, it := range after {
-			ops = append(ops, add(end, it.raw))
+		for i := range after {
+			ops = append(ops, add(end, &after[i].raw))
 		}
 	}
 	return ops
