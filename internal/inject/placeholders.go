@@ -216,6 +216,9 @@ func (t *Template) render(base *instance, value func(expr string) string, maxRen
 				out[i].raw = substituteJSON(out[i].raw, resolve)
 				out[i].key = substituteString(out[i].key, resolve)
 				out[i].dyn = false
+				if out[i].tok.kind != spliceUnknown { // a container: its token splice moved with the values
+					out[i].tok = tokenSpliceOf(out[i].raw)
+				}
 			}
 		}
 		return out
