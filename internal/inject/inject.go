@@ -78,6 +78,9 @@ func Inject(req Request) (*Result, error) {
 		if res.Denied || len(st.addLabels) == 0 || round >= rounds {
 			break
 		}
+		if idx != nil && !idx.selectsOn(st.addLabels) {
+			break // no selector names a label the templates added: they select nothing more
+		}
 		selLabels = withAdded(pv.labels, st.addLabels)
 		if stay = selectsMore(req, idx, nm, templates, requested, selLabels, applying); stay == nil {
 			break
