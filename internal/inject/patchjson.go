@@ -42,6 +42,8 @@ func appendValue(b []byte, v any) ([]byte, error) {
 		return append(b, v...), nil
 	case *json.RawMessage:
 		return append(b, *v...), nil
+	case *itemList:
+		return v.appendJSON(b), nil
 	case []json.RawMessage:
 		b = append(b, '[')
 		for i, r := range v {
@@ -113,6 +115,8 @@ func patchSizeHint(ops []jsonpatch.Operation) int {
 			n += len(v)
 		case *json.RawMessage:
 			n += len(*v)
+		case *itemList:
+			n += v.size()
 		case []json.RawMessage:
 			n += len(`[]`) + max(len(v)-1, 0)
 			for _, r := range v {
