@@ -139,7 +139,8 @@ func appendMap(ops []jsonpatch.Operation, path string, present bool, m map[strin
 // appendMapKeys adds every key of m to the existing map at path, and extraKey (when not empty) with extraVal,
 // which wins over a value m has for it; in key order.
 func appendMapKeys(ops []jsonpatch.Operation, path string, m map[string]string, extraKey, extraVal string) []jsonpatch.Operation {
-	keys := make([]string, 0, len(m)+1)
+	var buf [16]string // templates add a few annotations or labels: sorted on the stack
+	keys := buf[:0]
 	for k := range m {
 		keys = append(keys, k)
 	}
