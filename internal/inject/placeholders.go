@@ -180,13 +180,14 @@ func (t *Template) instanceFor(pv *podValues, recorded map[string]string, maxRen
 	}
 	value := resolver(pv, params, recorded)
 	// Pods with the same per-pod values get the same rendering: the template's cache keeps the latest few.
-	key := t.renderKey(pv.completes, value)
+	var buf [128]byte
+	key := t.renderKey(buf[:0], pv.completes, value)
 	if r := t.renders.get(key); r != nil && r.copied <= maxRendered {
 		return r.in, nil
 	}
 	in, copied, err := t.render(base, value, maxRendered)
 	if err == nil {
-		t.renders.add(key, &rendering{in: in, copied: copied})
+		t.renders.add(&rendering{key: string(key), in: in, copied: copied})
 	}
 	return in, err
 }

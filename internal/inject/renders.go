@@ -22,44 +22,52 @@ const rendersPerTemplate = 2
 // as they share base. Concurrent admissions share it: k8s.io/utils/lru locks.
 type renderCache struct {
 	lru atomic.Pointer[lru.Cache] // made on first use: a template no pod renders pays one pointer
+	// last is the rendering served last: the pods of one workload arrive together, and this one is compared
+	// without a lock and without making a string of the key.
+	last atomic.Pointer[rendering]
 }
 
 // rendering is one cached instanceFor result: read-only once cached, like base.
 type rendering struct {
-	in *instance
+	key string
+	in  *instance
 	// copied is how many bytes the per-pod values copied in: each request checks it against its own
 	// MaxRenderedBytes.
 	copied int
 }
 
-func (c *renderCache) get(key string) *rendering {
+func (c *renderCache) get(key []byte) *rendering {
+	if r := c.last.Load(); r != nil && r.key == string(key) {
+		return r
+	}
 	l := c.lru.Load()
 	if l == nil {
 		return nil
 	}
-	r, ok := l.Get(key)
+	v, ok := l.Get(string(key))
 	if !ok {
 		return nil
 	}
-	return r.(*rendering)
+	r := v.(*rendering)
+	c.last.Store(r)
+	return r
 }
 
-func (c *renderCache) add(key string, r *rendering) {
+func (c *renderCache) add(r *rendering) {
 	l := c.lru.Load()
 	if l == nil {
 		c.lru.CompareAndSwap(nil, lru.New(rendersPerTemplate))
 		l = c.lru.Load()
 	}
-	l.Add(key, r)
+	l.Add(r.key, r)
+	c.last.Store(r)
 }
 
-// renderKey is everything a rendering depends on besides the compiled template: whether the pod runs to
+// renderKey appends to key everything a rendering depends on besides the compiled template: whether the pod runs to
 // completion (jobInstance) and the value of each per-pod expression the template uses, the namespace
 // included (value: the resolver of this rendering). Each value is length-prefixed, so that no two lists of
 // values make one key.
-func (t *Template) renderKey(completes bool, value func(expr string) string) string {
-	var buf [128]byte
-	key := buf[:0]
+func (t *Template) renderKey(key []byte, completes bool, value func(expr string) string) []byte {
 	if completes {
 		key = append(key, 1)
 	} else {
@@ -73,5 +81,5 @@ func (t *Template) renderKey(completes bool, value func(expr string) string) str
 	for _, e := range t.recordable {
 		appendValue(value(e))
 	}
-	return string(key)
+	return key
 }
