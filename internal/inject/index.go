@@ -54,6 +54,8 @@ type layer struct {
 	// one.
 	byLabel map[string]*anchored
 	always  []int32
+	// selectorKeys counts, per label key, the selectors that name it (in any requirement).
+	selectorKeys map[string]int
 }
 
 // anchored is what is filed under one label key: by value (equality anchors) and for any value (key anchors).
@@ -126,6 +128,7 @@ func newLayer(templates []*Template) *layer {
 			}
 		}
 	}
+	l.selectorKeys = keyUse
 	for i, t := range l.templates {
 		pos := int32(i)
 		l.byName[t.Name] = append(l.byName[t.Name], pos)
@@ -190,6 +193,18 @@ func (l *layer) candidates(podLabels map[string]string, requested []string, excl
 		out = append(out, l.templates[p])
 	}
 	return out
+}
+
+// selectsOn reports whether a selector of the index names one of the label keys of added. Labels a pod gains
+// can make a selector match only through a requirement on one of them: when none names any, they select no
+// template more (Inject then skips the fixpoint's next round, which would find nothing new).
+func (x *Index) selectsOn(added map[string]string) bool {
+	for k := range added {
+		if x.own.selectorKeys[k] > 0 || x.cluster.selectorKeys[k] > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // size is the number of templates the index offers.

@@ -273,3 +273,26 @@ spec: {containers: [{name: app, image: example.com/app:1}]}
 		}
 	}
 }
+
+func TestOnlyLabelsASelectorNamesCanSelectATemplateMore(t *testing.T) {
+	idx := NewIndex(defaultNamespace, injectorNS, compileAll(parseTemplates(t, []byte(`
+metadata: {name: own, namespace: team-a}
+spec: {selector: {matchLabels: {mesh: "on"}}, labels: {traced: "yes"}}
+---
+metadata: {name: wide, namespace: sidecar-injector}
+spec: {selector: {matchExpressions: [{key: tier, operator: NotIn, values: [batch]}]}, labels: {x: "y"}}
+`)), injectorNS))
+	for _, c := range []struct {
+		added map[string]string
+		want  bool
+	}{
+		{map[string]string{"traced": "yes"}, false},              // no selector names it
+		{map[string]string{"traced": "yes", "mesh": "on"}, true}, // the namespace's own selector names mesh
+		{map[string]string{"tier": "web"}, true},                 // a cluster-wide selector names tier (NotIn)
+		{map[string]string{"mesh-extra": "on", "x": "y"}, false}, // keys, not prefixes
+	} {
+		if got := idx.selectsOn(c.added); got != c.want {
+			t.Errorf("labels %v: selectsOn = %v, want %v", c.added, got, c.want)
+		}
+	}
+}

@@ -78,6 +78,9 @@ func Inject(req Request) (*Result, error) {
 		if res.Denied || len(st.addLabels) == 0 || round >= rounds {
 			break
 		}
+		if idx != nil && !idx.selectsOn(st.addLabels) {
+			break // no selector names a label the templates added: they select nothing more
+		}
 		selLabels = withAdded(pv.labels, st.addLabels)
 		if stay = selectsMore(req, idx, nm, templates, requested, selLabels, applying); stay == nil {
 			break
@@ -200,15 +203,14 @@ func (res *Result) apply(st *state, a applying, pv *podValues) {
 		d.Message = fmt.Sprintf("sidecar template %q is not injected into pods that run to completion (restartPolicy Never or OnFailure): its spec.jobPolicy is Skip", t.Name)
 		return
 	}
-	var rendered instance // the template's additions for this pod, when it has per-pod values
 	var recorded map[string]string
 	if e := st.record(t.Namespace, t.Name); e != nil {
 		recorded = e.Values // what this template was rendered with before renders the same now (verifyEntry)
 	}
-	in, err := t.instanceFor(pv, recorded, &rendered, st.limits.MaxRenderedBytes)
+	in, err := t.instanceFor(pv, recorded, st.limits.MaxRenderedBytes)
 	reason := ReasonMissingParameter
 	if err == nil {
-		// The plan, like rendered, lives on the stack: nothing keeps either beyond this template.
+		// The plan lives on the stack: nothing keeps it beyond this template.
 		var p plan
 		if err = st.plan(t, in, &p); err == nil {
 			res.Warnings = append(res.Warnings, p.warnings...)

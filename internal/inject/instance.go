@@ -18,6 +18,9 @@ type item struct {
 	key string
 	raw json.RawMessage
 	dyn bool // raw or key holds per-pod values
+	// tok is where the service account token mount goes, for a container (containerItem); unknown for the
+	// other lists.
+	tok tokenSplice
 }
 
 // instance is a template's additions for one pod, after per-pod substitution, encoded once.
@@ -90,7 +93,7 @@ func newInstance(p *payload, place v1alpha1.InitContainerPlacement, converted in
 	}
 	for i := range p.Containers {
 		raw := withTyped(encodeContainer(&p.Containers[i]), p.TypedPlaceholders, "containers", i)
-		in.containers = append(in.containers, item{key: p.Containers[i].Name, raw: raw})
+		in.containers = append(in.containers, containerItem(p.Containers[i].Name, raw))
 	}
 	own := p.InitContainers[:len(p.InitContainers)-converted]
 	lastNative := -1
@@ -102,7 +105,7 @@ func newInstance(p *payload, place v1alpha1.InitContainerPlacement, converted in
 	for i := range p.InitContainers {
 		c := &p.InitContainers[i]
 		raw := withTyped(encodeContainer(c), p.TypedPlaceholders, "initContainers", i)
-		in.initContainers = append(in.initContainers, item{key: c.Name, raw: raw})
+		in.initContainers = append(in.initContainers, containerItem(c.Name, raw))
 		first := place == v1alpha1.InitContainerPlacementFirst
 		if place == v1alpha1.InitContainerPlacementAuto {
 			first = i <= lastNative || i >= len(own)
@@ -151,7 +154,9 @@ func asNativeSidecars(base *instance, place v1alpha1.InitContainerPlacement, typ
 	job.initFirst = slices.Clone(base.initFirst)
 	for i, c := range base.containers {
 		raw := restartAlways(c.raw, i < len(typed) && typed[i])
-		job.initContainers = append(job.initContainers, item{key: c.key, raw: raw, dyn: hasPlaceholder(raw) || hasPlaceholder(c.key)})
+		it := containerItem(c.key, raw)
+		it.dyn = hasPlaceholder(raw) || hasPlaceholder(c.key)
+		job.initContainers = append(job.initContainers, it)
 		job.initFirst = append(job.initFirst, place != v1alpha1.InitContainerPlacementLast)
 	}
 	return &job

@@ -142,7 +142,8 @@ func mustInject(t *testing.T, req Request) {
 }
 
 // BenchmarkCompiledTemplateMemory reports the heap a compiled scale template keeps (retained-B/template), and
-// what it keeps once a pod that runs to completion has needed its job form (with-job-form-B/template).
+// what it keeps once a pod that runs to completion has needed its job form (with-job-form-B/template), and
+// what its render cache adds when full (full-render-cache-B/template: rendersPerTemplate renderings).
 func BenchmarkCompiledTemplateMemory(b *testing.B) {
 	sts := fixtures.ScaleTemplates(100, 10)
 	for range b.N {
@@ -153,9 +154,20 @@ func BenchmarkCompiledTemplateMemory(b *testing.B) {
 			c.jobInstance()
 		}
 		withJob := liveHeap() - before
+		// Every template's render cache full: as many pods with distinct names (its per-pod value) as it keeps.
+		for _, c := range compiled {
+			for i := range rendersPerTemplate {
+				pv := &podValues{name: fmt.Sprintf("shop-%d", i), namespace: c.Namespace, serviceAccount: "default"}
+				if _, err := c.instanceFor(pv, nil, DefaultLimits.MaxRenderedBytes); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		withRenders := liveHeap() - before
 		runtime.KeepAlive(compiled)
 		b.ReportMetric(float64(retained)/float64(len(sts)), "retained-B/template")
 		b.ReportMetric(float64(withJob)/float64(len(sts)), "with-job-form-B/template")
+		b.ReportMetric(float64(withRenders-withJob)/float64(len(sts)), "full-render-cache-B/template")
 	}
 }
 

@@ -1,7 +1,6 @@
 package inject
 
 import (
-	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,18 +16,6 @@ var statusAnnotationPath = memberPath("/metadata/annotations", v1alpha1.Annotati
 
 func add(path string, v any) jsonpatch.Operation {
 	return jsonpatch.Operation{Operation: "add", Path: path, Value: v}
-}
-
-// raws returns the encodings of before and after, in that order, in one allocation.
-func raws(before, after []item) []json.RawMessage {
-	out := make([]json.RawMessage, 0, len(before)+len(after))
-	for _, it := range before {
-		out = append(out, it.raw)
-	}
-	for _, it := range after {
-		out = append(out, it.raw)
-	}
-	return out
 }
 
 // patch writes the committed additions as JSON patch operations against the raw pod. Operations that address
@@ -52,6 +39,7 @@ func (s *state) patch() []jsonpatch.Operation {
 	// growing it op by op allocated several times. (A bigger patch spills to the heap once; still correct.)
 	var buf [patchBuffer]jsonpatch.Operation
 	ops := buf[:0]
+	var lists itemLists
 	if needMeta && !s.metaPresent {
 		ops = append(ops, add("/metadata", map[string]any{}))
 	}
@@ -83,18 +71,18 @@ func (s *state) patch() []jsonpatch.Operation {
 		if len(a.addEnv)+len(a.addMounts)+len(a.addEnvFrom) == 0 {
 			continue // most containers of most pods: no path to build
 		}
-		base := "/spec/containers/" + strconv.Itoa(a.index)
+		base, index := "/spec/containers/", strconv.Itoa(a.index)
 		if a.init {
-			base = "/spec/initContainers/" + strconv.Itoa(a.index)
+			base = "/spec/initContainers/"
 		}
-		ops = appendList(ops, base, "/env", a.envPresent, nil, a.addEnv)
-		ops = appendList(ops, base, "/volumeMounts", a.mountsPresent, nil, a.addMounts)
-		ops = appendList(ops, base, "/envFrom", a.envFromPresent, nil, a.addEnvFrom)
+		ops = lists.appendList(ops, listPath{parts: [3]string{base, index, "/env"}}, a.envPresent, nil, a.addEnv)
+		ops = lists.appendList(ops, listPath{parts: [3]string{base, index, "/volumeMounts"}}, a.mountsPresent, nil, a.addMounts)
+		ops = lists.appendList(ops, listPath{parts: [3]string{base, index, "/envFrom"}}, a.envFromPresent, nil, a.addEnvFrom)
 	}
-	ops = appendList(ops, "/spec", "/containers", s.containers.present, s.containers.before, s.containers.after)
-	ops = appendList(ops, "/spec", "/initContainers", s.inits.present, s.inits.before, s.inits.after)
-	ops = appendList(ops, "/spec", "/volumes", s.volumes.present, nil, s.volumes.after)
-	ops = appendList(ops, "/spec", "/imagePullSecrets", s.pulls.present, nil, s.pulls.after)
+	ops = lists.appendList(ops, containersPath, s.containers.present, s.containers.before, s.containers.after)
+	ops = lists.appendList(ops, initContainersPath, s.inits.present, s.inits.before, s.inits.after)
+	ops = lists.appendList(ops, volumesPath, s.volumes.present, nil, s.volumes.after)
+	ops = lists.appendList(ops, pullSecretsPath, s.pulls.present, nil, s.pulls.after)
 
 	var newAliases []corev1.HostAlias
 	for _, a := range s.aliases {
@@ -151,7 +139,8 @@ func appendMap(ops []jsonpatch.Operation, path string, present bool, m map[strin
 // appendMapKeys adds every key of m to the existing map at path, and extraKey (when not empty) with extraVal,
 // which wins over a value m has for it; in key order.
 func appendMapKeys(ops []jsonpatch.Operation, path string, m map[string]string, extraKey, extraVal string) []jsonpatch.Operation {
-	keys := make([]string, 0, len(m)+1)
+	var buf [16]string // templates add a few annotations or labels: sorted on the stack
+	keys := buf[:0]
 	for k := range m {
 		keys = append(keys, k)
 	}
@@ -189,22 +178,102 @@ func memberPath(path, key string) string {
 	return b.String()
 }
 
-// appendList inserts before at the front of the array at base+field (in order) and appends after, creating the
-// array whole when absent. The path is given in two parts so that it is built once per list, with its suffix.
-func appendList(ops []jsonpatch.Operation, base, field string, present bool, before, after []item) []jsonpatch.Operation {
+// listPath is an array the patch adds to: its path and the path that appends to it, when constant; else the
+// parts they are built from, in one concatenation each, only when written.
+type listPath struct {
+	path, end string
+	parts     [3]string
+}
+
+func (lp *listPath) full() string {
+	if lp.path != "" {
+		return lp.path
+	}
+	return lp.parts[0] + lp.parts[1] + lp.parts[2]
+}
+
+func (lp *listPath) appendPath() string {
+	if lp.end != "" {
+		return lp.end
+	}
+	return lp.parts[0] + lp.parts[1] + lp.parts[2] + "/-"
+}
+
+// The pod's own lists have constant paths: nothing to build per admission.
+var (
+	containersPath     = listPath{path: "/spec/containers", end: "/spec/containers/-"}
+	initContainersPath = listPath{path: "/spec/initContainers", end: "/spec/initContainers/-"}
+	volumesPath        = listPath{path: "/spec/volumes", end: "/spec/volumes/-"}
+	pullSecretsPath    = listPath{path: "/spec/imagePullSecrets", end: "/spec/imagePullSecrets/-"}
+)
+
+// itemList is the value of an operation that creates an array whole: the encodings of before, then after.
+type itemList struct{ before, after []item }
+
+// MarshalJSON writes the list as appendValue does, for a caller that encodes Result.Patch with encoding/json.
+func (l *itemList) MarshalJSON() ([]byte, error) { return appendValue(nil, l) }
+
+func (l *itemList) appendJSON(b []byte) []byte {
+	b = append(b, '[')
+	for i, it := range l.before {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, it.raw...)
+	}
+	for i, it := range l.after {
+		if i > 0 || len(l.before) > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, it.raw...)
+	}
+	return append(b, ']')
+}
+
+// size is the length of appendJSON's output.
+func (l *itemList) size() int {
+	n := len(`[]`) + max(len(l.before)+len(l.after)-1, 0)
+	for _, it := range l.before {
+		n += len(it.raw)
+	}
+	for _, it := range l.after {
+		n += len(it.raw)
+	}
+	return n
+}
+
+// itemLists holds the values of one patch's array-creating operations, made a few at a time: an operation's
+// value is an interface, and each list put in one on its own was an allocation (two with its copy of the
+// encodings).
+type itemLists struct{ free []itemList }
+
+// appendList inserts before at the front of the array at lp (in order) and appends after, creating the array
+// whole when absent.
+func (ls *itemLists) appendList(ops []jsonpatch.Operation, lp listPath, present bool, before, after []item) []jsonpatch.Operation {
 	if len(before)+len(after) == 0 {
 		return ops
 	}
 	if !present {
-		return append(ops, add(base+field, raws(before, after)))
+		if len(ls.free) == 0 {
+			ls.free = make([]itemList, 4) // a pod rarely lacks more lists than this
+		}
+		l := &ls.free[0]
+		ls.free = ls.free[1:]
+		l.before, l.after = before, after
+		return append(ops, add(lp.full(), l))
 	}
-	for i, it := range before {
-		ops = append(ops, add(base+field+"/"+strconv.Itoa(i), it.raw))
+	// The values point at the items' encodings (in the state, which the patch outlives): a json.RawMessage put
+	// in an interface is copied to the heap, one allocation per item.
+	if len(before) > 0 {
+		path := lp.full()
+		for i := range before {
+			ops = append(ops, add(path+"/"+strconv.Itoa(i), &before[i].raw))
+		}
 	}
 	if len(after) > 0 {
-		end := base + field + "/-" // every append shares one path string
-		for _, it := range after {
-			ops = append(ops, add(end, it.raw))
+		end := lp.appendPath() // every append shares one path string
+		for i := range after {
+			ops = append(ops, add(end, &after[i].raw))
 		}
 	}
 	return ops

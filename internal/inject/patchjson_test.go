@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"gomodules.xyz/jsonpatch/v2"
 )
 
@@ -73,5 +74,20 @@ func TestPatchSizedOnce(t *testing.T) {
 	}
 	if checked < 50 {
 		t.Fatalf("only %d cases produced a patch", checked)
+	}
+}
+
+// quote copies printable ASCII without jsontext: it must write what jsontext writes, byte for byte (the goldens
+// compare patches as bytes), and fall back to it for everything else.
+func TestQuoteWritesWhatJSONTextWrites(t *testing.T) {
+	for _, s := range []string{"", "add", "/spec/containers/-", "/metadata/annotations/a~1b", "<&>", "'", " ~",
+		"\x7f", "\"", "\\", "tab\there", "line\nbreak", "\x00", "é", "\u2028", "\xff\xfe", "a\"b\\c"} {
+		want, err := jsontext.AppendQuote(nil, s)
+		if err != nil { // invalid UTF-8: encoding/json's U+FFFD
+			want, _ = json.Marshal(s)
+		}
+		if got := quote(nil, s); string(got) != string(want) {
+			t.Errorf("quote(%q) = %s, want %s", s, got, want)
+		}
 	}
 }

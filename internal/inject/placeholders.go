@@ -156,8 +156,8 @@ func substituteString(s string, resolve func(string) string) string {
 }
 
 // instanceFor returns the template's additions for one pod: t.base itself when it has no per-pod values, else
-// rendered, filled in (the caller's, so that it can live on the caller's stack). Only the items that hold
-// per-pod values are rewritten, on their encoded bytes: nothing is decoded per pod.
+// its rendering with this pod's values (render), kept in the template's cache for the next pod with the same
+// values (renderCache). What it returns is shared and read-only.
 //
 // recorded, when not nil, are the values the pod's record says the template was rendered with (StatusEntry.Values):
 // they take the place of the pod's current ones, so that what this injector rendered once renders the same
@@ -166,7 +166,7 @@ func substituteString(s string, resolve func(string) string) string {
 //
 // What the per-pod values copy in is counted against maxRendered as they are resolved: past it, every further
 // value resolves to nothing (so nothing more is copied) and the result is a *LimitError.
-func (t *Template) instanceFor(pv *podValues, recorded map[string]string, rendered *instance, maxRendered int) (*instance, error) {
+func (t *Template) instanceFor(pv *podValues, recorded map[string]string, maxRendered int) (*instance, error) {
 	params, err := t.resolveParams(pv, recorded)
 	if err != nil {
 		return nil, err
@@ -179,6 +179,22 @@ func (t *Template) instanceFor(pv *podValues, recorded map[string]string, render
 		return base, nil
 	}
 	value := resolver(pv, params, recorded)
+	// Pods with the same per-pod values get the same rendering: the template's cache keeps the latest few.
+	var buf [128]byte
+	key := t.renderKey(buf[:0], pv.completes, value)
+	if r := t.renders.get(key); r != nil && r.copied <= maxRendered {
+		return r.in, nil
+	}
+	in, copied, err := t.render(base, value, maxRendered)
+	if err == nil {
+		t.renders.add(&rendering{key: string(key), in: in, copied: copied})
+	}
+	return in, err
+}
+
+// render substitutes the per-pod values (value) into base: only the items that hold per-pod values are
+// rewritten, on their encoded bytes. It returns the rendering and how many bytes the values copied in.
+func (t *Template) render(base *instance, value func(expr string) string, maxRendered int) (*instance, int, error) {
 	copied, exceeded := 0, false
 	resolve := func(expr string) string {
 		v := value(expr)
@@ -188,7 +204,7 @@ func (t *Template) instanceFor(pv *podValues, recorded map[string]string, render
 		}
 		return v
 	}
-	in := rendered
+	in := new(instance)
 	*in = *base
 	in.values = t.valuesUsed(value)
 	items := func(list []item) []item {
@@ -201,6 +217,9 @@ func (t *Template) instanceFor(pv *podValues, recorded map[string]string, render
 				out[i].raw = substituteJSON(out[i].raw, resolve)
 				out[i].key = substituteString(out[i].key, resolve)
 				out[i].dyn = false
+				if out[i].tok.kind != spliceUnknown { // a container: its token splice moved with the values
+					out[i].tok = tokenSpliceOf(out[i].raw)
+				}
 			}
 		}
 		return out
@@ -220,11 +239,12 @@ func (t *Template) instanceFor(pv *podValues, recorded map[string]string, render
 		}
 	}
 
+	var err error
 	if in.annotations, in.annotationVals, err = substituteMap("annotations", in.annotations, in.annotationVals, resolve); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if in.labels, in.labelVals, err = substituteMap("labels", in.labels, in.labelVals, resolve); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if in.dynNamespaceSettings { // hostAliases and dnsConfig: small, rare with per-pod values
 		var ns struct {
@@ -233,15 +253,15 @@ func (t *Template) instanceFor(pv *podValues, recorded map[string]string, render
 		}
 		js, _ := json.Marshal(map[string]any{"hostAliases": in.hostAliases, "dnsConfig": in.dnsConfig})
 		if err := json.Unmarshal(substituteJSON(js, resolve), &ns); err != nil {
-			return nil, fmt.Errorf("per-pod values produced an unreadable template: %v", err) // cannot happen
+			return nil, 0, fmt.Errorf("per-pod values produced an unreadable template: %v", err) // cannot happen
 		}
 		in.hostAliases, in.dnsConfig = ns.HostAliases, ns.DNSConfig
 	}
 	if exceeded {
-		return nil, &LimitError{Template: t.Name, Limit: "max-rendered-bytes", Max: maxRendered,
+		return nil, 0, &LimitError{Template: t.Name, Limit: "max-rendered-bytes", Max: maxRendered,
 			What: fmt.Sprintf("its per-pod values copy more than %d bytes into what it adds", maxRendered)}
 	}
-	return in, nil
+	return in, copied, nil
 }
 
 func hasPlaceholder[T ~string | ~[]byte](s T) bool {

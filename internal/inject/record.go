@@ -114,8 +114,7 @@ func (s *state) verifyEntry(t *Template, e StatusEntry) (StatusEntry, bool) {
 	if t.Err != nil {
 		return StatusEntry{}, false
 	}
-	var rendered instance
-	in, err := t.instanceFor(s.pv, e.Values, &rendered, s.limits.MaxRenderedBytes)
+	in, err := t.instanceFor(s.pv, e.Values, s.limits.MaxRenderedBytes)
 	if err != nil {
 		return StatusEntry{}, false
 	}

@@ -83,7 +83,7 @@ func tokenMount(volume string) []byte {
 func withTokenMounts(items []item, mount []byte) []item {
 	var out []item
 	for i, it := range items {
-		raw, changed := withTokenMount(it.raw, mount)
+		raw, changed := it.tokenSplice().apply(it.raw, mount)
 		if !changed {
 			continue
 		}
@@ -101,13 +101,68 @@ func withTokenMounts(items []item, mount []byte) []item {
 // withTokenMount returns the encoded container c with mount appended to its volumeMounts (created when absent
 // or null), and whether it did; c as it is when the container mounts something at the token path already, or
 // cannot be read (every container a template adds was encoded by Compile).
-//
-// Every admission of a pod with the token pays this once per added container, so it reads c without decoding
-// it: member names are compared as raw bytes (a token's String allocates), the mounts are decoded only when
-// their text holds the token path (mount paths are written by encoding/json and jsontext, which escape no
-// letter and no '/'), and the decoder is reused. Decoding the members and mounts took about 30 allocations per
-// container (BenchmarkInject, realistic pod); this takes 1 or 2.
 func withTokenMount(c json.RawMessage, mount []byte) (json.RawMessage, bool) {
+	return tokenSpliceOf(c).apply(c, mount)
+}
+
+// tokenSplice is where the token mount goes into one encoded container: what to write between from and to.
+// It depends on the container alone, so a template's containers carry theirs, found once when they are
+// encoded or rendered (item.tok); only the mount, which names the pod's token volume, is the pod's.
+type tokenSplice struct {
+	from, to int32
+	kind     spliceKind
+}
+
+type spliceKind uint8
+
+const (
+	spliceUnknown    spliceKind = iota // not found yet: tokenSpliceOf reads the container
+	spliceNone                         // the container mounts something at the token path, or cannot be read
+	spliceList                         // volumeMounts is null or empty: [mount] in its place
+	spliceAppend                       // ,mount before the list's closing bracket
+	spliceMember                       // no volumeMounts: the member, before the closing brace
+	spliceOnlyMember                   // no member at all: the member alone
+)
+
+// apply writes mount into c as ts says; c as it is under spliceNone.
+func (ts tokenSplice) apply(c json.RawMessage, mount []byte) (json.RawMessage, bool) {
+	from, to := int(ts.from), int(ts.to)
+	switch ts.kind {
+	case spliceList:
+		return splice(c, from, to, "[", mount, "]"), true
+	case spliceAppend:
+		return splice(c, from, to, ",", mount, ""), true
+	case spliceMember:
+		return splice(c, from, to, `,"volumeMounts":[`, mount, "]"), true
+	case spliceOnlyMember:
+		return splice(c, from, to, `"volumeMounts":[`, mount, "]"), true
+	}
+	return c, false
+}
+
+// tokenSplice returns the item's splice: found when it was encoded, else read now.
+func (it *item) tokenSplice() tokenSplice {
+	if it.tok.kind != spliceUnknown {
+		return it.tok
+	}
+	return tokenSpliceOf(it.raw)
+}
+
+// containerItem is an item for an encoded container, with its token splice found.
+func containerItem(key string, raw json.RawMessage) item {
+	return item{key: key, raw: raw, tok: tokenSpliceOf(raw)}
+}
+
+// tokenSpliceOf reads an encoded container for where the token mount goes. It reads c without decoding it:
+// member names are compared as raw bytes (a token's String allocates), the mounts are decoded only when their
+// text holds the token path (mount paths are written by encoding/json and jsontext, which escape no letter
+// and no '/'), and the decoder is reused. Containers a template adds are read once, when they are encoded
+// or rendered; read per admission, this was 5% of the realistic pod's engine time (BenchmarkInject).
+func tokenSpliceOf(c json.RawMessage) tokenSplice {
+	none := tokenSplice{kind: spliceNone}
+	if len(c) > 1<<30 { // offsets are int32; no container is near this
+		return none
+	}
 	d := decoders.Get().(*containerDecoder)
 	defer decoders.Put(d)
 	d.buf = *bytes.NewBuffer(c) // decoded in place, never written
@@ -118,51 +173,48 @@ func withTokenMount(c json.RawMessage, mount []byte) (json.RawMessage, bool) {
 	}()
 	dec := d.dec
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
-		return c, false
+		return none
 	}
 	members := 0
 	for dec.PeekKind() == '"' {
 		name, err := dec.ReadValue()
 		if err != nil {
-			return c, false
+			return none
 		}
 		members++
 		if string(name) != `"volumeMounts"` { // no allocation: a comparison
 			if dec.SkipValue() != nil {
-				return c, false
+				return none
 			}
 			continue
 		}
 		val, err := dec.ReadValue()
 		if err != nil {
-			return c, false
+			return none
 		}
-		end := int(dec.InputOffset()) // just after the value
+		end := int32(dec.InputOffset()) // just after the value
 		if bytes.Contains(val, []byte(serviceAccountTokenPath)) {
 			var mounts []mountView
 			if err := jsonv2.Unmarshal(val, &mounts); err != nil ||
 				slices.ContainsFunc(mounts, func(m mountView) bool { return m.MountPath == serviceAccountTokenPath }) {
-				return c, false
+				return none
 			}
 		}
 		switch {
-		case val.Kind() == 'n': // null: the list is created
-			return splice(c, end-len(val), end, "[", mount, "]"), true
-		case len(bytes.TrimSpace(val[1:len(val)-1])) == 0: // []
-			return splice(c, end-len(val), end, "[", mount, "]"), true
+		case val.Kind() == 'n', len(bytes.TrimSpace(val[1:len(val)-1])) == 0: // null or []: the list is created
+			return tokenSplice{from: end - int32(len(val)), to: end, kind: spliceList}
 		default:
-			return splice(c, end-1, end-1, ",", mount, ""), true
+			return tokenSplice{from: end - 1, to: end - 1, kind: spliceAppend}
 		}
 	}
-	end := bytes.LastIndexByte(c, '}')
+	end := int32(bytes.LastIndexByte(c, '}'))
 	if end < 0 {
-		return c, false
+		return none
 	}
-	sep := `,"volumeMounts":[`
 	if members == 0 {
-		sep = sep[1:]
+		return tokenSplice{from: end, to: end, kind: spliceOnlyMember}
 	}
-	return splice(c, end, end, sep, mount, "]"), true
+	return tokenSplice{from: end, to: end, kind: spliceMember}
 }
 
 // containerDecoder is a reusable decoder of one encoded container.

@@ -283,3 +283,43 @@ func TestWithTokenMountEditsOnlyVolumeMounts(t *testing.T) {
 		})
 	}
 }
+
+// A template's containers carry where the token mount goes, found when they were encoded or rendered: it must
+// be what reading them now finds, for the template's own encoding, its job form and every rendering the
+// golden and property cases make (a rendering moves the splice: the values change the container's length).
+func TestEveryContainerCarriesTheTokenSpliceItsEncodingHas(t *testing.T) {
+	checked := 0
+	check := func(name, list string, items []item) {
+		for _, it := range items {
+			checked++
+			if it.tok.kind == spliceUnknown {
+				t.Errorf("%s: %s %q carries no token splice", name, list, it.key)
+			} else if want := tokenSpliceOf(it.raw); it.tok != want {
+				t.Errorf("%s: %s %q carries token splice %+v, its encoding has %+v", name, list, it.key, it.tok, want)
+			}
+		}
+	}
+	for _, c := range allPropertyCases(t) {
+		pod, err := readPod(c.req.Pod)
+		if err != nil {
+			continue
+		}
+		pv := valuesOf(pod, c.req.Namespace)
+		for _, tmpl := range c.req.Templates {
+			if tmpl.Err != nil {
+				continue
+			}
+			for _, in := range []*instance{tmpl.base, tmpl.jobInstance()} {
+				check(c.name+"/"+tmpl.Name, "containers", in.containers)
+				check(c.name+"/"+tmpl.Name, "initContainers", in.initContainers)
+			}
+			if in, err := tmpl.instanceFor(pv, nil, DefaultLimits.MaxRenderedBytes); err == nil {
+				check(c.name+"/"+tmpl.Name+" rendered", "containers", in.containers)
+				check(c.name+"/"+tmpl.Name+" rendered", "initContainers", in.initContainers)
+			}
+		}
+	}
+	if checked < 100 {
+		t.Fatalf("only %d containers checked", checked)
+	}
+}

@@ -217,11 +217,7 @@ func containerViewNames(cs []*containerView) []namedView {
 
 // commit applies a plan to the state and returns what the template added, for its decision and the record.
 func (s *state) commit(t *Template, in *instance, p *plan) *Added {
-	added := Added{
-		Containers:     appendKeys(p.kept.Containers, p.containers),
-		InitContainers: appendKeys(p.kept.InitContainers, p.inits),
-		Volumes:        appendKeys(p.kept.Volumes, p.volumes),
-	}
+	added := addedNames(p)
 	if t.containerPlace == v1alpha1.ContainerPlacementFirst {
 		s.containers.before = appendItems(s.containers.before, p.containers)
 	} else {
@@ -293,14 +289,26 @@ func (s *state) commit(t *Template, in *instance, p *plan) *Added {
 	return &added
 }
 
-// appendKeys appends the keys of items to keys, growing it once.
-func appendKeys(keys []string, items []item) []string {
-	if len(items) == 0 {
-		return keys
+// addedNames is what the template adds by name: the names the record attributes to it that the pod has, then
+// the planned ones, per list, in one allocation (each list capped, so that appending to one copies it).
+func addedNames(p *plan) Added {
+	n := len(p.kept.Containers) + len(p.containers) + len(p.kept.InitContainers) + len(p.inits) +
+		len(p.kept.Volumes) + len(p.volumes)
+	if n == 0 {
+		return Added{}
 	}
-	keys = slices.Grow(keys, len(items))
-	for _, it := range items {
-		keys = append(keys, it.key)
+	buf := make([]string, 0, n)
+	take := func(kept []string, items []item) []string {
+		if len(kept)+len(items) == 0 {
+			return nil
+		}
+		start := len(buf)
+		buf = append(buf, kept...)
+		for _, it := range items {
+			buf = append(buf, it.key)
+		}
+		return buf[start:len(buf):len(buf)]
 	}
-	return keys
+	return Added{Containers: take(p.kept.Containers, p.containers), InitContainers: take(p.kept.InitContainers, p.inits),
+		Volumes: take(p.kept.Volumes, p.volumes)}
 }

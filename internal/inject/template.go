@@ -56,10 +56,11 @@ type Template struct {
 	selectorsBroken   bool            // selector or namespaceSelector cannot be parsed
 	namespaceSelector labels.Selector // nil means every namespace
 	params            []parameter
-	placeholders      bool      // what the template adds has {{ pod.* }} or {{ params.* }}
-	recordable        []string  // the per-pod expressions it uses whose values the pod's record keeps, sorted
-	base              *instance // what the template adds, encoded once; per-pod values not yet substituted
-	job               *jobForm  // base for a pod that runs to completion (jobPolicy Native); nil: base serves it
+	placeholders      bool         // what the template adds has {{ pod.* }} or {{ params.* }}
+	recordable        []string     // the per-pod expressions it uses whose values the pod's record keeps, sorted
+	base              *instance    // what the template adds, encoded once; per-pod values not yet substituted
+	renders           *renderCache // base rendered with per-pod values, the latest few; nil without placeholders
+	job               *jobForm     // base for a pod that runs to completion (jobPolicy Native); nil: base serves it
 	jobPolicy         v1alpha1.JobPolicy
 	containerPlace    v1alpha1.ContainerPlacement
 	initPlace         v1alpha1.InitContainerPlacement
@@ -196,6 +197,9 @@ func Compile(st *v1alpha1.SidecarTemplate, injectorNamespace string) *Template {
 		return t
 	}
 	t.base = newInstance(pl, t.initPlace, 0)
+	if t.placeholders {
+		t.renders = &renderCache{}
+	}
 	if t.jobPolicy == v1alpha1.JobPolicyNative && len(pl.Containers) > 0 {
 		t.job = &jobForm{typed: typedContainers(pl)}
 	}
