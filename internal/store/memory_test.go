@@ -64,12 +64,13 @@ func BenchmarkMemoryAtScale(b *testing.B) {
 			sts[i] = o.(*v1alpha1.SidecarTemplate)
 		}
 		h1 := liveHeap()
-		crs := make([]*appsv1.ControllerRevision, len(rjs))
+		crs := make([]any, len(rjs))
 		for i, js := range rjs {
-			crs[i] = &appsv1.ControllerRevision{}
-			if err := json.Unmarshal(js, crs[i]); err != nil {
+			var cr appsv1.ControllerRevision
+			if err := json.Unmarshal(js, &cr); err != nil {
 				b.Fatal(err)
 			}
+			crs[i], _ = RevisionTransform(&cr)
 		}
 		h2 := liveHeap()
 		s := NewTemplates(fixtures.InjectorNamespace)

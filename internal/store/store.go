@@ -48,7 +48,7 @@ type Templates struct {
 	bare   map[string]*versionedIndex
 
 	// history holds each template's revisions (revisions.go), under mu; replaced, never modified.
-	history map[types.NamespacedName][]storedRevision
+	history map[types.NamespacedName][]*Revision
 }
 
 const maxBare = 4096
@@ -131,7 +131,7 @@ func NewTemplates(injectorNamespace string) *Templates {
 		byNamespace:       map[string]*namespaceTemplates{},
 		cluster:           &snapshot{},
 		bare:              map[string]*versionedIndex{},
-		history:           map[types.NamespacedName][]storedRevision{},
+		history:           map[types.NamespacedName][]*Revision{},
 	}
 }
 
