@@ -215,7 +215,7 @@ func (r *Revision) same(o *Revision) bool {
 }
 
 // revisionsOf returns the revisions of t that belong to this very object; s.mu must be held.
-func (s *Templates) revisionsOf(t *v1alpha1.SidecarTemplate) []inject.Revision {
+func (s *Templates) revisionsOf(t *StoredTemplate) []inject.Revision {
 	h := s.history[types.NamespacedName{Namespace: t.Namespace, Name: t.Name}]
 	out := make([]inject.Revision, 0, len(h))
 	for _, r := range h {
