@@ -48,9 +48,8 @@ func mustJSON(b *testing.B, v any) []byte {
 
 // BenchmarkMemoryAtScale reports the live heap the injector keeps per template of the scale scenario (10,100),
 // layer by layer: the informer's template (template-B/template: a StoredTemplate), its ControllerRevision
-// (revision-B/template: a Revision),
-// what the store adds for both (store-B/template), and the compiled template once every namespace has seen a
-// pod (compiled-B/template).
+// (revision-B/template: a Revision), what the store adds for both (store-B/template), and the compiled template
+// once every namespace has seen a pod (compiled-B/template).
 func BenchmarkMemoryAtScale(b *testing.B) {
 	tjs, rjs := scaleObjects(b)
 	for range b.N {

@@ -97,8 +97,8 @@ func RevisionCache() cache.ByObject {
 // the informer itself needs (namespace, name, resourceVersion), nothing else. The whole object, kept as the API
 // server sends it, was 1,438 bytes per template at the scale scenario's 10,100 (BenchmarkMemoryAtScale), most of
 // it metadata: a labels map, an owner reference, timestamps. Only the store's event handlers read the cache's
-// ControllerRevisions (Get or List through a client would fail on this type: ReaderFailOnMissingInformer does
-// not cover it, nothing does it). Read-only: the informer's object.
+// ControllerRevisions; a Get or List of them from the cache fails on this type ("cache had type
+// *store.Revision"), as a typed read of templates does. Read-only: the informer's object.
 type Revision struct {
 	namespace, name, resourceVersion string
 	// template and templateUID are the SidecarTemplate that controls the revision; empty when none does (such a
@@ -140,22 +140,15 @@ func compactRevision(cr *appsv1.ControllerRevision) *Revision {
 	if !ok {
 		return r
 	}
-	r.template, r.templateUID = substringOf(cr.Name, key.Name, strings.HasPrefix), uid
-	r.Revision = RevisionOf(cr)
-	r.Hash = substringOf(cr.Name, r.Hash, strings.HasSuffix)
-	return r
-}
-
-// substringOf returns part, sharing whole's bytes when has(whole, part) says whole starts or ends with it.
-func substringOf(whole, part string, has func(string, string) bool) string {
-	switch {
-	case !has(whole, part):
-		return part
-	case strings.HasPrefix(whole, part):
-		return whole[:len(part)]
-	default:
-		return whole[len(whole)-len(part):]
+	r.template, r.templateUID = key.Name, uid
+	if strings.HasPrefix(cr.Name, key.Name) {
+		r.template = cr.Name[:len(key.Name)]
 	}
+	r.Revision = RevisionOf(cr)
+	if strings.HasSuffix(cr.Name, r.Hash) {
+		r.Hash = cr.Name[len(cr.Name)-len(r.Hash):]
+	}
+	return r
 }
 
 // revisionEvent takes in a ControllerRevision's change: the template's history is replaced and the template
@@ -202,12 +195,6 @@ func (s *Templates) revisionEvent(obj any, deleted bool) {
 		}
 	}
 }
-
-// The store's history refers to the cache's Revisions (shared, read-only), not copies, and their data is not
-// decoded: at 10,100 templates a decoded copy of every revision was 20 MiB of live heap, and most revisions are
-// their template's current spec, which compiling never decodes (inject.CompileRevisions). An earlier revision
-// is decoded and compiled when its template is compiled, i.e. when a pod of a namespace it serves is admitted
-// (the compiled template keeps it to recognise outdated sidecars), not for every template at a start.
 
 // same reports whether o is r unchanged, for what compiling reads.
 func (r *Revision) same(o *Revision) bool {
