@@ -48,13 +48,6 @@ type Templates struct {
 	bareMu sync.Mutex
 	bare   map[string]*versionedIndex
 
-	// peeked is the index Peek last built for a namespace whose admissions have no index (its templates compiled
-	// for it, not kept by their entries). The status controller checks a namespace's templates one after another
-	// (the informer lists them in namespace order), and each check looks at the whole namespace: without it, a
-	// start over ten templates a namespace compiled each of them about eleven times. It holds one namespace's
-	// compiled templates at most, and is dropped as soon as that namespace or the cluster-wide layer changes.
-	peeked atomic.Pointer[peekedIndex]
-
 	// informerCache is the template informer's own store (Register), which Reader reads: what the
 	// informer's events reflect when they are handed on, before this store's handler has taken them in.
 	informerCache toolscache.Indexer
@@ -142,21 +135,6 @@ type snapshot struct {
 	index atomic.Pointer[inject.Index]
 }
 
-// peekedIndex is the index Peek built for namespace from its templates own, over the cluster-wide snapshot of
-// version.
-type peekedIndex struct {
-	namespace string
-	own       []*entry // the namespace's templates then: replaced, never modified, on every change of them
-	version   uint64
-	index     *inject.Index
-}
-
-// of reports whether p is the index of namespace as it is now (own, over the cluster-wide snapshot version).
-func (p *peekedIndex) of(namespace string, own []*entry, version uint64) bool {
-	return p != nil && p.namespace == namespace && p.version == version && len(p.own) == len(own) &&
-		(len(own) == 0 || &p.own[0] == &own[0])
-}
-
 // versionedIndex is a namespace's index and the version of the cluster-wide snapshot under it.
 type versionedIndex struct {
 	version uint64
@@ -233,16 +211,11 @@ func (s *Templates) Peek(namespace string) *inject.Index {
 	if c := ns.indexed.Load(); c != nil && c.version == s.cluster.version {
 		return c.index
 	}
-	if p := s.peeked.Load(); p.of(namespace, ns.own, s.cluster.version) {
-		return p.index
-	}
 	own := make([]*inject.Template, len(ns.own))
 	for i, e := range ns.own {
 		own[i] = e.peek(s)
 	}
-	x := cluster.ForNamespace(namespace, own)
-	s.peeked.Store(&peekedIndex{namespace: namespace, own: ns.own, version: s.cluster.version, index: x})
-	return x
+	return cluster.ForNamespace(namespace, own)
 }
 
 // PeekTemplate is Get for a reader that is not an admission: the compiled template when it is compiled
@@ -250,22 +223,12 @@ func (s *Templates) Peek(namespace string) *inject.Index {
 func (s *Templates) PeekTemplate(namespace, name string) *inject.Template {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	ns := s.byNamespace[namespace]
-	if ns == nil || ns.byName[name] == nil {
-		return nil
-	}
-	e := ns.byName[name]
-	if t := e.compiled.Load(); t != nil {
-		return t
-	}
-	if p := s.peeked.Load(); p.of(namespace, ns.own, s.cluster.version) {
-		for _, t := range p.index.Templates() {
-			if t.Namespace == namespace && t.Name == name {
-				return t
-			}
+	if ns := s.byNamespace[namespace]; ns != nil {
+		if e := ns.byName[name]; e != nil {
+			return e.peek(s)
 		}
 	}
-	return e.peek(s)
+	return nil
 }
 
 // bareIndex returns the index of namespace, which has no templates of its own: the cluster-wide layer, with its

@@ -350,38 +350,6 @@ func TestTheControllersLookAtEveryNamespaceLeavesOnlyTheCompiledTemplatesAdmissi
 	}
 }
 
-// The status controller checks a namespace's templates one after another, each check looking at the whole
-// namespace: the namespace is compiled once for all of them, and again only after a change; nothing stays
-// compiled in the entries.
-func TestTheControllersChecksOfOneNamespaceCompileItOnceUntilItChanges(t *testing.T) {
-	s := fill(10, 10)
-	s.Index(injectorNS) // the cluster-wide layer, which every admission compiles and keeps
-	first := s.Peek("ns-3")
-	if s.Peek("ns-3") != first {
-		t.Error("a second look at an unchanged namespace compiled it again")
-	}
-	if tpl := s.PeekTemplate("ns-3", "t-4"); !slices.Contains(first.Templates(), tpl) {
-		t.Error("PeekTemplate compiled a template that the namespace's last look had compiled")
-	}
-	s.Peek("ns-4")
-	again := s.Peek("ns-3")
-	if again == first {
-		t.Error("the look at another namespace in between did not replace the remembered one")
-	}
-	s.OnAdd(tmpl("ns-3", "t-new", 1, 0), true)
-	changed := s.Peek("ns-3")
-	if changed == again || !slices.Contains(keys(changed.Templates()), "ns-3/t-new") {
-		t.Errorf("after a template was added to ns-3, Peek offers %q: want a new index with ns-3/t-new", keys(changed.Templates()))
-	}
-	s.OnAdd(tmpl(injectorNS, "cluster-new", 1, 0), true)
-	if clusterChanged := s.Peek("ns-3"); clusterChanged == changed || !slices.Contains(keys(clusterChanged.Templates()), "sidecar-injector/cluster-new") {
-		t.Errorf("after a cluster-wide template was added, Peek offers %q: want a new index with it", keys(clusterChanged.Templates()))
-	}
-	if n := compiledCount(s); n != 4 {
-		t.Errorf("%d templates compiled in the entries after the controller's looks, want the 4 cluster-wide ones", n)
-	}
-}
-
 // The informer replaces its object on every update; the store must follow it rather than keep an older version
 // alive beside it (ten thousand status writes would double the memory of the templates).
 func TestAStatusUpdateMovesTheStoreToTheInformersNewObjectAndKeepsTheCompiledTemplate(t *testing.T) {
