@@ -30,6 +30,7 @@ import (
 	"github.com/sidecar-dev/sidecar-injector/internal/events"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/metrics"
+	"github.com/sidecar-dev/sidecar-injector/internal/store"
 	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
@@ -123,14 +124,23 @@ func TestController(t *testing.T) {
 		}
 	}
 
-	mgr := newTestManager(t, cfg, scheme)
+	// As serve runs it: the cache keeps templates in the store's form, and the controller reads them, and
+	// their revisions, through the store.
+	mgr := newStoreTestManager(t, cfg, scheme)
 	rec := &capture{}
 	m, err := metrics.New(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: testInjectorNS,
-		Events: events.NewRecorder(rec), Metrics: m}
+	templates := store.NewTemplates(testInjectorNS)
+	if _, err := templates.Register(ctx, mgr.GetCache()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := templates.RegisterRevisions(ctx, mgr.GetCache()); err != nil {
+		t.Fatal(err)
+	}
+	r := &TemplateReconciler{Client: templates.Reader(mgr.GetClient()), InjectorNamespace: testInjectorNS,
+		Templates: templates, Events: events.NewRecorder(rec), Metrics: m}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		t.Fatal(err)
 	}

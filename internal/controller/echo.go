@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/store"
 )
 
 // echoes remembers, per template, the status write the controller is making or made last, so that the watch
@@ -50,19 +51,19 @@ func (e *echoes) forget(key types.NamespacedName) { e.writes.Delete(key) }
 
 // echo reports whether the update from old to o is the controller's last write, and forgets that write.
 func (e *echoes) echo(old, o client.Object) bool {
-	t, ok := o.(*v1alpha1.SidecarTemplate)
-	if !ok || old == nil {
+	status := templateStatus(o)
+	if status == nil || old == nil {
 		return false
 	}
-	v, ok := e.writes.Load(keyOf(t))
+	v, ok := e.writes.Load(keyOf(o))
 	if !ok {
 		return false
 	}
 	w := v.(*statusWrite)
-	if old.GetResourceVersion() != w.from || t.Generation != w.generation || !equality.Semantic.DeepEqual(t.Status, w.status) {
+	if old.GetResourceVersion() != w.from || o.GetGeneration() != w.generation || !equality.Semantic.DeepEqual(*status, w.status) {
 		return false
 	}
-	e.writes.CompareAndDelete(keyOf(t), v)
+	e.writes.CompareAndDelete(keyOf(o), v)
 	return true
 }
 
@@ -100,4 +101,16 @@ func (u *writeUnit) wait(ctx context.Context) error {
 	}
 	u.taken = true
 	return wait(ctx, u.limiter)
+}
+
+// templateStatus returns the status of a template as the informer hands it on: the store's form
+// (store.StoredTemplate), or typed (a cache without store.TemplateTransform); nil for any other object.
+func templateStatus(o client.Object) *v1alpha1.SidecarTemplateStatus {
+	switch t := o.(type) {
+	case *store.StoredTemplate:
+		return &t.Status
+	case *v1alpha1.SidecarTemplate:
+		return &t.Status
+	}
+	return nil
 }

@@ -79,6 +79,9 @@ func testRevisions(t *testing.T, ns string, withStore bool) {
 		t.Fatal(err)
 	}
 	mgr := newTestManager(t, cfg, scheme)
+	if withStore {
+		mgr = newStoreTestManager(t, cfg, scheme) // as serve
+	}
 	m, err := metrics.New(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +89,7 @@ func testRevisions(t *testing.T, ns string, withStore bool) {
 	r := &TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: testInjectorNS, Metrics: m, Pace: Unlimited}
 	if withStore {
 		r.Templates = store.NewTemplates(testInjectorNS)
+		r.Client = r.Templates.Reader(mgr.GetClient())
 		if _, err := r.Templates.Register(ctx, mgr.GetCache()); err != nil {
 			t.Fatal(err)
 		}

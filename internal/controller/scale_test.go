@@ -214,7 +214,7 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             crconfig.Controller{SkipNameValidation: ptr.To(true)}, // started twice
-		// As serve's cache (internal/server): templates without managedFields and kubectl's copy.
+		// As serve's cache (internal/server): templates in the store's form (read through templates.Reader).
 		Cache: cache.Options{DefaultTransform: func(obj any) (any, error) {
 			if _, ok := obj.(*v1alpha1.SidecarTemplate); ok {
 				return store.TemplateTransform(obj)
@@ -236,7 +236,7 @@ func startController(ctx context.Context, t *testing.T, cfg *rest.Config, inject
 	if _, err := templates.RegisterRevisions(ctx, mgr.GetCache()); err != nil {
 		t.Fatal(err)
 	}
-	r := &TemplateReconciler{Client: w.counting(mgr.GetClient()), InjectorNamespace: injectorNS, Templates: templates,
+	r := &TemplateReconciler{Client: w.counting(templates.Reader(mgr.GetClient())), InjectorNamespace: injectorNS, Templates: templates,
 		Events: events.NewRecorder(w), Metrics: m}
 	if os.Getenv("SIDECAR_SCALE_UNPACED") != "" { // the same CPU seconds, sooner (measurements only)
 		r.Pace = Unlimited

@@ -147,7 +147,7 @@ const (
 // setupPolicyController registers the controller that generates the admission policies of Policy and Auto
 // mode templates, when the cluster serves MutatingAdmissionPolicy v1 (Kubernetes 1.36 and later). On an older
 // cluster every template is served by the webhook, whatever its mode.
-func setupPolicyController(mgr manager.Manager, opts Options) error {
+func setupPolicyController(mgr manager.Manager, opts Options, templates *store.Templates) error {
 	_, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: admissionregistrationv1.GroupName, Kind: "MutatingAdmissionPolicy"}, "v1")
 	if meta.IsNoMatchError(err) {
 		logf.Log.WithName("setup").Info("the cluster does not serve MutatingAdmissionPolicy v1: templates in Policy and Auto mode are served by the webhook")
@@ -156,7 +156,7 @@ func setupPolicyController(mgr manager.Manager, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("cannot tell whether the cluster serves MutatingAdmissionPolicy v1: %w", err)
 	}
-	pr := &controller.PolicyReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), InjectorNamespace: opts.Namespace,
+	pr := &controller.PolicyReconciler{Client: templates.Reader(mgr.GetClient()), Reader: mgr.GetAPIReader(), InjectorNamespace: opts.Namespace,
 		OwnerWebhookConfig: opts.WebhookConfigName}
 	if err := pr.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("cannot set up the policy controller: %w", err)
@@ -285,18 +285,20 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	whServer.Register(webhook.Path, auth.wrap(admit, m, webhook.NewClientErrorLog(log.WithName("admission"))))
 	if !opts.DisableController {
-		r := &controller.TemplateReconciler{Client: mgr.GetClient(), InjectorNamespace: opts.Namespace, Templates: templates,
+		// The controllers read templates through the store (Reader): the cache keeps them in its form only.
+		reader := templates.Reader(mgr.GetClient())
+		r := &controller.TemplateReconciler{Client: reader, InjectorNamespace: opts.Namespace, Templates: templates,
 			Events: recorder, Metrics: m, Pods: controller.NewPodWatch(mgr)}
 		if err := r.SetupWithManager(ctx, mgr); err != nil {
 			return fmt.Errorf("cannot set up the template status controller: %w", err)
 		}
 		if opts.EnablePolicyMode {
-			if err := setupPolicyController(mgr, opts); err != nil {
+			if err := setupPolicyController(mgr, opts, templates); err != nil {
 				return err
 			}
 		}
 		if opts.EnableRollingRestart {
-			rr := &controller.RestartReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+			rr := &controller.RestartReconciler{Client: reader, APIReader: mgr.GetAPIReader(),
 				InjectorNamespace: opts.Namespace, Templates: templates, Events: recorder, Deadline: opts.RestartProgressDeadline, Pods: r.Pods}
 			if err := rr.SetupWithManager(mgr); err != nil {
 				return fmt.Errorf("cannot set up the rolling-restart controller: %w", err)
@@ -418,8 +420,9 @@ func (o *Options) complete() error {
 }
 
 // restConfig returns the API server connection to use.
-// transform is the cache's transform: store.TemplateTransform for SidecarTemplates (the informer's copy of
-// every template is most of the injector's memory at scale), others for everything else. Not a per-object
+// transform is the cache's transform: store.TemplateTransform for SidecarTemplates (the cache keeps each in the
+// store's compact form, store.StoredTemplate: a typed copy of every template was most of the injector's memory
+// at scale; the controllers read them through the store), others for everything else. Not a per-object
 // transform (cache.Options.ByObject): that asks the API server for a REST mapping when the manager is made.
 func transform(others toolscache.TransformFunc) toolscache.TransformFunc {
 	return func(obj any) (any, error) {

@@ -47,29 +47,29 @@ func mustJSON(b *testing.B, v any) []byte {
 }
 
 // BenchmarkMemoryAtScale reports the live heap the injector keeps per template of the scale scenario (10,100),
-// layer by layer: the informer's typed template (typed-B/template), its ControllerRevision (revision-B/template),
-// what the store adds for both (store-B/template), and the compiled template once every namespace has seen a
-// pod (compiled-B/template).
+// layer by layer: the informer's template (template-B/template: a StoredTemplate), its ControllerRevision
+// (revision-B/template: a Revision), what the store adds for both (store-B/template), and the compiled template
+// once every namespace has seen a pod (compiled-B/template).
 func BenchmarkMemoryAtScale(b *testing.B) {
 	tjs, rjs := scaleObjects(b)
 	for range b.N {
 		h0 := liveHeap()
-		sts := make([]*v1alpha1.SidecarTemplate, len(tjs))
+		sts := make([]any, len(tjs))
 		for i, js := range tjs {
 			var st v1alpha1.SidecarTemplate
 			if err := json.Unmarshal(js, &st); err != nil {
 				b.Fatal(err)
 			}
-			o, _ := TemplateTransform(&st)
-			sts[i] = o.(*v1alpha1.SidecarTemplate)
+			sts[i], _ = TemplateTransform(&st)
 		}
 		h1 := liveHeap()
-		crs := make([]*appsv1.ControllerRevision, len(rjs))
+		crs := make([]any, len(rjs))
 		for i, js := range rjs {
-			crs[i] = &appsv1.ControllerRevision{}
-			if err := json.Unmarshal(js, crs[i]); err != nil {
+			var cr appsv1.ControllerRevision
+			if err := json.Unmarshal(js, &cr); err != nil {
 				b.Fatal(err)
 			}
+			crs[i], _ = RevisionTransform(&cr)
 		}
 		h2 := liveHeap()
 		s := NewTemplates(fixtures.InjectorNamespace)
@@ -90,7 +90,7 @@ func BenchmarkMemoryAtScale(b *testing.B) {
 		runtime.KeepAlive(crs)
 		runtime.KeepAlive(s)
 		n := float64(len(tjs))
-		b.ReportMetric(float64(h1-h0)/n, "typed-B/template")
+		b.ReportMetric(float64(h1-h0)/n, "template-B/template")
 		b.ReportMetric(float64(h2-h1)/n, "revision-B/template")
 		b.ReportMetric(float64(h3-h2)/n, "store-B/template")
 		b.ReportMetric(float64(h4-h3)/n, "compiled-B/template")

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unique"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
@@ -82,55 +84,102 @@ func RevisionOf(cr *appsv1.ControllerRevision) inject.Revision {
 func RevisionObject() *appsv1.ControllerRevision { return &appsv1.ControllerRevision{} }
 
 // RevisionCache is the cache setting for ControllerRevisions: only those labelled as a template's, so that the
-// injector does not keep every DaemonSet's and StatefulSet's history in memory, and each without what nobody
-// here reads (RevisionTransform).
+// injector does not keep every DaemonSet's and StatefulSet's history in memory, and each in its compact form
+// (RevisionTransform).
 func RevisionCache() cache.ByObject {
 	sel, _ := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 		{Key: v1alpha1.LabelTemplateRevision, Operator: metav1.LabelSelectorOpExists}}}) // a constant selector parses
 	return cache.ByObject{Label: sel, Transform: RevisionTransform}
 }
 
+// Revision is a template's ControllerRevision as the injector's cache keeps it (RevisionTransform): what the
+// store and the status controller read (the template it belongs to, its number, hash label and data) and what
+// the informer itself needs (namespace, name, resourceVersion), nothing else. The whole object, kept as the API
+// server sends it, was 1,438 bytes per template at the scale scenario's 10,100 (BenchmarkMemoryAtScale), most of
+// it metadata: a labels map, an owner reference, timestamps. Only the store's event handlers read the cache's
+// ControllerRevisions; a Get or List of them from the cache fails on this type ("cache had type
+// *store.Revision"), as a typed read of templates does. Read-only: the informer's object.
+type Revision struct {
+	namespace, name, resourceVersion string
+	// template and templateUID are the SidecarTemplate that controls the revision; empty when none does (such a
+	// ControllerRevision is kept without data, and the store ignores it).
+	template    string
+	templateUID types.UID
+	inject.Revision
+}
+
+// GetObjectMeta makes a Revision something the informer can key and version (meta.Accessor).
+func (r *Revision) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Namespace: r.namespace, Name: r.name, ResourceVersion: r.resourceVersion}
+}
+
+// GetObjectKind and DeepCopyObject make a Revision a runtime.Object, as the cache's informer stores them.
+func (r *Revision) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+// DeepCopyObject copies r; its data is shared, as it is never modified.
+func (r *Revision) DeepCopyObject() runtime.Object { c := *r; return &c }
+
 // RevisionTransform is the cache transform for ControllerRevisions (it replaces the cache's default one): it
-// drops managedFields and annotations, which neither the store nor the controller reads. What stays is what they
-// read: name, labels (the hash), owner references, the number and the data (an earlier revision is compiled from
-// it; the current one's data is kept too, because it becomes an earlier revision when the spec changes, and by
-// then the spec it held is gone from the template).
+// turns each into a Revision. An earlier revision's data is compiled from it; the current one's data is kept
+// too, because it becomes an earlier revision when the spec changes, and by then the spec it held is gone from
+// the template. A Revision given again (a transform must be idempotent) is returned as it is.
 func RevisionTransform(obj any) (any, error) {
-	if cr, ok := obj.(*appsv1.ControllerRevision); ok {
-		cr.ManagedFields, cr.Annotations = nil, nil
+	cr, ok := obj.(*appsv1.ControllerRevision)
+	if !ok {
+		return obj, nil
 	}
-	return obj, nil
+	return compactRevision(cr), nil
+}
+
+// compactRevision returns cr's Revision. Strings that are parts of others share their bytes: the template's
+// name is usually the revision name's prefix and the hash its suffix (RevisionName), and a namespace is
+// interned (a thousand namespaces, ten templates each).
+func compactRevision(cr *appsv1.ControllerRevision) *Revision {
+	r := &Revision{namespace: unique.Make(cr.Namespace).Value(), name: cr.Name, resourceVersion: cr.ResourceVersion}
+	key, uid, ok := RevisionOwner(cr)
+	if !ok {
+		return r
+	}
+	r.template, r.templateUID = key.Name, uid
+	if strings.HasPrefix(cr.Name, key.Name) {
+		r.template = cr.Name[:len(key.Name)]
+	}
+	r.Revision = RevisionOf(cr)
+	if strings.HasSuffix(cr.Name, r.Hash) {
+		r.Hash = cr.Name[len(cr.Name)-len(r.Hash):]
+	}
+	return r
 }
 
 // revisionEvent takes in a ControllerRevision's change: the template's history is replaced and the template
-// compiled again when next needed.
+// compiled again when next needed. It takes the cache's Revision, or a whole ControllerRevision (from a cache
+// without RevisionTransform), which it makes a Revision first.
 func (s *Templates) revisionEvent(obj any, deleted bool) {
 	if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 		obj, deleted = tomb.Obj, true
 	}
-	cr, ok := obj.(*appsv1.ControllerRevision)
-	if !ok {
+	if cr, ok := obj.(*appsv1.ControllerRevision); ok {
+		obj = compactRevision(cr)
+	}
+	rev, ok := obj.(*Revision)
+	if !ok || rev.templateUID == "" {
 		return
 	}
-	key, uid, ok := RevisionOwner(cr)
-	if !ok {
-		return
-	}
-	stored := storedRevision{name: cr.Name, owner: uid, Revision: RevisionOf(cr)}
+	key := types.NamespacedName{Namespace: rev.namespace, Name: rev.template}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.history[key]
-	i := slices.IndexFunc(h, func(r storedRevision) bool { return r.name == cr.Name })
+	i := slices.IndexFunc(h, func(r *Revision) bool { return r.name == rev.name })
 	switch {
 	case i >= 0 && deleted:
 		h = slices.Delete(slices.Clone(h), i, i+1)
-	case i >= 0 && h[i].same(stored):
+	case i >= 0 && h[i].same(rev):
 		return // a resync or a change of metadata only: the template's compiled form stays
 	case i >= 0:
 		h = slices.Clone(h)
-		h[i] = stored
+		h[i] = rev
 	case !deleted:
-		h = append(slices.Clone(h), stored)
+		h = append(slices.Clone(h), rev)
 	default:
 		return
 	}
@@ -147,30 +196,17 @@ func (s *Templates) revisionEvent(obj any, deleted bool) {
 	}
 }
 
-// storedRevision is one revision the store holds for a template, with the UID of the template it belongs to
-// (a template deleted and created again under the same name has other revisions). Its data is the informer's
-// (shared, read-only), not a copy and not decoded: at 10,100 templates a decoded copy of every revision was 20
-// MiB of live heap, and most revisions are their template's current spec, which compiling never decodes
-// (inject.CompileRevisions). An earlier revision is decoded and compiled when its template is compiled, i.e.
-// when a pod of a namespace it serves is admitted (the compiled template keeps it to recognise outdated
-// sidecars), not for every template at a start.
-type storedRevision struct {
-	inject.Revision
-	name  string
-	owner types.UID
-}
-
 // same reports whether o is r unchanged, for what compiling reads.
-func (r storedRevision) same(o storedRevision) bool {
-	return r.owner == o.owner && r.Number == o.Number && r.Hash == o.Hash && bytes.Equal(r.Data, o.Data)
+func (r *Revision) same(o *Revision) bool {
+	return r.templateUID == o.templateUID && r.Number == o.Number && r.Hash == o.Hash && bytes.Equal(r.Data, o.Data)
 }
 
 // revisionsOf returns the revisions of t that belong to this very object; s.mu must be held.
-func (s *Templates) revisionsOf(t *v1alpha1.SidecarTemplate) []inject.Revision {
+func (s *Templates) revisionsOf(t *StoredTemplate) []inject.Revision {
 	h := s.history[types.NamespacedName{Namespace: t.Namespace, Name: t.Name}]
 	out := make([]inject.Revision, 0, len(h))
 	for _, r := range h {
-		if r.owner == t.UID {
+		if r.templateUID == t.UID {
 			out = append(out, r.Revision)
 		}
 	}
@@ -192,7 +228,7 @@ func (s *Templates) History(namespace, name string, uid types.UID) []HeldRevisio
 	s.mu.RUnlock()
 	out := make([]HeldRevision, 0, len(h))
 	for _, r := range h {
-		if r.owner == uid {
+		if r.templateUID == uid {
 			out = append(out, HeldRevision{Name: r.name, Hash: r.Hash, Number: r.Number})
 		}
 	}

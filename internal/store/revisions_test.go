@@ -1,14 +1,17 @@
 package store
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
 	"github.com/sidecar-dev/sidecar-injector/internal/inject"
@@ -160,15 +163,40 @@ func TestAnEarlierRevisionIsDecodedWhenItsTemplateIsCompiled(t *testing.T) {
 }
 
 func TestTheRevisionCacheKeepsWhatTheStoreAndControllerRead(t *testing.T) {
-	cr := revisionOf(t, tmpl("team-a", "proxy", 1, 0), 1)
-	want := cr.DeepCopy()
+	st := tmpl("team-a", "proxy", 1, 0)
+	st.UID = "uid-1"
+	cr := revisionOf(t, st, 3)
+	cr.ResourceVersion = "42"
 	cr.Annotations = map[string]string{"note": "x"}
 	cr.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "sidecar-injector", Operation: metav1.ManagedFieldsOperationUpdate}}
 	got, err := RevisionCache().Transform(cr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !equality.Semantic.DeepEqual(got, want) {
+	want := &Revision{namespace: "team-a", name: cr.Name, resourceVersion: "42", template: "proxy", templateUID: "uid-1",
+		Revision: inject.Revision{Number: 3, Hash: cr.Labels[v1alpha1.LabelTemplateRevision], Data: cr.Data.Raw}}
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("the revision cache keeps\n%+v\nwant\n%+v", got, want)
+	}
+	// The informer keys and versions it as the ControllerRevision, and may give it to the transform again.
+	if key, err := toolscache.MetaNamespaceKeyFunc(got); err != nil || key != "team-a/"+cr.Name {
+		t.Errorf("the revision's key is %q (%v), want team-a/%s", key, err, cr.Name)
+	}
+	if m, err := meta.Accessor(got); err != nil || m.GetResourceVersion() != "42" {
+		t.Errorf("the revision's resourceVersion cannot be read as 42 (%v)", err)
+	}
+	if again, _ := RevisionTransform(got); again != got {
+		t.Errorf("transformed again, the revision became %+v", again)
+	}
+}
+
+func TestTheRevisionCacheKeepsNoDataOfOtherControllerRevisions(t *testing.T) {
+	cr := &appsv1.ControllerRevision{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web-5d8f",
+		Labels:          map[string]string{v1alpha1.LabelTemplateRevision: "5d8f"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "web", UID: "ds", Controller: ptr.To(true)}}},
+		Data: runtime.RawExtension{Raw: []byte(`{"spec":{}}`)}, Revision: 1}
+	got, _ := RevisionTransform(cr)
+	if r := got.(*Revision); r.Data != nil || r.templateUID != "" {
+		t.Errorf("a DaemonSet's revision is kept as %+v, want its name only", r)
 	}
 }

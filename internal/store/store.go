@@ -10,8 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
@@ -26,7 +26,8 @@ import (
 // compiled. The first admission in a namespace after a change pays for compiling that namespace's templates
 // (about 30 µs each).
 //
-// It implements toolscache.ResourceEventHandler for *v1alpha1.SidecarTemplate objects.
+// It implements toolscache.ResourceEventHandler for the StoredTemplates of its informer (TemplateInformer), and
+// for *v1alpha1.SidecarTemplate objects (a cache without TemplateTransform, tests), which it stores the same way.
 type Templates struct {
 	injectorNamespace string
 	// policyMode is set when the injector generates admission policies (serve --enable-policy-mode): a template
@@ -47,8 +48,17 @@ type Templates struct {
 	bareMu sync.Mutex
 	bare   map[string]*versionedIndex
 
-	// history holds each template's revisions (revisions.go), under mu; replaced, never modified.
-	history map[types.NamespacedName][]storedRevision
+	// informerCache is the template informer's own store (Register), which Reader reads: what the
+	// informer's events reflect when they are handed on, before this store's handler has taken them in.
+	informerCache toolscache.Indexer
+
+	// history holds each template's revisions (revisions.go), under mu; replaced, never modified. It refers to
+	// the cache's Revisions (shared, read-only), not copies, and their data is not decoded: at 10,100 templates a
+	// decoded copy of every revision was 20 MiB of live heap, and most revisions are their template's current
+	// spec, which compiling never decodes (inject.CompileRevisions). An earlier revision is decoded and compiled
+	// when its template is compiled, i.e. when a pod of a namespace it serves is admitted (the compiled template
+	// keeps it to recognise outdated sidecars), not for every template at a start.
+	history map[types.NamespacedName][]*Revision
 }
 
 const maxBare = 4096
@@ -57,7 +67,7 @@ const maxBare = 4096
 type entry struct {
 	// obj is the object in the informer's cache (shared and read-only): the store keeps no copy. Replaced
 	// under the write lock on every update, so that an old version is never kept alive.
-	obj *v1alpha1.SidecarTemplate
+	obj *StoredTemplate
 	// revs are the template's revisions when the entry was made; a change of them makes a new entry.
 	revs     []inject.Revision
 	compiled atomic.Pointer[inject.Template]
@@ -83,16 +93,24 @@ func (e *entry) peek(s *Templates) *inject.Template {
 	return s.compileOne(e)
 }
 
-// compileOne compiles e's template with its remembered revisions and marks it served by policy when it is.
+// compileOne compiles e's template (its spec decoded for this) with its remembered revisions and marks it
+// served by policy when it is. A spec that cannot be decoded (the store encoded it: not expected) makes the
+// template invalid, with the reason as its error.
 func (s *Templates) compileOne(e *entry) *inject.Template {
-	return inject.CompileRevisions(e.obj, s.injectorNamespace, e.revs).WithServedByPolicy(s.servedByPolicy(e.obj))
+	t, err := e.obj.Decode()
+	if err != nil {
+		c := inject.CompileRevisions(&v1alpha1.SidecarTemplate{ObjectMeta: e.obj.ObjectMeta}, s.injectorNamespace, nil)
+		c.Err = err
+		return c
+	}
+	return inject.CompileRevisions(t, s.injectorNamespace, e.revs).WithServedByPolicy(s.servedByPolicy(e.obj))
 }
 
 // servedByPolicy reports whether a generated MutatingAdmissionPolicy serves obj: policy mode is on and obj's
 // ServedByPolicy condition is True for its current generation (a condition of an older generation describes a
 // spec the policy may not serve yet, and the webhook serves the template meanwhile).
-func (s *Templates) servedByPolicy(obj *v1alpha1.SidecarTemplate) bool {
-	return s.policyMode && obj.IsServedByPolicy()
+func (s *Templates) servedByPolicy(obj *StoredTemplate) bool {
+	return s.policyMode && obj.servedByPolicy()
 }
 
 // EnablePolicyMode makes the store mark the templates that admission policies serve (see policyMode). Call it
@@ -131,7 +149,7 @@ func NewTemplates(injectorNamespace string) *Templates {
 		byNamespace:       map[string]*namespaceTemplates{},
 		cluster:           &snapshot{},
 		bare:              map[string]*versionedIndex{},
-		history:           map[types.NamespacedName][]storedRevision{},
+		history:           map[types.NamespacedName][]*Revision{},
 	}
 }
 
@@ -261,9 +279,33 @@ func (s *Templates) Len() int {
 	return n
 }
 
-// Set stores t (not a copy: t must not be modified afterwards, as for any object of an informer's cache),
-// replacing the template of the same namespace and name. It is compiled when first needed.
+// Set stores t (its metadata and status not copied: t must not be modified afterwards, as for any object of an
+// informer's cache), replacing the template of the same namespace and name. It is compiled when first needed.
 func (s *Templates) Set(t *v1alpha1.SidecarTemplate) {
+	if st := s.stored(t); st != nil {
+		s.set(st)
+	}
+}
+
+// stored returns obj as a StoredTemplate: the informer's own, or a typed template encoded; nil for any other
+// object, or a template that cannot be encoded (not expected: it was decoded from JSON).
+func (s *Templates) stored(obj any) *StoredTemplate {
+	switch t := obj.(type) {
+	case *StoredTemplate:
+		return t
+	case *v1alpha1.SidecarTemplate:
+		st, err := storedTemplate(t)
+		if err != nil {
+			utilruntime.HandleError(err)
+			return nil
+		}
+		return st
+	}
+	return nil
+}
+
+// set is Set for the informer's StoredTemplate.
+func (s *Templates) set(t *StoredTemplate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ns := s.byNamespace[t.Namespace]
@@ -278,7 +320,7 @@ func (s *Templates) Set(t *v1alpha1.SidecarTemplate) {
 // refresh points the entry of t at t, the informer's newer object for the same spec (a status or metadata
 // change): the compiled template stays, and the older object is not kept alive. It reports false when the store
 // has no entry for t.
-func (s *Templates) refresh(t *v1alpha1.SidecarTemplate) bool {
+func (s *Templates) refresh(t *StoredTemplate) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ns := s.byNamespace[t.Namespace]; ns != nil {
@@ -321,7 +363,7 @@ func (s *Templates) rebuildLocked(namespace string, ns *namespaceTemplates) {
 // sameSpec reports whether an update event carries nothing that Compile would see differently: a resync, or a
 // change of status or metadata only (a change of the spec changes the generation) that leaves the stable
 // revision (status.stableRevision, which pods outside a canary get) as it was.
-func sameSpec(oldT, newT *v1alpha1.SidecarTemplate) bool {
+func sameSpec(oldT, newT *StoredTemplate) bool {
 	if oldT.ResourceVersion != "" && oldT.ResourceVersion == newT.ResourceVersion {
 		return true
 	}
@@ -331,61 +373,41 @@ func sameSpec(oldT, newT *v1alpha1.SidecarTemplate) bool {
 
 // OnAdd implements toolscache.ResourceEventHandler.
 func (s *Templates) OnAdd(obj any, _ bool) {
-	if t, ok := obj.(*v1alpha1.SidecarTemplate); ok {
-		s.Set(t)
+	if t := s.stored(obj); t != nil {
+		s.set(t)
 	}
 }
 
 // OnUpdate implements toolscache.ResourceEventHandler.
 func (s *Templates) OnUpdate(oldObj, newObj any) {
-	newT, ok := newObj.(*v1alpha1.SidecarTemplate)
-	if !ok {
+	newT := s.stored(newObj)
+	if newT == nil {
 		return
 	}
-	if oldT, ok := oldObj.(*v1alpha1.SidecarTemplate); ok && sameSpec(oldT, newT) &&
+	if oldT := s.stored(oldObj); oldT != nil && sameSpec(oldT, newT) &&
 		s.servedByPolicy(oldT) == s.servedByPolicy(newT) && s.refresh(newT) {
 		return
 	}
-	s.Set(newT)
+	s.set(newT)
 }
 
 // OnDelete implements toolscache.ResourceEventHandler; it understands the informer's tombstones.
 func (s *Templates) OnDelete(obj any) {
 	if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-		if t, ok := tomb.Obj.(*v1alpha1.SidecarTemplate); ok {
-			s.Delete(t.Namespace, t.Name)
-			return
-		}
 		if ns, name, err := toolscache.SplitMetaNamespaceKey(tomb.Key); err == nil {
 			s.Delete(ns, name)
 		}
 		return
 	}
-	if t, ok := obj.(*v1alpha1.SidecarTemplate); ok {
+	switch t := obj.(type) {
+	case *StoredTemplate:
+		s.Delete(t.Namespace, t.Name)
+	case *v1alpha1.SidecarTemplate:
 		s.Delete(t.Namespace, t.Name)
 	}
 }
 
 var _ toolscache.ResourceEventHandler = (*Templates)(nil)
-
-// TemplateTransform is the cache transform for SidecarTemplates: it drops what neither admissions nor the
-// status controller read, before the informer keeps the object: managedFields and kubectl's
-// last-applied-configuration annotation (a second copy of the whole spec in JSON, on every template that was
-// kubectl-applied). Every other field stays: the controller compares status, Compile reads the spec.
-func TemplateTransform(obj any) (any, error) {
-	t, ok := obj.(*v1alpha1.SidecarTemplate)
-	if !ok {
-		return obj, nil
-	}
-	t.ManagedFields = nil
-	if _, ok := t.Annotations[corev1.LastAppliedConfigAnnotation]; ok {
-		delete(t.Annotations, corev1.LastAppliedConfigAnnotation)
-		if len(t.Annotations) == 0 {
-			t.Annotations = nil
-		}
-	}
-	return t, nil
-}
 
 // Register feeds the store from the informer for SidecarTemplates in informers (a controller-runtime cache).
 // The returned registration's HasSynced tells when the store has seen every template of the initial list.
@@ -394,6 +416,13 @@ func (s *Templates) Register(ctx context.Context, informers cache.Informers) (to
 	if err != nil {
 		return nil, fmt.Errorf("cannot watch SidecarTemplates: %w", err)
 	}
+	indexed, ok := inf.(interface{ GetIndexer() toolscache.Indexer })
+	if !ok {
+		return nil, fmt.Errorf("cannot read SidecarTemplates: the cache's informer (%T) does not expose its indexer", inf)
+	}
+	s.mu.Lock()
+	s.informerCache = indexed.GetIndexer()
+	s.mu.Unlock()
 	reg, err := inf.AddEventHandler(s)
 	if err != nil {
 		return nil, fmt.Errorf("cannot watch SidecarTemplates: %w", err)

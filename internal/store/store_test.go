@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 
@@ -355,9 +357,10 @@ func TestAStatusUpdateMovesTheStoreToTheInformersNewObjectAndKeepsTheCompiledTem
 	v1 := tmpl("team-a", "log-shipper", 1, 0)
 	s.OnAdd(v1, true)
 	compiled := s.Get("team-a", "log-shipper")
-	statusOnly := v1.DeepCopy()
-	statusOnly.ResourceVersion = "1a"
-	statusOnly.Status.ObservedGeneration = 1
+	statusOnlyT := v1.DeepCopy()
+	statusOnlyT.ResourceVersion = "1a"
+	statusOnlyT.Status.ObservedGeneration = 1
+	statusOnly := stored(t, statusOnlyT) // the informer's object
 	s.OnUpdate(v1, statusOnly)
 	s.mu.RLock()
 	e := s.byNamespace["team-a"].byName["log-shipper"]
@@ -371,8 +374,9 @@ func TestAStatusUpdateMovesTheStoreToTheInformersNewObjectAndKeepsTheCompiledTem
 
 	// Not compiled yet: the newer object is the one compiled later.
 	s.OnAdd(tmpl("team-a", "proxy", 1, 0), true)
-	newer := tmpl("team-a", "proxy", 1, 0)
-	newer.ResourceVersion = "1b"
+	newerT := tmpl("team-a", "proxy", 1, 0)
+	newerT.ResourceVersion = "1b"
+	newer := stored(t, newerT)
 	s.OnUpdate(tmpl("team-a", "proxy", 1, 0), newer)
 	s.mu.RLock()
 	e = s.byNamespace["team-a"].byName["proxy"]
@@ -407,24 +411,41 @@ func TestNamespacesWithoutTemplatesGetTheirOwnIndexUpToABound(t *testing.T) {
 		"sidecar-injector/cluster-2", "sidecar-injector/new-cluster-wide")
 }
 
-func TestTheCacheKeepsNeitherManagedFieldsNorKubectlsCopyOfTheSpec(t *testing.T) {
-	tpl := tmpl("team-a", "log-shipper", 1, 0)
-	tpl.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
-	tpl.Annotations = map[string]string{corev1.LastAppliedConfigAnnotation: `{"spec":{}}`, "team": "a"}
-	tpl.Status.ObservedGeneration = 1
-	got, err := TemplateTransform(tpl)
+// stored returns tpl as the store's informer keeps it.
+func stored(t *testing.T, tpl *v1alpha1.SidecarTemplate) *StoredTemplate {
+	t.Helper()
+	o, err := TemplateTransform(tpl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := got.(*v1alpha1.SidecarTemplate)
-	if out.ManagedFields != nil {
-		t.Error("managedFields kept")
+	return o.(*StoredTemplate)
+}
+
+func TestTheInformerKeepsTheSpecEncodedAndNeitherManagedFieldsNorKubectlsCopyOfTheSpec(t *testing.T) {
+	tpl := tmpl("team-a", "log-shipper", 1, 0)
+	tpl.UID, tpl.Labels = "uid-1", map[string]string{"team": "a"}
+	tpl.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}
+	tpl.Status.ObservedGeneration = 1
+	want := tpl.DeepCopy()
+	want.TypeMeta = metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "SidecarTemplate"}
+	tpl.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	tpl.Annotations = map[string]string{corev1.LastAppliedConfigAnnotation: `{"spec":{}}`, "team": "a"}
+	want.Annotations = map[string]string{"team": "a"}
+	st := stored(t, tpl)
+	if again, _ := TemplateTransform(st); again != st {
+		t.Error("transformed again, the stored template changed")
 	}
-	if _, ok := out.Annotations[corev1.LastAppliedConfigAnnotation]; ok || out.Annotations["team"] != "a" {
-		t.Errorf("annotations %v: want only kubectl's copy of the spec dropped", out.Annotations)
+	got, err := st.Decode()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if out.Status.ObservedGeneration != 1 || len(out.Spec.Containers) != 1 {
-		t.Error("the transform dropped the spec or the status, which Compile and the controller read")
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("decoded from the informer's form:\n%+v\nwant (without managedFields and kubectl's copy)\n%+v", got, want)
+	}
+	got.Spec.Containers[0].Image = "changed"
+	got.Labels["team"] = "b"
+	if again, _ := st.Decode(); again.Spec.Containers[0].Image != want.Spec.Containers[0].Image || again.Labels["team"] != "a" {
+		t.Error("changing a decoded copy changed the informer's object")
 	}
 	pod := &corev1.Pod{}
 	if got, _ := TemplateTransform(pod); got != pod {
