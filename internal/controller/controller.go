@@ -252,6 +252,9 @@ func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	r.echoes.forget(req.NamespacedName) // the echo of an earlier write, if still to come, brings one more look
 	compiled := r.compile(&t)
 	cond, err := r.readiness(ctx, &t, compiled)
+	if errors.Is(err, errStoreBehind) {
+		return ctrl.Result{RequeueAfter: storeBehindRetry}, nil
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -302,6 +305,13 @@ func (r *TemplateReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	return ctrl.Result{}, nil
 }
+
+// errStoreBehind: the store has not yet taken in every template change the cache holds (store.CaughtUp); the
+// clash and override checks would read a template that changed or is gone. The store's handler is moments
+// behind: the reconcile is retried after storeBehindRetry.
+var errStoreBehind = errors.New("the template store has not yet taken in the cache's latest templates")
+
+const storeBehindRetry = 100 * time.Millisecond
 
 // readiness decides the Ready condition.
 func (r *TemplateReconciler) readiness(ctx context.Context, t *v1alpha1.SidecarTemplate, compiled *inject.Template) (metav1.Condition, error) {
@@ -360,6 +370,9 @@ func (r *TemplateReconciler) offered(ctx context.Context, t *inject.Template) ([
 		namespace := t.Namespace
 		if t.ClusterWide {
 			namespace = r.InjectorNamespace
+		}
+		if !r.Templates.CaughtUp(namespace, r.InjectorNamespace) {
+			return nil, errStoreBehind
 		}
 		return r.Templates.Peek(namespace).Offered(nsLabels), nil
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -428,4 +429,43 @@ func (s *Templates) Register(ctx context.Context, informers cache.Informers) (to
 		return nil, fmt.Errorf("cannot watch SidecarTemplates: %w", err)
 	}
 	return reg, nil
+}
+
+// CaughtUp reports whether the store holds, for each of namespaces, exactly the templates the informer's own
+// store holds now (the same objects). The informer updates its store before it hands an event to any handler,
+// and each handler (this store's, a controller's) receives events on its own goroutine: a controller woken by a
+// template's deletion can look at this store before this store has taken the deletion in, and would decide on
+// the template that is gone (a clash it no longer has) with nothing left to wake it again. Without a registered
+// informer (tests that feed the store directly) it reports true.
+func (s *Templates) CaughtUp(namespaces ...string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.informerCache == nil {
+		return true
+	}
+	for _, namespace := range namespaces {
+		items, err := s.informerCache.ByIndex(toolscache.NamespaceIndex, namespace)
+		if err != nil {
+			return false
+		}
+		ns := s.byNamespace[namespace]
+		held := 0
+		if ns != nil {
+			held = len(ns.byName)
+		}
+		if held != len(items) {
+			return false
+		}
+		for _, item := range items {
+			t, ok := item.(metav1.Object)
+			if !ok {
+				return false
+			}
+			e := ns.byName[t.GetName()]
+			if e == nil || e.obj.ResourceVersion != t.GetResourceVersion() {
+				return false
+			}
+		}
+	}
+	return true
 }
