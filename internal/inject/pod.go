@@ -274,8 +274,13 @@ type PodError struct{ Err error }
 func (e *PodError) Error() string { return "cannot read pod: " + e.Err.Error() }
 func (e *PodError) Unwrap() error { return e.Err }
 
+// jsonWhitespace is the whitespace JSON allows around a value (RFC 8259, section 2).
+const jsonWhitespace = " \t\n\r"
+
 func readPod(raw []byte) (*podView, error) {
-	trimmed := bytes.TrimSpace(raw)
+	// Only JSON's own whitespace: bytes.TrimSpace would also drop a form feed or a no-break space, which JSON
+	// does not allow, and accept as a pod what a patch tool then cannot apply the patch to.
+	trimmed := bytes.Trim(raw, jsonWhitespace)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, &PodError{fmt.Errorf("the object is not a JSON object")}
 	}

@@ -48,6 +48,30 @@ func TestAPodWithADuplicateNameIsRefusedWhereTheEngineReadsIt(t *testing.T) {
 	}
 }
 
+// Around the pod only JSON's whitespace is allowed: a form feed, a vertical tab or a no-break space after (or
+// before) the object is not JSON, and a patch tool would refuse the pod the engine had accepted.
+func TestAPodSurroundedByWhitespaceJSONDoesNotAllowIsRefused(t *testing.T) {
+	const pod = `{"metadata":{"annotations":{"sidecar.dev/inject":"log-shipper"}},"spec":{"containers":[{"name":"app"}]}}`
+	for _, tc := range []struct{ sentence, raw string }{
+		{"a form feed after the object", pod + "\f"},
+		{"a vertical tab after the object", pod + "\v"},
+		{"a no-break space after the object", pod + "\u00a0"},
+		{"a form feed before the object", "\f" + pod},
+	} {
+		t.Run(tc.sentence+" is refused", func(t *testing.T) {
+			var pe *PodError
+			if _, err := Inject(readPodRequest(t, tc.raw)); !errors.As(err, &pe) {
+				t.Fatalf("err = %v, want a *PodError", err)
+			}
+		})
+	}
+	t.Run("spaces, tabs and line ends around the object are allowed", func(t *testing.T) {
+		if _, err := Inject(readPodRequest(t, " \t\r\n"+pod+" \t\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 // metadata.managedFields is the one place where duplicates are not looked for: the engine neither reads nor patches
 // it, and it is most of a large pod. It must still be JSON, in valid UTF-8.
 func TestManagedFieldsAreSkippedWithoutLookingForDuplicates(t *testing.T) {
