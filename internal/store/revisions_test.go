@@ -27,13 +27,21 @@ func revisionOf(t *testing.T, st *v1alpha1.SidecarTemplate, number int64) *appsv
 	return cr
 }
 
-func TestTheStoreCompilesTemplatesWithTheirRevisions(t *testing.T) {
+// storeWithRevision1 returns a store holding team-a/proxy at generation 1 and its revision 1, which it also
+// returns.
+func storeWithRevision1(t *testing.T) (*Templates, *v1alpha1.SidecarTemplate, *appsv1.ControllerRevision) {
+	t.Helper()
 	s := NewTemplates(injectorNS)
 	v1 := tmpl("team-a", "proxy", 1, 0)
 	v1.UID = "uid-1"
 	s.OnAdd(v1, true)
 	rev1 := revisionOf(t, v1, 1)
 	s.RevisionHandler().OnAdd(rev1, false)
+	return s, v1, rev1
+}
+
+func TestTheStoreCompilesTemplatesWithTheirRevisions(t *testing.T) {
+	s, v1, rev1 := storeWithRevision1(t)
 	if got := s.Get("team-a", "proxy"); got.Revision != 1 || len(got.Earlier()) != 0 {
 		t.Fatalf("after revision 1: revision %d, %d earlier; want 1, none", got.Revision, len(got.Earlier()))
 	}
@@ -109,12 +117,7 @@ func TestOtherControllerRevisionsAreIgnored(t *testing.T) {
 }
 
 func TestTheStoreKeepsRevisionsAsTheInformerHoldsThem(t *testing.T) {
-	s := NewTemplates(injectorNS)
-	v1 := tmpl("team-a", "proxy", 1, 0)
-	v1.UID = "uid-1"
-	s.OnAdd(v1, true)
-	rev1 := revisionOf(t, v1, 1)
-	s.RevisionHandler().OnAdd(rev1, false)
+	s, _, rev1 := storeWithRevision1(t)
 	h := s.history[types.NamespacedName{Namespace: "team-a", Name: "proxy"}]
 	if len(h) != 1 || h[0].Template != nil || &h[0].Data[0] != &rev1.Data.Raw[0] {
 		t.Fatalf("the store holds %+v; want the informer's data, neither copied nor decoded", h)
