@@ -1025,11 +1025,19 @@ func (h *harness) goals(w io.Writer, scale *scaleResult) {
 		if inj == nil || rf == nil || pf == nil {
 			continue
 		}
-		h.verdict(w, inj.RPS >= 0.5*rf.RPS && inj.RPS > pf.RPS, "realistic c=%-2d requests/s %.0f ≥ 0.5× review floor (%.2f×) and above the pod floor (%.0f, %.2f×)",
+		h.verdict(w, inj.RPS >= rf.RPS && inj.RPS > pf.RPS, "realistic c=%-2d requests/s %.0f ≥ 1.0× review floor (%.2f×) and above the pod floor (%.0f, %.2f×)",
 			c, inj.RPS, inj.RPS/rf.RPS, pf.RPS, inj.RPS/pf.RPS)
 		h.verdict(w, inj.P99 <= 2.5*rf.P99, "realistic c=%-2d p99 %.2fms ≤ 2.5× review floor's (%.2f×)", c, inj.P99/1e3, inj.P99/rf.P99)
-		h.verdict(w, rf.ServerCPUPerReqUS > 0 && inj.ServerCPUPerReqUS <= 2.0*rf.ServerCPUPerReqUS, "realistic c=%-2d CPU %.0fµs/request ≤ 2.0× review floor's (%.2f×)",
+		h.verdict(w, rf.ServerCPUPerReqUS > 0 && inj.ServerCPUPerReqUS <= rf.ServerCPUPerReqUS, "realistic c=%-2d CPU %.0fµs/request ≤ 1.0× review floor's (%.2f×)",
 			c, inj.ServerCPUPerReqUS, inj.ServerCPUPerReqUS/rf.ServerCPUPerReqUS)
+	}
+	for _, c := range h.cfg.concurrency {
+		inj, rf := h.find("small", c, injector), h.find("small", c, reviewFloor)
+		if inj == nil || rf == nil {
+			continue
+		}
+		h.verdict(w, inj.RPS >= 0.8*rf.RPS, "small     c=%-2d requests/s %.0f ≥ 0.8× review floor (%.2f×; CPU %.2f×)", c, inj.RPS, inj.RPS/rf.RPS,
+			inj.ServerCPUPerReqUS/rf.ServerCPUPerReqUS)
 	}
 	for _, c := range h.cfg.concurrency {
 		inj, rf := h.find("large", c, injector), h.find("large", c, reviewFloor)
@@ -1066,7 +1074,7 @@ func (h *harness) goals(w io.Writer, scale *scaleResult) {
 				pass, c, s.ServerCPUPerReqUS, two.ServerCPUPerReqUS, s.ServerCPUPerReqUS/two.ServerCPUPerReqUS, red, unsettled)
 		}
 	}
-	h.verdict(w, scale.RSSKiB > 0 && scale.RSSKiB < 200*1024, "scale     RSS %.1f MiB < 200 MiB%s", float64(scale.RSSKiB)/1024, red)
+	h.verdict(w, scale.RSSKiB > 0 && scale.RSSKiB < 100*1024, "scale     RSS %.1f MiB < 100 MiB%s", float64(scale.RSSKiB)/1024, red)
 	h.verdict(w, scale.ReadySeconds < 2, "scale     ready %.0fms after start (API server answering) < 2s%s", scale.ReadySeconds*1000, red)
 }
 
