@@ -177,6 +177,15 @@ func (c *cpuCost) perPod(pods int) string {
 	return fmt.Sprintf("%s / %s / %s / %s | %.0f%%", ms(c.apiserver), ms(c.etcd), ms(c.injector), ms(c.machineBusy), busy)
 }
 
+// minus formats what a created pod of this phase costs more than one of base, in CPU milliseconds per pod.
+func (c *cpuCost) minus(base *cpuCost, pods, basePods int) string {
+	ms := func(s, b float64) string {
+		return strconv.FormatFloat(1000*(s/float64(pods)-b/float64(basePods)), 'f', 2, 64)
+	}
+	return fmt.Sprintf("%s / %s / %s / %s", ms(c.apiserver, base.apiserver), ms(c.etcd, base.etcd), ms(c.injector, base.injector),
+		ms(c.machineBusy, base.machineBusy))
+}
+
 // connWatch records the API server's TCP connections to one address (the injector's Service) while a round
 // runs, by their local ports, from its /proc/<pid>/net/tcp and tcp6, every few milliseconds.
 type connWatch struct {

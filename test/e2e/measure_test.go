@@ -26,20 +26,24 @@ import (
 )
 
 // The measurement is a load tool, not a test: it runs only with E2E_MEASURE=1 and asserts no timing (README,
-// "Seen from the API server"). It creates the same pods through the real API server into a namespace the webhook
-// is not called for and into one where it injects a template, in alternating rounds, bounded in count and time,
-// and reads the API server's own metrics around each round.
+// "Seen from the API server"). It creates the same pods through the real API server in three ways, in alternating
+// rounds, bounded in count and time, and reads the API server's own metrics around each round: plain into a
+// namespace the webhook is not called for, through the injector into one where it injects a template, and
+// pre-injected (the very pod the injector made, created where the webhook is not called), which separates what
+// the bigger pod costs from what the webhook call costs.
 const (
-	measurePods        = 300 // per round and namespace
+	measurePods        = 300 // per round and path
 	measureRounds      = 3
 	measureConcurrency = 8
-	measureTimeout     = 3 * time.Minute // the whole measurement, after the chart is installed
+	measureTimeout     = 5 * time.Minute // the whole measurement, after the chart is installed
 	measureLabel       = "e2e-measure"
 	webhookName        = "inject.sidecar.dev" // the chart's webhook (templates/mutatingwebhookconfiguration.yaml)
 )
 
 // TestMeasureCreationsThroughTheAPIServer prints pod creations per second and the API server's view of the
-// admission (its own histograms) with no injection and with the injector, same pods, same run.
+// admission (its own histograms) with no injection, with the pod pre-injected and with the injector, same pods,
+// same run. With E2E_MEASURE_PROFILE=DIR it also writes the API server's CPU profiles of the pre-injected and the
+// injector path there (measure_profile_test.go).
 func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 	if os.Getenv("E2E_MEASURE") == "" {
 		t.Skip("a measurement, not a test: run with E2E_MEASURE=1 (under the cluster lock)")
@@ -60,35 +64,68 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 		Spec: logShipperSpec(false)}); err != nil {
 		t.Fatal(err)
 	}
+	injected := injectedPod(t, on)
+	phases := []*measurePhase{
+		{name: "no injection (namespace not sent to the webhook)", ns: off, pod: measurePod},
+		{name: "pre-injected (the injector's pod, namespace not sent to the webhook)", ns: off, pod: injected, injected: true},
+		{name: "injector (1 template, via its Service)", ns: on, pod: measurePod, injected: true},
+	}
 	// Warm the paths (connections, caches, the webhook's compiled template) before measuring.
-	for _, ns := range []string{off, on} {
-		createMeasurePods(t, ns, 20, 0)
-		deleteMeasurePods(t, ns)
+	for _, ph := range phases {
+		createMeasurePods(t, ph, 20, 0, nil)
+		deleteMeasurePods(t, ph.ns)
 	}
 	deadline := time.Now().Add(measureTimeout)
-	phases := []*measurePhase{{name: "no injection (namespace not sent to the webhook)", ns: off}, {name: "injector (1 template, via its Service)", ns: on}}
 	for round := range measureRounds {
 		for k := range phases { // alternate who goes first
 			ph := phases[(round+k)%len(phases)]
 			if time.Now().After(deadline) {
 				t.Fatalf("the measurement exceeded %s", measureTimeout)
 			}
-			before, injBefore := apiserverMetrics(t), injectorMetrics(t)
-			cpuBefore, conns := sampleCPU(injBefore), watchConnections(t)
-			start := time.Now()
-			createMeasurePods(t, ph.ns, measurePods, round+1)
-			ph.seconds += time.Since(start).Seconds()
-			ph.pods += measurePods
-			used, opened := conns.connections()
-			ph.conns, ph.newConns = max(ph.conns, used), ph.newConns+opened
-			after, injAfter := apiserverMetrics(t), injectorMetrics(t)
-			ph.cpu.add(cpuBefore, sampleCPU(injAfter))
-			ph.injector.add(joined(injBefore), joined(injAfter), "sidecar_injector_webhook_request_duration_seconds")
-			ph.webhook.add(before, after, "apiserver_admission_webhook_admission_duration_seconds", `name="`+webhookName+`"`, `operation="CREATE"`, `type="admit"`)
-			ph.request.add(before, after, "apiserver_request_duration_seconds", `verb="POST"`, `resource="pods"`, `subresource=""`)
-			deleteMeasurePods(t, ph.ns)
+			measureRound(t, ph, round+1)
 		}
 	}
+	reportMeasurement(t, phases)
+	if dir := os.Getenv("E2E_MEASURE_PROFILE"); dir != "" {
+		for _, ph := range phases[1:] {
+			profileAPIServer(t, dir, ph)
+		}
+	}
+	if on := phases[2]; on.webhook.count == 0 {
+		t.Errorf("the API server recorded no call of %s during the injector's rounds: the measurement did not measure the webhook", webhookName)
+	}
+	for _, ph := range phases[:2] {
+		if ph.webhook.count != 0 {
+			t.Errorf("the API server called %s %d times for the namespace labelled %s=%s (%s)", webhookName, int(ph.webhook.count),
+				v1alpha1.LabelInjection, v1alpha1.LabelInjectionDisabled, ph.name)
+		}
+	}
+}
+
+// measureRound creates one round's pods of a path and adds the API server's, the injector's and the machine's
+// figures of the round to the path's.
+func measureRound(t *testing.T, ph *measurePhase, round int) {
+	t.Helper()
+	before, injBefore := apiserverMetrics(t), injectorMetrics(t)
+	cpuBefore, conns := sampleCPU(injBefore), watchConnections(t)
+	start := time.Now()
+	createMeasurePods(t, ph, measurePods, round, nil)
+	ph.seconds += time.Since(start).Seconds()
+	ph.pods += measurePods
+	used, opened := conns.connections()
+	ph.conns, ph.newConns = max(ph.conns, used), ph.newConns+opened
+	after, injAfter := apiserverMetrics(t), injectorMetrics(t)
+	ph.cpu.add(cpuBefore, sampleCPU(injAfter))
+	ph.injector.add(joined(injBefore), joined(injAfter), "sidecar_injector_webhook_request_duration_seconds")
+	ph.webhook.add(before, after, "apiserver_admission_webhook_admission_duration_seconds", `name="`+webhookName+`"`, `operation="CREATE"`, `type="admit"`)
+	ph.request.add(before, after, "apiserver_request_duration_seconds", `verb="POST"`, `resource="pods"`, `subresource=""`)
+	deleteMeasurePods(t, ph.ns)
+}
+
+// reportMeasurement prints the paths' figures, and the differences that split the injector's cost: plain →
+// pre-injected is what the bigger pod costs every process, pre-injected → injector what the webhook call costs.
+func reportMeasurement(t *testing.T, phases []*measurePhase) {
+	t.Helper()
 	base := phases[0]
 	loadavg, _ := os.ReadFile("/proc/loadavg")
 	logf(t, "%d rounds of %d pods per path, %d at a time, alternating which path goes first; machine load average at the end: %s",
@@ -105,13 +142,10 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 	for _, ph := range phases {
 		logf(t, "| %s | %.2f | %s | %s | %d / %d |", ph.name, ph.webhook.count/float64(ph.pods), ph.cpu.perPod(ph.pods), ph.cpu.perReplica(ph.pods), ph.conns, ph.newConns)
 	}
-	if on := phases[1]; on.webhook.count == 0 {
-		t.Errorf("the API server recorded no call of %s during the injector's rounds: the measurement did not measure the webhook", webhookName)
-	}
-	if off := phases[0]; off.webhook.count != 0 {
-		t.Errorf("the API server called %s %d times for the namespace labelled %s=%s", webhookName, int(off.webhook.count),
-			v1alpha1.LabelInjection, v1alpha1.LabelInjectionDisabled)
-	}
+	logf(t, "| step | CPU ms per pod added: API server / etcd / injector (all replicas) / whole machine |")
+	logf(t, "|---|---|")
+	logf(t, "| the bigger pod (no injection → pre-injected) | %s |", phases[1].cpu.minus(&phases[0].cpu, phases[1].pods, phases[0].pods))
+	logf(t, "| the webhook call (pre-injected → injector) | %s |", phases[2].cpu.minus(&phases[1].cpu, phases[2].pods, phases[1].pods))
 }
 
 // measureClient creates the measured pods, without client-side throttling.
@@ -119,6 +153,9 @@ var measureClient client.Client
 
 type measurePhase struct {
 	name, ns string
+	// pod makes the path's pod; injected says whether the created pod must carry the injector's record.
+	pod      func(ns, name string) *corev1.Pod
+	injected bool
 	pods     int
 	seconds  float64
 	// webhook and request are the API server's view (its call of the webhook, the whole pod POST); injector is
@@ -145,25 +182,25 @@ func labelledNamespace(t *testing.T, prefix string, labels map[string]string) st
 	return ns.Name
 }
 
-// createMeasurePods creates n gated pods (never scheduled: the kubelet does no work) asking for the template
-// "measure", measureConcurrency at a time, and checks each came back as expected: injected in a namespace the
-// webhook serves, unchanged in the other.
-func createMeasurePods(t *testing.T, ns string, n, round int) {
+// createMeasurePods creates up to n of the path's gated pods (never scheduled: the kubelet does no work),
+// measureConcurrency at a time, until n are created or stop is set, checks that each came back injected or not as
+// the path expects, and returns how many it created.
+func createMeasurePods(t *testing.T, ph *measurePhase, n, round int, stop *atomic.Bool) int {
 	t.Helper()
-	var next atomic.Int64
+	var next, created atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	for range measureConcurrency {
 		wg.Go(func() {
-			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+			for i := next.Add(1); i <= int64(n) && (stop == nil || !stop.Load()); i = next.Add(1) {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				pod := measurePod(ns, fmt.Sprintf("m%d-%d", round, i))
+				pod := ph.pod(ph.ns, fmt.Sprintf("m%d-%d", round, i))
 				err := measureClient.Create(ctx, pod)
 				cancel()
 				if err == nil {
-					_, injected := pod.Annotations[v1alpha1.AnnotationStatus]
-					if wantInjected := !strings.Contains(ns, "measure-off"); injected != wantInjected {
-						err = fmt.Errorf("pod %s/%s: injected=%v, want %v (containers %v)", ns, pod.Name, injected, wantInjected, containerNames(pod.Spec.Containers))
+					created.Add(1)
+					if _, injected := pod.Annotations[v1alpha1.AnnotationStatus]; injected != ph.injected {
+						err = fmt.Errorf("pod %s/%s: injected=%v, want %v (containers %v)", ph.ns, pod.Name, injected, ph.injected, containerNames(pod.Spec.Containers))
 					}
 				}
 				if err != nil {
@@ -175,11 +212,40 @@ func createMeasurePods(t *testing.T, ns string, n, round int) {
 	}
 	wg.Wait()
 	if err := firstErr.Load(); err != nil {
-		t.Fatalf("create pods in %s: %v", ns, err)
+		t.Fatalf("create pods in %s (%s): %v", ph.ns, ph.name, err)
+	}
+	return int(created.Load())
+}
+
+// injectedPod admits one measurePod through the webhook in ns (injected) and returns a maker of that very pod
+// as a client would send it: the injector's containers, volumes, annotations and record, and what the API
+// server's admission plugins added before and after the call (defaults, the service account token's volume and
+// mounts, tolerations), without the fields the API server sets on a stored object (uid, resourceVersion,
+// creationTimestamp, managedFields, status). Created where the webhook is not called, it costs every process
+// what the injector's pod costs, without the call.
+func injectedPod(t *testing.T, ns string) func(ns, name string) *corev1.Pod {
+	t.Helper()
+	made := measurePod(ns, "pre-injected")
+	if err := k8s.Create(ctxFor(t, 30*time.Second), made); err != nil {
+		t.Fatalf("admit the pod to pre-inject: %v", err)
+	}
+	if _, ok := made.Annotations[v1alpha1.AnnotationStatus]; !ok {
+		t.Fatalf("the pod to pre-inject came back without the injector's record (containers %v)", containerNames(made.Spec.Containers))
+	}
+	if err := k8s.Delete(ctxFor(t, 30*time.Second), made, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	made.ObjectMeta = metav1.ObjectMeta{Labels: made.Labels, Annotations: made.Annotations}
+	made.Status = corev1.PodStatus{}
+	return func(ns, name string) *corev1.Pod {
+		pod := made.DeepCopy()
+		pod.Namespace, pod.Name = ns, name
+		return pod
 	}
 }
 
-// measurePod is a realistic application pod: three containers with env and ports, asking for "measure".
+// measurePod is a realistic application pod: three containers with env and ports, asking for "measure" (the
+// plain path's and the injector's pod).
 func measurePod(ns, name string) *corev1.Pod {
 	env := []corev1.EnvVar{{Name: "MODE", Value: "production"}, {Name: "REGION", Value: "eu-west-1"}}
 	return &corev1.Pod{
