@@ -16,8 +16,8 @@ import (
 // hack/cluster.sh keeps); the suite's admin credentials (system:masters) may read it.
 
 const (
-	profileSeconds = 6    // the length of one profile; pods are created for as long as it runs
-	profileMaxPods = 3000 // bounds the pods created during one profile
+	profileSeconds = 10   // the length of one profile; pods are created for as long as it runs
+	profileMaxPods = 5000 // bounds the pods created during one profile
 )
 
 // profileAPIServer creates the path's pods while the API server profiles itself for profileSeconds, writes the

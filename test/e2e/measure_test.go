@@ -137,12 +137,12 @@ func reportMeasurement(t *testing.T, phases []*measurePhase) {
 		logf(t, "| %s | %d | %.0f | %.2f | %s | %s | %s |", ph.name, ph.pods, rate, rate/(float64(base.pods)/base.seconds),
 			ph.webhook.quantiles(), ph.injector.quantiles(), ph.request.quantiles())
 	}
-	logf(t, "| path | webhook calls per pod | CPU ms per pod: API server / etcd / injector (all replicas) / whole machine | machine busy | injector CPU ms per pod: leader / follower(s) | the API server's connections to the injector: in use in a round (most) / opened during the rounds |")
+	logf(t, "| path | webhook calls per pod | CPU ms per pod: %s | machine busy | injector CPU ms per pod: leader / follower(s) | the API server's connections to the injector: in use in a round (most) / opened during the rounds |", processColumns())
 	logf(t, "|---|---|---|---|---|---|")
 	for _, ph := range phases {
 		logf(t, "| %s | %.2f | %s | %s | %d / %d |", ph.name, ph.webhook.count/float64(ph.pods), ph.cpu.perPod(ph.pods), ph.cpu.perReplica(ph.pods), ph.conns, ph.newConns)
 	}
-	logf(t, "| step | CPU ms per pod added: API server / etcd / injector (all replicas) / whole machine |")
+	logf(t, "| step | CPU ms per pod added: %s |", processColumns())
 	logf(t, "|---|---|")
 	logf(t, "| the bigger pod (no injection → pre-injected) | %s |", phases[1].cpu.minus(&phases[0].cpu, phases[1].pods, phases[0].pods))
 	logf(t, "| the webhook call (pre-injected → injector) | %s |", phases[2].cpu.minus(&phases[1].cpu, phases[2].pods, phases[1].pods))
