@@ -215,8 +215,16 @@ func (c *cpuCost) minus(base *cpuCost, pods, basePods int) string {
 	return fmt.Sprintf("%s / %s / %s", strings.Join(each, " / "), ms(c.injector, base.injector), ms(c.machineBusy, base.machineBusy))
 }
 
+// connSampleInterval is how often connWatch reads the API server's sockets. One read of /proc/<pid>/net/tcp
+// walks the kernel's whole established-connection table (262,144 buckets here) and took about 4 ms of CPU; read
+// every 5 ms, as it was, the sampler kept about half a core of the machine's two busy, in every path alike, and
+// depressed every rate it measured. A connection the API server opens and keeps, or closes itself (TIME_WAIT
+// stays on its side for a minute), is still seen; one that opens and is closed by the injector within one
+// interval would be missed.
+const connSampleInterval = 100 * time.Millisecond
+
 // connWatch records the API server's TCP connections to one address (the injector's Service) while a round
-// runs, by their local ports, from its /proc/<pid>/net/tcp and tcp6, every few milliseconds.
+// runs, by their local ports, from its /proc/<pid>/net/tcp, every connSampleInterval.
 type connWatch struct {
 	pid     int
 	remotes map[string]bool // addresses as /proc writes them (procAddr)
@@ -273,7 +281,7 @@ func watchConnections(t *testing.T) *connWatch {
 	w.done.Add(1)
 	go func() {
 		defer w.done.Done()
-		tick := time.NewTicker(5 * time.Millisecond)
+		tick := time.NewTicker(connSampleInterval)
 		defer tick.Stop()
 		for {
 			w.sample()
