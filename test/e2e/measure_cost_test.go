@@ -195,12 +195,22 @@ func (c *cpuCost) perPod(pods int) string {
 	for _, p := range measuredProcesses {
 		each = append(each, ms(c.processes[p]))
 	}
-	return fmt.Sprintf("%s / %s / %s | %.0f%%", strings.Join(each, " / "), ms(c.injector), ms(c.machineBusy), busy)
+	return fmt.Sprintf("%s / %s / %s / %s | %.0f%%", strings.Join(each, " / "), ms(c.injector), ms(c.measured()), ms(c.machineBusy), busy)
+}
+
+// measured is the CPU seconds of the processes a creation involves (measuredProcesses and the injector's
+// replicas): unlike the whole machine's, it leaves out what else runs on a shared machine.
+func (c *cpuCost) measured() float64 {
+	total := c.injector
+	for _, cpu := range c.processes {
+		total += cpu
+	}
+	return total
 }
 
 // processColumns names perPod's and minus' figures, for the tables' headers.
 func processColumns() string {
-	return strings.Join(append(append([]string{}, measuredProcesses...), "injector (all replicas)", "whole machine"), " / ")
+	return strings.Join(append(append([]string{}, measuredProcesses...), "injector (all replicas)", "all these", "whole machine"), " / ")
 }
 
 // minus formats what a created pod of this phase costs more than one of base, in CPU milliseconds per pod.
@@ -212,7 +222,8 @@ func (c *cpuCost) minus(base *cpuCost, pods, basePods int) string {
 	for _, p := range measuredProcesses {
 		each = append(each, ms(c.processes[p], base.processes[p]))
 	}
-	return fmt.Sprintf("%s / %s / %s", strings.Join(each, " / "), ms(c.injector, base.injector), ms(c.machineBusy, base.machineBusy))
+	return fmt.Sprintf("%s / %s / %s / %s", strings.Join(each, " / "), ms(c.injector, base.injector), ms(c.measured(), base.measured()),
+		ms(c.machineBusy, base.machineBusy))
 }
 
 // connSampleInterval is how often connWatch reads the API server's sockets. One read of /proc/<pid>/net/tcp
