@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
@@ -29,11 +33,11 @@ import (
 // "Seen from the API server"). It creates the same pods through the real API server in three ways, in alternating
 // rounds, bounded in count and time, and reads the API server's own metrics around each round: plain into a
 // namespace the webhook is not called for, through the injector into one where it injects a template, and
-// pre-injected (the very pod the injector made, created where the webhook is not called), which separates what
-// the bigger pod costs from what the webhook call costs.
+// pre-injected (the injector's engine's patch applied by the client, created where the webhook is not called),
+// which separates what the bigger pod costs from what the webhook call costs.
 const (
 	measurePods        = 300 // per round and path
-	measureRounds      = 6 // each path goes first twice: a shared machine's bursts of other work spread over the paths
+	measureRounds      = 6   // each path goes first twice: a shared machine's bursts of other work spread over the paths
 	measureConcurrency = 8
 	measureTimeout     = 5 * time.Minute // the whole measurement, after the chart is installed
 	measureLabel       = "e2e-measure"
@@ -64,10 +68,10 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 		Spec: logShipperSpec(false)}); err != nil {
 		t.Fatal(err)
 	}
-	injected := injectedPod(t, on)
+	injected := preInjectedPod(t, off, on)
 	phases := []*measurePhase{
 		{name: "no injection (namespace not sent to the webhook)", ns: off, pod: measurePod},
-		{name: "pre-injected (the injector's pod, namespace not sent to the webhook)", ns: off, pod: injected, injected: true},
+		{name: "pre-injected (the engine's patch applied by the client, namespace not sent to the webhook)", ns: off, pod: injected, injected: true},
 		{name: "injector (1 template, via its Service)", ns: on, pod: measurePod, injected: true},
 	}
 	// Warm the paths (connections, caches, the webhook's compiled template) before measuring.
@@ -220,26 +224,57 @@ func createMeasurePods(t *testing.T, ph *measurePhase, n, round int, stop *atomi
 	return int(created.Load())
 }
 
-// injectedPod admits one measurePod through the webhook in ns (injected) and returns a maker of that very pod
-// as a client would send it: the injector's containers, volumes, annotations and record, and what the API
-// server's admission plugins added before and after the call (defaults, the service account token's volume and
-// mounts, tolerations), without the fields the API server sets on a stored object (uid, resourceVersion,
-// creationTimestamp, managedFields, status). Created where the webhook is not called, it costs every process
-// what the injector's pod costs, without the call.
-func injectedPod(t *testing.T, ns string) func(ns, name string) *corev1.Pod {
+// preInjectedPod returns a maker of the pod the injector makes of measurePod with the SidecarTemplate
+// "measure" of ns, as a client would send it: the engine's patch (internal/inject, the webhook's own code, on
+// the template as the cluster stores it) applied to measurePod, and nothing the API server adds (defaults, the
+// service account token's volume and mounts): created where the webhook is not called, it costs every process
+// what the injector's pod costs, and the API server does for it all it does for measurePod, but the call.
+// It checks that the pod has the containers and volumes of a pod the webhook injects in injectedNS.
+func preInjectedPod(t *testing.T, ns, injectedNS string) func(ns, name string) *corev1.Pod {
 	t.Helper()
-	made := measurePod(ns, "pre-injected")
-	if err := k8s.Create(ctxFor(t, 30*time.Second), made); err != nil {
-		t.Fatalf("admit the pod to pre-inject: %v", err)
-	}
-	if _, ok := made.Annotations[v1alpha1.AnnotationStatus]; !ok {
-		t.Fatalf("the pod to pre-inject came back without the injector's record (containers %v)", containerNames(made.Spec.Containers))
-	}
-	if err := k8s.Delete(ctxFor(t, 30*time.Second), made, client.GracePeriodSeconds(0)); err != nil {
+	var st v1alpha1.SidecarTemplate
+	if err := k8s.Get(ctxFor(t, 30*time.Second), client.ObjectKey{Namespace: ns, Name: "measure"}, &st); err != nil {
 		t.Fatal(err)
 	}
-	made.ObjectMeta = metav1.ObjectMeta{Labels: made.Labels, Annotations: made.Annotations}
-	made.Status = corev1.PodStatus{}
+	pod := measurePod(ns, "pre-injected")
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// NamespaceLabels nil: the engine is asked what it would add, not whether ns is served.
+	res, err := inject.Inject(inject.Request{Pod: raw, Namespace: ns, InjectorNamespace: injectorNS, Templates: []*inject.Template{inject.Compile(&st, injectorNS)}})
+	if err != nil || len(res.Patch) == 0 {
+		t.Fatalf("the engine did not inject %s/measure into measurePod (err %v, decisions %+v)", ns, err, res)
+	}
+	ops, err := json.Marshal(res.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, err := jsonpatch.DecodePatch(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, err := patch.Apply(raw)
+	if err != nil {
+		t.Fatalf("apply the engine's patch to measurePod: %v", err)
+	}
+	var made corev1.Pod
+	if err := json.Unmarshal(patched, &made); err != nil {
+		t.Fatal(err)
+	}
+	injected := measurePod(injectedNS, "injected")
+	if err := k8s.Create(ctxFor(t, 30*time.Second), injected); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(ctxFor(t, 30*time.Second), injected, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := containerNames(made.Spec.Containers), containerNames(injected.Spec.Containers); !slices.Equal(got, want) {
+		t.Fatalf("the pre-injected pod's containers are %v, the webhook's pod's %v", got, want)
+	}
+	if got, want := len(made.Spec.Volumes)+1, len(injected.Spec.Volumes); got != want { // +1: the token's volume
+		t.Fatalf("the pre-injected pod has %d volumes and the token's to come, the webhook's pod %d", got-1, want)
+	}
 	return func(ns, name string) *corev1.Pod {
 		pod := made.DeepCopy()
 		pod.Namespace, pod.Name = ns, name
