@@ -41,7 +41,7 @@ const (
 	measureConcurrency = 8
 	measureTimeout     = 5 * time.Minute // the whole measurement, after the chart is installed
 	measureLabel       = "e2e-measure"
-	webhookName        = "inject.sidecar.dev" // the chart's webhook (templates/mutatingwebhookconfiguration.yaml)
+	webhookName        = "inject.sidecar.dev" // the chart's webhook (templates/webhook.yaml)
 )
 
 // TestMeasureCreationsThroughTheAPIServer prints pod creations per second and the API server's view of the
@@ -68,10 +68,10 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 		Spec: logShipperSpec(false)}); err != nil {
 		t.Fatal(err)
 	}
-	injected := preInjectedPod(t, off, on)
+	preInjected := preInjectedPod(t, off, on)
 	phases := []*measurePhase{
 		{name: "no injection (namespace not sent to the webhook)", ns: off, pod: measurePod},
-		{name: "pre-injected (the engine's patch applied by the client, namespace not sent to the webhook)", ns: off, pod: injected, injected: true},
+		{name: "pre-injected (the engine's patch applied by the client, namespace not sent to the webhook)", ns: off, pod: preInjected, injected: true},
 		{name: "injector (1 template, via its Service)", ns: on, pod: measurePod, injected: true},
 	}
 	// Warm the paths (connections, caches, the webhook's compiled template) before measuring.
