@@ -18,17 +18,22 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Where a round's CPU goes, for TestMeasureCreationsThroughTheAPIServer: the API server's and etcd's processes
-// (hack/cluster.sh runs them on this host and writes their pids), the injector's replicas (their
+// Where a round's CPU goes, for TestMeasureCreationsThroughTheAPIServer: the control plane's and the kubelet's
+// processes (hack/cluster.sh runs them on this host and writes their pids), this test process (the client), the injector's replicas (their
 // process_cpu_seconds_total), and the whole machine (/proc/stat); and how many connections the API server opened
 // to the injector's Service (its sockets, sampled from /proc/<pid>/net/tcp while the round runs).
 
 // clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every Linux this runs on.
 const clockTicks = 100
 
+// measuredProcesses are the cluster's processes whose CPU a round reads (hack/cluster.sh's pid files), and
+// "client", this test process (which encodes the pods and decodes the created ones).
+var measuredProcesses = []string{"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kubelet", "client"}
+
 // cpuSample is one reading of the CPU seconds spent so far.
 type cpuSample struct {
-	apiserver, etcd, injector, machineBusy, machineAll float64
+	processes                         map[string]float64 // by measuredProcesses' names
+	injector, machineBusy, machineAll float64
 	// replicas and calls are each injector replica's CPU seconds and webhook requests, by pod name; leaders
 	// names those that held the lease.
 	replicas, calls map[string]float64
@@ -110,8 +115,15 @@ func counterSum(scraped []byte, metric string) float64 {
 
 func sampleCPU(injector []replicaScrape) cpuSample {
 	busy, all := machineCPU()
-	s := cpuSample{apiserver: processCPU(clusterPID("kube-apiserver")), etcd: processCPU(clusterPID("etcd")),
-		machineBusy: busy, machineAll: all, replicas: map[string]float64{}, calls: map[string]float64{}, leaders: map[string]bool{}}
+	s := cpuSample{processes: map[string]float64{}, machineBusy: busy, machineAll: all, replicas: map[string]float64{},
+		calls: map[string]float64{}, leaders: map[string]bool{}}
+	for _, p := range measuredProcesses {
+		pid := os.Getpid()
+		if p != "client" {
+			pid = clusterPID(p)
+		}
+		s.processes[p] = processCPU(pid)
+	}
 	for _, r := range injector {
 		s.replicas[r.pod] = counterSum(r.metrics, "process_cpu_seconds_total")
 		s.injector += s.replicas[r.pod]
@@ -123,7 +135,8 @@ func sampleCPU(injector []replicaScrape) cpuSample {
 
 // cpuCost accumulates CPU seconds over a phase's rounds.
 type cpuCost struct {
-	apiserver, etcd, injector, machineBusy, machineAll float64
+	processes                         map[string]float64
+	injector, machineBusy, machineAll float64
 	// leader and followers split the injector's: the replica that held the lease at both ends of a round, and
 	// the others; leaderCalls and followerCalls are the webhook requests each side answered (the Service
 	// spreads the API server's connections, not always evenly). A round in which the lease moved counts in
@@ -134,8 +147,12 @@ type cpuCost struct {
 }
 
 func (c *cpuCost) add(before, after cpuSample) {
-	c.apiserver += after.apiserver - before.apiserver
-	c.etcd += after.etcd - before.etcd
+	if c.processes == nil {
+		c.processes = map[string]float64{}
+	}
+	for p, cpu := range after.processes {
+		c.processes[p] += cpu - before.processes[p]
+	}
 	c.injector += after.injector - before.injector
 	c.machineBusy += after.machineBusy - before.machineBusy
 	c.machineAll += after.machineAll - before.machineAll
@@ -174,11 +191,51 @@ func (c *cpuCost) perPod(pods int) string {
 	if c.machineAll > 0 {
 		busy = 100 * c.machineBusy / c.machineAll
 	}
-	return fmt.Sprintf("%s / %s / %s / %s | %.0f%%", ms(c.apiserver), ms(c.etcd), ms(c.injector), ms(c.machineBusy), busy)
+	var each []string
+	for _, p := range measuredProcesses {
+		each = append(each, ms(c.processes[p]))
+	}
+	return fmt.Sprintf("%s / %s / %s / %s | %.0f%%", strings.Join(each, " / "), ms(c.injector), ms(c.measured()), ms(c.machineBusy), busy)
 }
 
+// measured is the CPU seconds of the processes a creation involves (measuredProcesses and the injector's
+// replicas): unlike the whole machine's, it leaves out what else runs on a shared machine.
+func (c *cpuCost) measured() float64 {
+	total := c.injector
+	for _, cpu := range c.processes {
+		total += cpu
+	}
+	return total
+}
+
+// processColumns names perPod's and minus' figures, for the tables' headers.
+func processColumns() string {
+	return strings.Join(append(append([]string{}, measuredProcesses...), "injector (all replicas)", "all these", "whole machine"), " / ")
+}
+
+// minus formats what a created pod of this phase costs more than one of base, in CPU milliseconds per pod.
+func (c *cpuCost) minus(base *cpuCost, pods, basePods int) string {
+	ms := func(s, b float64) string {
+		return strconv.FormatFloat(1000*(s/float64(pods)-b/float64(basePods)), 'f', 2, 64)
+	}
+	var each []string
+	for _, p := range measuredProcesses {
+		each = append(each, ms(c.processes[p], base.processes[p]))
+	}
+	return fmt.Sprintf("%s / %s / %s / %s", strings.Join(each, " / "), ms(c.injector, base.injector), ms(c.measured(), base.measured()),
+		ms(c.machineBusy, base.machineBusy))
+}
+
+// connSampleInterval is how often connWatch reads the API server's sockets. One read of /proc/<pid>/net/tcp
+// walks the kernel's whole established-connection table (262,144 buckets here) and took about 4 ms of CPU; read
+// every 5 ms, as it was, the sampler kept about half a core of the machine's two busy, in every path alike, and
+// depressed every rate it measured. A connection the API server opens and keeps, or closes itself (TIME_WAIT
+// stays on its side for a minute), is still seen; one that opens and is closed by the injector within one
+// interval would be missed.
+const connSampleInterval = 100 * time.Millisecond
+
 // connWatch records the API server's TCP connections to one address (the injector's Service) while a round
-// runs, by their local ports, from its /proc/<pid>/net/tcp and tcp6, every few milliseconds.
+// runs, by their local ports, from its /proc/<pid>/net/tcp, every connSampleInterval.
 type connWatch struct {
 	pid     int
 	remotes map[string]bool // addresses as /proc writes them (procAddr)
@@ -235,7 +292,7 @@ func watchConnections(t *testing.T) *connWatch {
 	w.done.Add(1)
 	go func() {
 		defer w.done.Done()
-		tick := time.NewTicker(5 * time.Millisecond)
+		tick := time.NewTicker(connSampleInterval)
 		defer tick.Stop()
 		for {
 			w.sample()

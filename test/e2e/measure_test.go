@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,24 +25,29 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sidecar-dev/sidecar-injector/internal/api/v1alpha1"
+	"github.com/sidecar-dev/sidecar-injector/internal/inject"
 	"github.com/sidecar-dev/sidecar-injector/internal/testenv"
 )
 
 // The measurement is a load tool, not a test: it runs only with E2E_MEASURE=1 and asserts no timing (README,
-// "Seen from the API server"). It creates the same pods through the real API server into a namespace the webhook
-// is not called for and into one where it injects a template, in alternating rounds, bounded in count and time,
-// and reads the API server's own metrics around each round.
+// "Seen from the API server"). It creates the same pods through the real API server in three ways, in alternating
+// rounds, bounded in count and time, and reads the API server's own metrics around each round: plain into a
+// namespace the webhook is not called for, through the injector into one where it injects a template, and
+// pre-injected (the injector's engine's patch applied by the client, created where the webhook is not called),
+// which separates what the bigger pod costs from what the webhook call costs.
 const (
-	measurePods        = 300 // per round and namespace
-	measureRounds      = 3
+	measurePods        = 300 // per round and path
+	measureRounds      = 6   // each path goes first twice: a shared machine's bursts of other work spread over the paths
 	measureConcurrency = 8
-	measureTimeout     = 3 * time.Minute // the whole measurement, after the chart is installed
+	measureTimeout     = 5 * time.Minute // the whole measurement, after the chart is installed
 	measureLabel       = "e2e-measure"
-	webhookName        = "inject.sidecar.dev" // the chart's webhook (templates/mutatingwebhookconfiguration.yaml)
+	webhookName        = "inject.sidecar.dev" // the chart's webhook (templates/webhook.yaml)
 )
 
 // TestMeasureCreationsThroughTheAPIServer prints pod creations per second and the API server's view of the
-// admission (its own histograms) with no injection and with the injector, same pods, same run.
+// admission (its own histograms) with no injection, with the pod pre-injected and with the injector, same pods,
+// same run. With E2E_MEASURE_PROFILE=DIR it also writes the API server's CPU profiles of the pre-injected and the
+// injector path there (measure_profile_test.go).
 func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 	if os.Getenv("E2E_MEASURE") == "" {
 		t.Skip("a measurement, not a test: run with E2E_MEASURE=1 (under the cluster lock)")
@@ -60,58 +68,91 @@ func TestMeasureCreationsThroughTheAPIServer(t *testing.T) {
 		Spec: logShipperSpec(false)}); err != nil {
 		t.Fatal(err)
 	}
+	preInjected := preInjectedPod(t, off, on)
+	phases := []*measurePhase{
+		{name: "no injection (namespace not sent to the webhook)", ns: off, pod: measurePod},
+		{name: "pre-injected (the engine's patch applied by the client, namespace not sent to the webhook)", ns: off, pod: preInjected, injected: true},
+		{name: "injector (1 template, via its Service)", ns: on, pod: measurePod, injected: true},
+	}
 	// Warm the paths (connections, caches, the webhook's compiled template) before measuring.
-	for _, ns := range []string{off, on} {
-		createMeasurePods(t, ns, 20, 0)
-		deleteMeasurePods(t, ns)
+	for _, ph := range phases {
+		createMeasurePods(t, ph, 20, 0, nil)
+		deleteMeasurePods(t, ph.ns)
 	}
 	deadline := time.Now().Add(measureTimeout)
-	phases := []*measurePhase{{name: "no injection (namespace not sent to the webhook)", ns: off}, {name: "injector (1 template, via its Service)", ns: on}}
 	for round := range measureRounds {
 		for k := range phases { // alternate who goes first
 			ph := phases[(round+k)%len(phases)]
 			if time.Now().After(deadline) {
 				t.Fatalf("the measurement exceeded %s", measureTimeout)
 			}
-			before, injBefore := apiserverMetrics(t), injectorMetrics(t)
-			cpuBefore, conns := sampleCPU(injBefore), watchConnections(t)
-			start := time.Now()
-			createMeasurePods(t, ph.ns, measurePods, round+1)
-			ph.seconds += time.Since(start).Seconds()
-			ph.pods += measurePods
-			used, opened := conns.connections()
-			ph.conns, ph.newConns = max(ph.conns, used), ph.newConns+opened
-			after, injAfter := apiserverMetrics(t), injectorMetrics(t)
-			ph.cpu.add(cpuBefore, sampleCPU(injAfter))
-			ph.injector.add(joined(injBefore), joined(injAfter), "sidecar_injector_webhook_request_duration_seconds")
-			ph.webhook.add(before, after, "apiserver_admission_webhook_admission_duration_seconds", `name="`+webhookName+`"`, `operation="CREATE"`, `type="admit"`)
-			ph.request.add(before, after, "apiserver_request_duration_seconds", `verb="POST"`, `resource="pods"`, `subresource=""`)
-			deleteMeasurePods(t, ph.ns)
+			measureRound(t, ph, round+1)
 		}
 	}
+	reportMeasurement(t, phases)
+	if dir := os.Getenv("E2E_MEASURE_PROFILE"); dir != "" {
+		for _, ph := range phases[1:] {
+			profileAPIServer(t, dir, ph)
+		}
+	}
+	if on := phases[2]; on.webhook.count == 0 {
+		t.Errorf("the API server recorded no call of %s during the injector's rounds: the measurement did not measure the webhook", webhookName)
+	}
+	for _, ph := range phases[:2] {
+		if ph.webhook.count != 0 {
+			t.Errorf("the API server called %s %d times for the namespace labelled %s=%s (%s)", webhookName, int(ph.webhook.count),
+				v1alpha1.LabelInjection, v1alpha1.LabelInjectionDisabled, ph.name)
+		}
+	}
+}
+
+// measureRound creates one round's pods of a path and adds the API server's, the injector's and the machine's
+// figures of the round to the path's.
+func measureRound(t *testing.T, ph *measurePhase, round int) {
+	t.Helper()
+	before, injBefore := apiserverMetrics(t), injectorMetrics(t)
+	cpuBefore, conns := sampleCPU(injBefore), watchConnections(t)
+	start := time.Now()
+	createMeasurePods(t, ph, measurePods, round, nil)
+	ph.seconds += time.Since(start).Seconds()
+	ph.pods += measurePods
+	used, opened := conns.connections()
+	ph.conns, ph.newConns = max(ph.conns, used), ph.newConns+opened
+	after, injAfter := apiserverMetrics(t), injectorMetrics(t)
+	ph.cpu.add(cpuBefore, sampleCPU(injAfter))
+	ph.injector.add(joined(injBefore), joined(injAfter), "sidecar_injector_webhook_request_duration_seconds")
+	ph.webhook.add(before, after, "apiserver_admission_webhook_admission_duration_seconds", `name="`+webhookName+`"`, `operation="CREATE"`, `type="admit"`)
+	ph.request.add(before, after, "apiserver_request_duration_seconds", `verb="POST"`, `resource="pods"`, `subresource=""`)
+	deleteMeasurePods(t, ph.ns)
+}
+
+// reportMeasurement prints the paths' figures, and the differences that split the injector's cost: plain →
+// pre-injected is what the bigger pod costs every process, pre-injected → injector what the webhook call costs.
+func reportMeasurement(t *testing.T, phases []*measurePhase) {
+	t.Helper()
 	base := phases[0]
 	loadavg, _ := os.ReadFile("/proc/loadavg")
 	logf(t, "%d rounds of %d pods per path, %d at a time, alternating which path goes first; machine load average at the end: %s",
 		measureRounds, measurePods, measureConcurrency, strings.TrimSpace(string(loadavg)))
-	logf(t, "| path | pods | pods/s | × no injection | API server's webhook call p50 / p99 (ms, n) | the injector's own time p50 / p99 (ms) | pod POST p50 / p99 (ms) |")
-	logf(t, "|---|---|---|---|---|---|---|")
+	// On a shared machine the rates follow whatever else runs; the CPU the creation's own processes spend per pod
+	// does much less, and on cores that only these processes used, it is what the rates would follow.
+	logf(t, "| path | pods | pods/s | × no injection | × no injection by CPU per pod (all measured processes) | API server's webhook call p50 / p99 (ms, n) | the injector's own time p50 / p99 (ms) | pod POST p50 / p99 (ms) |")
+	logf(t, "|---|---|---|---|---|---|---|---|")
 	for _, ph := range phases {
 		rate := float64(ph.pods) / ph.seconds
-		logf(t, "| %s | %d | %.0f | %.2f | %s | %s | %s |", ph.name, ph.pods, rate, rate/(float64(base.pods)/base.seconds),
+		byCPU := (base.cpu.measured() / float64(base.pods)) / (ph.cpu.measured() / float64(ph.pods))
+		logf(t, "| %s | %d | %.0f | %.2f | %.2f | %s | %s | %s |", ph.name, ph.pods, rate, rate/(float64(base.pods)/base.seconds), byCPU,
 			ph.webhook.quantiles(), ph.injector.quantiles(), ph.request.quantiles())
 	}
-	logf(t, "| path | webhook calls per pod | CPU ms per pod: API server / etcd / injector (all replicas) / whole machine | machine busy | injector CPU ms per pod: leader / follower(s) | the API server's connections to the injector: in use in a round (most) / opened during the rounds |")
+	logf(t, "| path | webhook calls per pod | CPU ms per pod: %s | machine busy | injector CPU ms per pod: leader / follower(s) | the API server's connections to the injector: in use in a round (most) / opened during the rounds |", processColumns())
 	logf(t, "|---|---|---|---|---|---|")
 	for _, ph := range phases {
 		logf(t, "| %s | %.2f | %s | %s | %d / %d |", ph.name, ph.webhook.count/float64(ph.pods), ph.cpu.perPod(ph.pods), ph.cpu.perReplica(ph.pods), ph.conns, ph.newConns)
 	}
-	if on := phases[1]; on.webhook.count == 0 {
-		t.Errorf("the API server recorded no call of %s during the injector's rounds: the measurement did not measure the webhook", webhookName)
-	}
-	if off := phases[0]; off.webhook.count != 0 {
-		t.Errorf("the API server called %s %d times for the namespace labelled %s=%s", webhookName, int(off.webhook.count),
-			v1alpha1.LabelInjection, v1alpha1.LabelInjectionDisabled)
-	}
+	logf(t, "| step | CPU ms per pod added: %s |", processColumns())
+	logf(t, "|---|---|")
+	logf(t, "| the bigger pod (no injection → pre-injected) | %s |", phases[1].cpu.minus(&phases[0].cpu, phases[1].pods, phases[0].pods))
+	logf(t, "| the webhook call (pre-injected → injector) | %s |", phases[2].cpu.minus(&phases[1].cpu, phases[2].pods, phases[1].pods))
 }
 
 // measureClient creates the measured pods, without client-side throttling.
@@ -119,6 +160,9 @@ var measureClient client.Client
 
 type measurePhase struct {
 	name, ns string
+	// pod makes the path's pod; injected says whether the created pod must carry the injector's record.
+	pod      func(ns, name string) *corev1.Pod
+	injected bool
 	pods     int
 	seconds  float64
 	// webhook and request are the API server's view (its call of the webhook, the whole pod POST); injector is
@@ -145,25 +189,25 @@ func labelledNamespace(t *testing.T, prefix string, labels map[string]string) st
 	return ns.Name
 }
 
-// createMeasurePods creates n gated pods (never scheduled: the kubelet does no work) asking for the template
-// "measure", measureConcurrency at a time, and checks each came back as expected: injected in a namespace the
-// webhook serves, unchanged in the other.
-func createMeasurePods(t *testing.T, ns string, n, round int) {
+// createMeasurePods creates up to n of the path's gated pods (never scheduled: the kubelet does no work),
+// measureConcurrency at a time, until n are created or stop is set, checks that each came back injected or not as
+// the path expects, and returns how many it created.
+func createMeasurePods(t *testing.T, ph *measurePhase, n, round int, stop *atomic.Bool) int {
 	t.Helper()
-	var next atomic.Int64
+	var next, created atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	for range measureConcurrency {
 		wg.Go(func() {
-			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+			for i := next.Add(1); i <= int64(n) && (stop == nil || !stop.Load()); i = next.Add(1) {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				pod := measurePod(ns, fmt.Sprintf("m%d-%d", round, i))
+				pod := ph.pod(ph.ns, fmt.Sprintf("m%d-%d", round, i))
 				err := measureClient.Create(ctx, pod)
 				cancel()
 				if err == nil {
-					_, injected := pod.Annotations[v1alpha1.AnnotationStatus]
-					if wantInjected := !strings.Contains(ns, "measure-off"); injected != wantInjected {
-						err = fmt.Errorf("pod %s/%s: injected=%v, want %v (containers %v)", ns, pod.Name, injected, wantInjected, containerNames(pod.Spec.Containers))
+					created.Add(1)
+					if _, injected := pod.Annotations[v1alpha1.AnnotationStatus]; injected != ph.injected {
+						err = fmt.Errorf("pod %s/%s: injected=%v, want %v (containers %v)", ph.ns, pod.Name, injected, ph.injected, containerNames(pod.Spec.Containers))
 					}
 				}
 				if err != nil {
@@ -175,11 +219,71 @@ func createMeasurePods(t *testing.T, ns string, n, round int) {
 	}
 	wg.Wait()
 	if err := firstErr.Load(); err != nil {
-		t.Fatalf("create pods in %s: %v", ns, err)
+		t.Fatalf("create pods in %s (%s): %v", ph.ns, ph.name, err)
+	}
+	return int(created.Load())
+}
+
+// preInjectedPod returns a maker of the pod the injector makes of measurePod with the SidecarTemplate
+// "measure" of ns, as a client would send it: the engine's patch (internal/inject, the webhook's own code, on
+// the template as the cluster stores it) applied to measurePod, and nothing the API server adds (defaults, the
+// service account token's volume and mounts): created where the webhook is not called, it costs every process
+// what the injector's pod costs, and the API server does for it all it does for measurePod, but the call.
+// It checks that the pod has the containers and volumes of a pod the webhook injects in injectedNS.
+func preInjectedPod(t *testing.T, ns, injectedNS string) func(ns, name string) *corev1.Pod {
+	t.Helper()
+	var st v1alpha1.SidecarTemplate
+	if err := k8s.Get(ctxFor(t, 30*time.Second), client.ObjectKey{Namespace: ns, Name: "measure"}, &st); err != nil {
+		t.Fatal(err)
+	}
+	pod := measurePod(ns, "pre-injected")
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// NamespaceLabels nil: the engine is asked what it would add, not whether ns is served.
+	res, err := inject.Inject(inject.Request{Pod: raw, Namespace: ns, InjectorNamespace: injectorNS, Templates: []*inject.Template{inject.Compile(&st, injectorNS)}})
+	if err != nil || len(res.Patch) == 0 {
+		t.Fatalf("the engine did not inject %s/measure into measurePod (err %v, decisions %+v)", ns, err, res)
+	}
+	ops, err := json.Marshal(res.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, err := jsonpatch.DecodePatch(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, err := patch.Apply(raw)
+	if err != nil {
+		t.Fatalf("apply the engine's patch to measurePod: %v", err)
+	}
+	var made corev1.Pod
+	if err := json.Unmarshal(patched, &made); err != nil {
+		t.Fatal(err)
+	}
+	injected := measurePod(injectedNS, "injected")
+	if err := k8s.Create(ctxFor(t, 30*time.Second), injected); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(ctxFor(t, 30*time.Second), injected, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := containerNames(made.Spec.Containers), containerNames(injected.Spec.Containers); !slices.Equal(got, want) {
+		t.Fatalf("the pre-injected pod's containers are %v, the webhook's pod's %v", got, want)
+	}
+	if got, want := len(made.Spec.Volumes)+1, len(injected.Spec.Volumes); got != want { // +1: the token's volume
+		t.Fatalf("the pre-injected pod has %d volumes and the token's to come, the webhook's pod %d", got-1, want)
+	}
+	return func(ns, name string) *corev1.Pod {
+		pod := made.DeepCopy()
+		pod.Namespace, pod.Name = ns, name
+		return pod
 	}
 }
 
-// measurePod is a realistic application pod: three containers with env and ports, asking for "measure".
+// measurePod is a realistic application pod: three containers with env and ports, asking for "measure" (the
+// plain path's and the injector's pod).
 func measurePod(ns, name string) *corev1.Pod {
 	env := []corev1.EnvVar{{Name: "MODE", Value: "production"}, {Name: "REGION", Value: "eu-west-1"}}
 	return &corev1.Pod{
