@@ -38,7 +38,9 @@ fi
 
 mkdir -p "$OUT/bin"
 echo "bench.sh: building sidecar-injector, floor, load, pprofserve and harness into $OUT/bin" >&2
-go build -o "$OUT/bin/sidecar-injector" ./cmd/sidecar-injector
+# The injector is built as the image builds it (Dockerfile, hack/image.sh): static, without cgo, symbol table or
+# DWARF. Its RSS counts the binary's pages it touched: 2.7 MiB less than a default `go build` at idle.
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$OUT/bin/sidecar-injector" ./cmd/sidecar-injector
 go build -o "$OUT/bin/" ./test/bench/floor ./test/bench/load ./test/bench/pprofserve ./test/bench/harness
 
 args=(-root="$PWD" -bin-dir="$OUT/bin" -out="$OUT")
