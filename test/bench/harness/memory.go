@@ -240,10 +240,17 @@ func (h *harness) runMemory(ctx context.Context) error {
 	return os.WriteFile(filepath.Join(cfg.outDir, "memory.json"), data, 0o644)
 }
 
-// createScale creates the scale scenario's namespaces and templates in the scale API server.
+// createScale creates the scale scenario's namespaces and templates in the scale API server, starting it first
+// unless it runs already (-memory starts it earlier, to measure the 2-template injector idle over it).
 func (h *harness) createScale(ctx context.Context) (*scaleResult, error) {
 	cfg := h.cfg
 	sr := &scaleResult{Namespaces: cfg.scaleNamespaces, Cluster: cfg.scaleCluster, Reduced: cfg.scaleNamespaces*cfg.scalePerNS < 10000}
+	if h.scaleAPI == nil {
+		var err error
+		if h.scaleAPI, err = h.startAPIServer(ctx, "scale-api"); err != nil {
+			return nil, err
+		}
+	}
 	var nss []client.Object
 	for i := range cfg.scaleNamespaces {
 		nss = append(nss, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fixtures.ScaleNamespace(i), Labels: map[string]string{"team": fmt.Sprintf("t%03d", i%1000)}}})
