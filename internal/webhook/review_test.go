@@ -117,3 +117,36 @@ func TestTheAPIServersReviewsAreReadAsTokens(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDecodeReview: the API server's review of each benchmark pod, read by decodeReview and by json v2 as
+// decodeReview falls back to it.
+func BenchmarkDecodeReview(b *testing.B) {
+	for _, size := range []string{"small", "realistic", "large"} {
+		pod, err := fixtures.Pod(size)
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, err := fixtures.Review(pod)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, d := range []struct {
+			name   string
+			decode func([]byte, *admissionReview) error
+		}{
+			{"tokens", decodeReview},
+			{"jsonv2", func(body []byte, rev *admissionReview) error { return jsonv2.Unmarshal(body, rev, decodeOptions) }},
+		} {
+			b.Run(size+"/"+d.name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(body)))
+				for b.Loop() {
+					var rev admissionReview
+					if err := d.decode(body, &rev); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
