@@ -84,7 +84,7 @@ func main() {
 	flag.IntVar(&cfg.scaleNamespaces, "scale-namespaces", 0, "scale scenario: namespaces with templates (default 1000, quick 100; -1 skips the scenario)")
 	flag.IntVar(&cfg.scalePerNS, "scale-per-namespace", 10, "scale scenario: templates per namespace")
 	flag.IntVar(&cfg.scaleCluster, "scale-cluster", 100, "scale scenario: cluster-wide templates with selectors and namespace selectors")
-	flag.BoolVar(&cfg.profile, "profile", true, "collect CPU and allocation profiles of the realistic pod, with 2 templates and at scale (not in quick mode)")
+	flag.BoolVar(&cfg.profile, "profile", true, "collect CPU and allocation profiles of the -profile-size pod, with 2 templates and at scale (not in quick mode)")
 	flag.IntVar(&cfg.profileConcurrency, "profile-concurrency", 8, "concurrency of the profiled runs")
 	flag.StringVar(&cfg.profileSize, "profile-size", "realistic", "pod size of the profiled runs (small, realistic, large)")
 	flag.DurationVar(&cfg.profileDuration, "profile-duration", 10*time.Second, "length of the profiled run")
