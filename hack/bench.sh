@@ -9,8 +9,8 @@
 #   BENCH_DURATION=5s          measured window per cell          BENCH_WARMUP=1s   warm-up per cell
 #   BENCH_CONCURRENCY=1,8,64   concurrency levels                BENCH_SIZES=small,realistic,large
 #   BENCH_SCALE_NAMESPACES     namespaces of 10 templates each (default 1000, quick 100; -1 skips the scenario)
-#   BENCH_PROFILE=0            skip the CPU/alloc profiles of the realistic case (full mode only)
-#   BENCH_PROFILE_CONCURRENCY  concurrency of the profiled runs (default 8)
+#   BENCH_PROFILE=0            skip the CPU/alloc profiles (of the realistic pod, or BENCH_PROFILE_SIZE; full mode only)
+#   BENCH_PROFILE_CONCURRENCY  concurrency of the profiled runs (default 8)   BENCH_PROFILE_SIZE (default realistic)
 #   BENCH_GO=0                 skip the engine's Go benchmarks   BENCH_GO_BENCHTIME (default 1s, quick 100ms)
 #   BENCH_PIN=0                do not pin with taskset (results then mix server and load tool CPU)
 #   BENCH_STRICT=1             exit 1 when a goal fails
@@ -52,6 +52,7 @@ args=(-root="$PWD" -bin-dir="$OUT/bin" -out="$OUT")
 [[ -n "${BENCH_SCALE_NAMESPACES:-}" ]] && args+=(-scale-namespaces="$BENCH_SCALE_NAMESPACES")
 [[ "${BENCH_PROFILE:-1}" == 0 ]] && args+=(-profile=false)
 [[ -n "${BENCH_PROFILE_CONCURRENCY:-}" ]] && args+=(-profile-concurrency="$BENCH_PROFILE_CONCURRENCY")
+[[ -n "${BENCH_PROFILE_SIZE:-}" ]] && args+=(-profile-size="$BENCH_PROFILE_SIZE")
 [[ "${BENCH_GO:-1}" == 0 ]] && args+=(-go-bench=false)
 [[ -n "${BENCH_GO_BENCHTIME:-}" ]] && args+=(-go-benchtime="$BENCH_GO_BENCHTIME")
 [[ "${BENCH_PIN:-1}" == 0 ]] && args+=(-pin=false)

@@ -33,8 +33,8 @@ const (
 // (an empty body, a body over MaxRequestBytes and a Content-Type other than application/json are refused; v1 and
 // v1beta1 reviews are answered in their own version), but reads the review once, where controller-runtime's
 // decoder parses the body three times (to find its kind, to validate it, to decode it). The review is decoded
-// with json v2: case-sensitive like the API server, in a single pass; request.object is kept as raw bytes for the
-// engine. Duplicate member names are not looked for: the API server never sends them, and tracking every name of
+// as jsontext tokens (decodeReview in review.go; json v2 for any shape the API server does not send):
+// case-sensitive like the API server, in a single pass; request.object is kept as raw bytes for the engine. Duplicate member names are not looked for: the API server never sends them, and tracking every name of
 // a pod's managedFields costs an allocation each.
 //
 // Every answer is HTTP 200 with an AdmissionReview, bad input included: the refusal is in response.allowed=false
@@ -111,7 +111,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, fmt.Errorf("contentType=%s, expected application/json", ct))
 		return
 	}
-	if err := jsonv2.Unmarshal(body, &rev, decodeOptions); err != nil {
+	if err := decodeReview(body, &rev); err != nil {
 		fail(http.StatusBadRequest, fmt.Errorf("the body is not an AdmissionReview: %w", err))
 		return
 	}
@@ -197,6 +197,11 @@ func readBody(r *http.Request, buf []byte) ([]byte, error) {
 	}
 }
 
+// jsonContentType is every answer's Content-Type value, shared instead of allocated per answer (Header.Set
+// makes a slice each time): net/http copies the values of the handler's header when it writes it
+// (Header.Clone), and nothing appends to this one (an Add would reallocate it: its capacity is its length).
+var jsonContentType = []string{"application/json"}
+
 // writeReview answers with an AdmissionReview of the request's version (v1 when unknown), encoded by
 // appendReview into a recycled buffer and written at once with its Content-Length: an answer over net/http's
 // 2 KB of buffering (an injected pod's patch) would otherwise go out chunked, in more writes.
@@ -207,8 +212,8 @@ func (s *server) writeReview(w http.ResponseWriter, tm metav1.TypeMeta, resp *ad
 	buf := answerBuffers.Get().(*[]byte)
 	out := appendReview((*buf)[:0], tm, resp)
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(out)))
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(out))}
 	if _, err := w.Write(out); err != nil {
 		s.clientErrs.Log("admission: cannot write the response", err, "uid", resp.UID) // the client went away
 	}

@@ -61,6 +61,7 @@ type config struct {
 	profile              bool
 	profileDuration      time.Duration
 	profileConcurrency   int
+	profileSize          string
 	goBench              bool
 	goBenchTime          string
 	pin                  bool
@@ -83,8 +84,9 @@ func main() {
 	flag.IntVar(&cfg.scaleNamespaces, "scale-namespaces", 0, "scale scenario: namespaces with templates (default 1000, quick 100; -1 skips the scenario)")
 	flag.IntVar(&cfg.scalePerNS, "scale-per-namespace", 10, "scale scenario: templates per namespace")
 	flag.IntVar(&cfg.scaleCluster, "scale-cluster", 100, "scale scenario: cluster-wide templates with selectors and namespace selectors")
-	flag.BoolVar(&cfg.profile, "profile", true, "collect CPU and allocation profiles of the realistic pod, with 2 templates and at scale (not in quick mode)")
+	flag.BoolVar(&cfg.profile, "profile", true, "collect CPU and allocation profiles of the -profile-size pod, with 2 templates and at scale (not in quick mode)")
 	flag.IntVar(&cfg.profileConcurrency, "profile-concurrency", 8, "concurrency of the profiled runs")
+	flag.StringVar(&cfg.profileSize, "profile-size", "realistic", "pod size of the profiled runs (small, realistic, large)")
 	flag.DurationVar(&cfg.profileDuration, "profile-duration", 10*time.Second, "length of the profiled run")
 	flag.BoolVar(&cfg.goBench, "go-bench", true, "run the engine's Go benchmarks (BenchmarkInject)")
 	flag.StringVar(&cfg.goBenchTime, "go-benchtime", "", "-benchtime of the Go benchmarks (default 1s, quick 100ms)")
@@ -291,7 +293,7 @@ func (h *harness) run(ctx context.Context) error {
 
 	var profiles []string
 	if cfg.profile {
-		p, err := h.profile(ctx, h.api, "realistic", "2 templates")
+		p, err := h.profile(ctx, h.api, cfg.profileSize, "2 templates")
 		if err != nil {
 			h.note("profiles: %v", err)
 		} else {
@@ -698,7 +700,7 @@ func (h *harness) find(pod string, c int, server string) *loadgen.Result {
 // ---------------------------------------------------------------- profiles
 
 // profile runs pprofserve (the injector plus /debug/pprof) against the templates in api, loads
-// it with the realistic pod at -profile-concurrency, and writes a CPU profile and an allocation profile of that window into
+// it with the -profile-size pod (default realistic) at -profile-concurrency, and writes a CPU profile and an allocation profile of that window into
 // profiles/ with tag in the file names. It returns the top of both, titled with scenario.
 func (h *harness) profile(ctx context.Context, api *apiServer, tag, scenario string) ([]string, error) {
 	pprofAddr, err := freeAddr()
@@ -716,11 +718,12 @@ func (h *harness) profile(ctx context.Context, api *apiServer, tag, scenario str
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	h.logf("profiling the realistic pod at c=%d, %s, for %s (pprofserve = serve + /debug/pprof)", h.cfg.profileConcurrency, scenario, h.cfg.profileDuration)
+	size := h.cfg.profileSize
+	h.logf("profiling the %s pod at c=%d, %s, for %s (pprofserve = serve + /debug/pprof)", size, h.cfg.profileConcurrency, scenario, h.cfg.profileDuration)
 	d := h.cfg.profileDuration
 	loadDone := make(chan error, 1)
 	go func() {
-		_, err := h.runLoad(ctx, h.loadArgs("realistic", h.cfg.profileConcurrency, p, injector, d+2*time.Second))
+		_, err := h.runLoad(ctx, h.loadArgs(size, h.cfg.profileConcurrency, p, injector, d+2*time.Second))
 		loadDone <- err
 	}()
 	time.Sleep(h.cfg.warmup + 500*time.Millisecond)
@@ -771,7 +774,7 @@ func (h *harness) profile(ctx context.Context, api *apiServer, tag, scenario str
 		title, file string
 		args        []string
 	}{
-		{fmt.Sprintf("CPU (realistic pod, %s, c=%d)", scenario, h.cfg.profileConcurrency), tag + "-cpu-top.txt", []string{"-top", "-nodecount=20", bin, cpu}},
+		{fmt.Sprintf("CPU (%s pod, %s, c=%d)", size, scenario, h.cfg.profileConcurrency), tag + "-cpu-top.txt", []string{"-top", "-nodecount=20", bin, cpu}},
 		{"alloc_space (same run)", tag + "-alloc-space-top.txt", []string{"-top", "-nodecount=20", "-sample_index=alloc_space", "-base", allocs0, bin, allocs1}},
 	} {
 		cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "pprof"}, q.args...)...)
