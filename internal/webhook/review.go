@@ -131,24 +131,15 @@ func readRequest(d *jsontext.Decoder, req *reviewRequest) bool {
 }
 
 func readGVK(d *jsontext.Decoder, gvk *metav1.GroupVersionKind) bool {
-	if d.PeekKind() != '{' {
-		return false
-	}
-	var seen members
-	return readObject(d, func(name []byte) bool {
-		switch string(name) {
-		case `"group"`:
-			return seen.first(0) && readString(d, &gvk.Group)
-		case `"version"`:
-			return seen.first(1) && readString(d, &gvk.Version)
-		case `"kind"`:
-			return seen.first(2) && readString(d, &gvk.Kind)
-		}
-		return skipValue(d, name)
-	})
+	return readGroupVersionAnd(d, `"kind"`, &gvk.Group, &gvk.Version, &gvk.Kind)
 }
 
 func readGVR(d *jsontext.Decoder, gvr *metav1.GroupVersionResource) bool {
+	return readGroupVersionAnd(d, `"resource"`, &gvr.Group, &gvr.Version, &gvr.Resource)
+}
+
+// readGroupVersionAnd reads an object of three strings, "group", "version" and the member named third (quoted).
+func readGroupVersionAnd(d *jsontext.Decoder, third string, group, version, last *string) bool {
 	if d.PeekKind() != '{' {
 		return false
 	}
@@ -156,11 +147,11 @@ func readGVR(d *jsontext.Decoder, gvr *metav1.GroupVersionResource) bool {
 	return readObject(d, func(name []byte) bool {
 		switch string(name) {
 		case `"group"`:
-			return seen.first(0) && readString(d, &gvr.Group)
+			return seen.first(0) && readString(d, group)
 		case `"version"`:
-			return seen.first(1) && readString(d, &gvr.Version)
-		case `"resource"`:
-			return seen.first(2) && readString(d, &gvr.Resource)
+			return seen.first(1) && readString(d, version)
+		case third:
+			return seen.first(2) && readString(d, last)
 		}
 		return skipValue(d, name)
 	})

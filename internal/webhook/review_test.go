@@ -15,15 +15,7 @@ import (
 func reviewBodies(t testing.TB) [][]byte {
 	bodies := admissionReviewSeeds()
 	for _, size := range []string{"small", "realistic", "large"} {
-		pod, err := fixtures.Pod(size)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := fixtures.Review(pod)
-		if err != nil {
-			t.Fatal(err)
-		}
-		bodies = append(bodies, body)
+		bodies = append(bodies, benchmarkReview(t, size))
 	}
 	const head = `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":`
 	for _, req := range []string{
@@ -97,14 +89,7 @@ func sliceOf(body, raw []byte) bool {
 // four allocations (the request, its uid and namespace, dryRun); the fixed words are not allocated.
 func TestTheAPIServersReviewsAreReadAsTokens(t *testing.T) {
 	for _, size := range []string{"small", "realistic", "large"} {
-		pod, err := fixtures.Pod(size)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := fixtures.Review(pod)
-		if err != nil {
-			t.Fatal(err)
-		}
+		body := benchmarkReview(t, size)
 		var rev admissionReview
 		if !new(reviewReader).read(body, &rev) || rev.Request == nil || rev.Request.Namespace == "" {
 			t.Fatalf("%s: the review was left to json v2", size)
@@ -122,14 +107,7 @@ func TestTheAPIServersReviewsAreReadAsTokens(t *testing.T) {
 // decodeReview falls back to it.
 func BenchmarkDecodeReview(b *testing.B) {
 	for _, size := range []string{"small", "realistic", "large"} {
-		pod, err := fixtures.Pod(size)
-		if err != nil {
-			b.Fatal(err)
-		}
-		body, err := fixtures.Review(pod)
-		if err != nil {
-			b.Fatal(err)
-		}
+		body := benchmarkReview(b, size)
 		for _, d := range []struct {
 			name   string
 			decode func([]byte, *admissionReview) error
@@ -149,4 +127,18 @@ func BenchmarkDecodeReview(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchmarkReview is the AdmissionReview the API server sends for the benchmark pod of size.
+func benchmarkReview(tb testing.TB, size string) []byte {
+	tb.Helper()
+	pod, err := fixtures.Pod(size)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	body, err := fixtures.Review(pod)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return body
 }
