@@ -34,8 +34,9 @@ const (
 // v1beta1 reviews are answered in their own version), but reads the review once, where controller-runtime's
 // decoder parses the body three times (to find its kind, to validate it, to decode it). The review is decoded
 // as jsontext tokens (decodeReview in review.go; json v2 for any shape the API server does not send):
-// case-sensitive like the API server, in a single pass; request.object is kept as raw bytes for the engine. Duplicate member names are not looked for: the API server never sends them, and tracking every name of
-// a pod's managedFields costs an allocation each.
+// case-sensitive like the API server, in a single pass; request.object is kept as raw bytes for the engine.
+// Duplicate member names are not looked for: the API server never sends them, and tracking every name of a
+// pod's managedFields costs an allocation each.
 //
 // Every answer is HTTP 200 with an AdmissionReview, bad input included: the refusal is in response.allowed=false
 // with response.status.code 400 (413 for a body over MaxRequestBytes, 500 for a recovered panic) and a message.

@@ -128,18 +128,11 @@ func readBreakdown(pid int, m map[string]float64) (memoryBreakdown, error) {
 // once its controller is done and the process quiet: the baseline every scale pays.
 func (h *harness) memoryIdle(ctx context.Context, v memoryVariant) (*memoryRun, error) {
 	r := &memoryRun{Variant: v.label, Start: "idle"}
-	p, readyIn, err := h.startInjectorEnv(ctx, h.scaleAPI, "memory-"+v.label+"-idle", v.binary, v.env)
+	p, _, _, err := h.startSettled(ctx, v, "idle", r, len(fixtures.Templates()), 60*time.Second, 60*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	defer h.stop(p)
-	startedAt := time.Now().Add(-readyIn)
-	pid := p.cmd.Process.Pid
-	r.ReadyMS = float64(readyIn.Milliseconds())
-	r.ReadyKiB, _ = loadgen.ProcessRSSKiB(pid)
-	ok := h.controllerDone(ctx, p, len(fixtures.Templates()), 60*time.Second)
-	_, quiet := h.settleAll(p, controlPlanePIDs(h.scaleAPI), 60*time.Second)
-	r.SettleS, r.Settled = time.Since(startedAt).Seconds(), ok && quiet
 	if err := h.readEnd(r, p); err != nil {
 		return nil, err
 	}
@@ -147,6 +140,25 @@ func (h *harness) memoryIdle(ctx context.Context, v memoryVariant) (*memoryRun, 
 	h.logf("memory: %s (idle, 2 templates): RSS %.1f MiB (anonymous %.1f, file %.1f), heap in use %.1f MiB",
 		v.label, kib(r.RSSKiB), kib(r.Breakdown.RSSAnonKiB), kib(r.Breakdown.RSSFileKiB), r.HeapInuse/(1<<20))
 	return r, nil
+}
+
+// startSettled starts variant v over the scale API server and waits (at most doneWithin) until its controller
+// has reconciled the given number of templates, then (at most quietWithin) until it, the API server and etcd are
+// quiet; r gets the time to Ready, the RSS then and the time to settle. It reports whether the controller was
+// done; the caller stops p.
+func (h *harness) startSettled(ctx context.Context, v memoryVariant, start string, r *memoryRun, templates int,
+	doneWithin, quietWithin time.Duration) (p *proc, readyIn time.Duration, done bool, err error) {
+	p, readyIn, err = h.startInjectorEnv(ctx, h.scaleAPI, "memory-"+v.label+"-"+strings.ReplaceAll(start, " ", "-"), v.binary, v.env)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	startedAt := time.Now().Add(-readyIn)
+	r.ReadyMS = float64(readyIn.Milliseconds())
+	r.ReadyKiB, _ = loadgen.ProcessRSSKiB(p.cmd.Process.Pid)
+	done = h.controllerDone(ctx, p, templates, doneWithin)
+	_, quiet := h.settleAll(p, controlPlanePIDs(h.scaleAPI), quietWithin)
+	r.SettleS, r.Settled = time.Since(startedAt).Seconds(), done && quiet
+	return p, readyIn, done, nil
 }
 
 // readEnd reads the process's CPU, the Go runtime's figures and the memory breakdown into r.
@@ -279,18 +291,12 @@ func (h *harness) createScale(ctx context.Context) (*scaleResult, error) {
 // memoryRun starts variant v over the scale API server, lets it settle, sends admissions and measures it.
 func (h *harness) memoryRun(ctx context.Context, v memoryVariant, start string, sr *scaleResult) (*memoryRun, error) {
 	r := &memoryRun{Variant: v.label, Start: start}
-	p, readyIn, err := h.startInjectorEnv(ctx, h.scaleAPI, "memory-"+v.label+"-"+strings.ReplaceAll(start, " ", "-"), v.binary, v.env)
+	p, readyIn, ok, err := h.startSettled(ctx, v, start, r, sr.Templates+len(fixtures.Templates()), 900*time.Second, 120*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	defer h.stop(p)
-	startedAt := time.Now().Add(-readyIn)
 	pid := p.cmd.Process.Pid
-	r.ReadyMS = float64(readyIn.Milliseconds())
-	r.ReadyKiB, _ = loadgen.ProcessRSSKiB(pid)
-	ok := h.controllerDone(ctx, p, sr.Templates+len(fixtures.Templates()), 900*time.Second)
-	_, quiet := h.settleAll(p, controlPlanePIDs(h.scaleAPI), 120*time.Second)
-	r.SettleS, r.Settled = time.Since(startedAt).Seconds(), ok && quiet
 	h.logf("memory: %s (%s) ready in %s, settled=%v %.0fs after start", v.label, start, readyIn.Round(time.Millisecond), ok, r.SettleS)
 
 	// The scale cells' load: the realistic pod at every concurrency (64 connections hold buffers and goroutines).
